@@ -1,0 +1,25 @@
+"""DALI loaders, one module per dataset: `from loaders import imagenet_dali` imports `loaders.imagenet` lazily."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+__all__ = ["available"]
+
+_SHARED = {"bench", "common", "source", "ops"}
+
+
+def available() -> list[str]:
+    """Dataset names with a loader module here (each exposes `<name>_dali`)."""
+    return sorted(
+        i.name for i in pkgutil.iter_modules(__path__) if not i.name.startswith("_") and i.name not in _SHARED
+    )
+
+
+def __getattr__(attr: str) -> Any:
+    if attr.endswith("_dali") and attr[: -len("_dali")] in available():
+        module = importlib.import_module(f"{__name__}.{attr[: -len('_dali')]}")
+        return getattr(module, attr)
+    raise AttributeError(f"module 'loaders' has no attribute {attr!r}; loaders: {available() or 'none yet'}")

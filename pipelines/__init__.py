@@ -1,0 +1,27 @@
+"""Beam conversion jobs, one module per dataset, found by module name (no central list to edit)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+
+__all__ = ["available", "load"]
+
+_SHARED = {"common", "cli", "transforms"}  # modules of shared code, not datasets
+
+
+def available() -> list[str]:
+    """Dataset names: every module in this package that defines `main(argv)` and is not shared code."""
+    names = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name in _SHARED:
+            continue
+        names.append(info.name)
+    return sorted(names)
+
+
+def load(name: str) -> ModuleType:
+    if name not in available():
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available()) or 'none yet'}")
+    return importlib.import_module(f"{__name__}.{name}")

@@ -1,0 +1,5 @@
+"""`python -m shards`: see shards.cli."""
+
+from shards.cli import main
+
+raise SystemExit(main())

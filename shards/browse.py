@@ -1,0 +1,118 @@
+"""Looking into a split: list shards, find and inspect one sample, draw a preview grid of its images."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from shards import storage
+from shards.errors import ShardFormatError
+from shards.idx import parse_index
+from shards.keys import split_member_name
+from shards.manifest import read_manifest, split_url_of
+from shards.wds import iter_samples
+
+__all__ = ["find_sample", "first_samples", "describe_field", "draw_preview"]
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "JPEG")
+
+
+def find_sample(url: str, key: str | None = None) -> tuple[str, dict[str, bytes], dict[str, Any]]:
+    """(shard URL, {ext: bytes}, manifest) for `key`, located through the indexes and fetched by ranged reads."""
+    split = split_url_of(url)
+    manifest = read_manifest(split)
+    for entry in manifest["shards"]:
+        if "idx" not in entry:
+            continue
+        shard_url = storage.join(split, entry["path"])
+        for members in parse_index(storage.read_bytes(storage.join(split, entry["idx"]))):
+            k = split_member_name(members[0].name)[0]
+            if key is None or k == key:
+                fields = {
+                    split_member_name(m.name)[1]: storage.read_range(shard_url, m.offset, m.size) for m in members
+                }
+                return shard_url, {"__key__": k.encode(), **fields}, manifest
+    raise KeyError(f"{split}: no sample with key {key!r}" if key else f"{split}: the split holds no tar samples")
+
+
+def first_samples(url: str, n: int) -> tuple[list[tuple[str, dict[str, bytes]]], dict[str, Any]]:
+    split = split_url_of(url)
+    manifest = read_manifest(split)
+    out: list[tuple[str, dict[str, bytes]]] = []
+    for entry in manifest["shards"]:
+        if not entry["path"].endswith(".tar"):
+            continue
+        shard_url = storage.join(split, entry["path"])
+        with storage.open_read(shard_url) as f:
+            for key, sample in iter_samples(io.BytesIO(f.read()), url=shard_url):
+                out.append((key, sample))
+                if len(out) >= n:
+                    return out, manifest
+    return out, manifest
+
+
+def describe_field(ext: str, data: bytes, classes: list[str] | None) -> str:
+    """A one-line human description of one field's value."""
+    if ext.lower() in IMAGE_EXTS:
+        try:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as im:
+                return f"{im.format} image {im.width}x{im.height} {im.mode}, {len(data)} bytes"
+        except Exception as e:
+            return f"undecodable image ({e}), {len(data)} bytes"
+    if ext == "cls":
+        text = data.decode("ascii", "replace").strip()
+        name = classes[int(text)] if classes and text.isdigit() and int(text) < len(classes) else None
+        return f"{text}" + (f" ({name})" if name else "")
+    if ext == "json":
+        try:
+            return json.dumps(json.loads(data), ensure_ascii=False)[:400]
+        except ValueError:
+            return f"invalid JSON, {len(data)} bytes"
+    if ext in ("txt", "text", "id") and len(data) < 400:
+        return data.decode("utf-8", "replace")
+    return f"{len(data)} bytes"
+
+
+def _label(sample: dict[str, bytes], classes: list[str] | None) -> str:
+    if "cls" in sample:
+        return describe_field("cls", sample["cls"], classes)
+    for ext in ("txt", "json"):
+        if ext in sample:
+            return sample[ext][:40].decode("utf-8", "replace")
+    return ""
+
+
+def draw_preview(url: str, out: str, *, n: int = 16, tile: int = 160) -> int:
+    """Write a PNG grid of the first `n` images of a split with key and label under each; return the count."""
+    from PIL import Image, ImageDraw
+
+    samples, manifest = first_samples(url, n)
+    pictures = []
+    for key, sample in samples:
+        ext = next((e for e in sample if e.lower() in IMAGE_EXTS), None)
+        if ext is None:
+            continue
+        try:
+            im = Image.open(io.BytesIO(sample[ext])).convert("RGB")
+        except Exception as e:
+            raise ShardFormatError(f"image does not decode: {e}", url=url, member=f"{key}.{ext}") from None
+        im.thumbnail((tile, tile))
+        pictures.append((key, _label(sample, manifest.get("classes")), im))
+    if not pictures:
+        raise ValueError(f"{url}: no image fields among the first {n} samples")
+    cols = min(4, len(pictures))
+    rows = -(-len(pictures) // cols)
+    cell_h = tile + 30
+    grid = Image.new("RGB", (cols * tile, rows * cell_h), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (key, label, im) in enumerate(pictures):
+        x, y = (i % cols) * tile, (i // cols) * cell_h
+        grid.paste(im, (x + (tile - im.width) // 2, y + (tile - im.height) // 2))
+        draw.text((x + 3, y + tile + 2), key[:26], fill="black")
+        draw.text((x + 3, y + tile + 15), label[:26], fill="darkblue")
+    with storage.atomic_write(out) as f:
+        grid.save(f, format="PNG")
+    return len(pictures)

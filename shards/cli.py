@@ -1,0 +1,135 @@
+"""`python -m shards`: pack, ls, inspect, preview and verify splits on any store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from shards import storage
+from shards.errors import ShardError
+from shards.units import format_size, parse_size
+
+__all__ = ["main"]
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from shards.pack import PackConfig, pack_folder
+
+    fields = tuple(f for f in args.fields.split(",") if f) if args.fields else None
+    config = PackConfig(
+        shard_size=parse_size(args.shard_size),
+        seed=args.seed,
+        fields=fields,
+        dataset=args.dataset,
+        split=args.split,
+        workers=args.workers,
+    )
+    t0 = time.perf_counter()
+    m = pack_folder(args.dir, args.url, config)
+    dt = time.perf_counter() - t0
+    nbytes = sum(s["num_bytes"] for s in m["shards"])
+    print(
+        f"packed {m['num_samples']} samples into {len(m['shards'])} shards ({format_size(nbytes)}) at {args.url} "
+        f"in {dt:.1f}s ({format_size(nbytes / dt)}/s); quarantined {m['quarantine']['count']}"
+    )
+    return 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from shards.manifest import read_manifest
+
+    m = read_manifest(args.url)
+    print(f"{m['dataset']}/{m['split']}: {m['num_samples']} samples, fields {', '.join(m['fields'])}")
+    total = 0
+    for s in m["shards"]:
+        total += s["num_bytes"]
+        print(f"  {s['path']:<22} {s['num_samples']:>9} samples {format_size(s['num_bytes']):>10}  {s['sha256'][:12]}")
+    classes = m.get("classes")
+    print(
+        f"{len(m['shards'])} shards, {m['num_samples']} samples, {format_size(total)}"
+        + (f", {len(classes)} classes" if classes else "")
+        + f", {m['quarantine']['count']} quarantined"
+    )
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from shards.browse import describe_field, find_sample
+
+    shard_url, sample, manifest = find_sample(args.url, args.key)
+    key = sample.pop("__key__").decode()
+    print(f"key {key} in {shard_url}")
+    for ext, data in sample.items():
+        print(f"  .{ext:<10} {describe_field(ext, data, manifest.get('classes'))}")
+    return 0
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from shards.browse import draw_preview
+
+    n = draw_preview(args.url, args.out, n=args.n)
+    print(f"wrote {args.out} with {n} images")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from shards.verify import verify_split
+
+    report = verify_split(args.url)
+    for p in report.problems:
+        print(f"FAIL {p}", file=sys.stderr)
+    if not report.ok:
+        print(f"{report.url}: {len(report.problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"OK {report.url}: {report.num_shards} shards, {report.num_samples} samples, {format_size(report.num_bytes)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m shards", description=__doc__)
+    p.add_argument(
+        "--storage-options",
+        metavar="JSON",
+        help='fsspec options per protocol, e.g. \'{"s3": {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}}\'',
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("pack", help="pack a folder (same stem = one sample, extension = field) into shards")
+    s.add_argument("dir")
+    s.add_argument("url", help="split folder to write, e.g. out/train or s3://bucket/data/train")
+    s.add_argument("--shard-size", default="256MB")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--fields", help="comma-separated required fields (default: those every sample has)")
+    s.add_argument("--dataset", help="dataset name for the manifest (default: the folder's name)")
+    s.add_argument("--split", help="split name for the manifest (default: the URL's last part)")
+    s.add_argument("--workers", type=int, default=2, help="shards written in parallel (default 2)")
+    s.set_defaults(func=_cmd_pack)
+    s = sub.add_parser("ls", help="list the shards of a split with samples and bytes")
+    s.add_argument("url")
+    s.set_defaults(func=_cmd_ls)
+    s = sub.add_parser("inspect", help="show one sample's fields (the first, or KEY)")
+    s.add_argument("url")
+    s.add_argument("key", nargs="?")
+    s.set_defaults(func=_cmd_inspect)
+    s = sub.add_parser("preview", help="draw the first N images of a split with their labels into a PNG")
+    s.add_argument("url")
+    s.add_argument("--out", required=True)
+    s.add_argument("-n", type=int, default=16)
+    s.set_defaults(func=_cmd_preview)
+    s = sub.add_parser("verify", help="re-hash shards, check indexes and counts; exit 1 naming what is wrong")
+    s.add_argument("url")
+    s.set_defaults(func=_cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.storage_options:
+        for protocol, opts in json.loads(args.storage_options).items():
+            storage.configure(protocol, **opts)
+    try:
+        return args.func(args)
+    except (ShardError, ValueError, KeyError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

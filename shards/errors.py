@@ -1,0 +1,27 @@
+"""Exceptions raised for bad shards, manifests and keys; every message names the URL and the key or member."""
+
+from __future__ import annotations
+
+__all__ = ["ShardError", "ShardFormatError", "ManifestError", "KeyError_"]
+
+
+class ShardError(ValueError):
+    """Base class: something about a shard, index or manifest is wrong (bad data, not a bug)."""
+
+
+class ShardFormatError(ShardError):
+    """A tar, index or Arrow shard is malformed: truncated, hostile, or inconsistent with its index."""
+
+    def __init__(self, message: str, *, url: str = "<stream>", member: str | None = None) -> None:
+        where = f"{url}" + (f" (member {member!r})" if member is not None else "")
+        super().__init__(f"{where}: {message}")
+        self.url = url
+        self.member = member
+
+
+class ManifestError(ShardError):
+    """A manifest is missing, malformed, or its counts do not add up."""
+
+
+class KeyError_(ShardError):
+    """A sample key or field name breaks the format rules (dots, slashes, duplicates, length)."""

@@ -1,0 +1,45 @@
+"""Rules for sample keys and field names (extensions) in a split, checked before anything is written."""
+
+from __future__ import annotations
+
+import re
+
+from shards.errors import KeyError_
+
+__all__ = ["validate_key", "validate_ext", "split_member_name"]
+
+# Whitespace would break DALI's space-separated index; dots and slashes would make the key ambiguous.
+_BAD_KEY = re.compile(r"[\s./\\\x00-\x1f\x7f]")
+_BAD_EXT = re.compile(r"[\s/\\\x00-\x1f\x7f]")
+
+
+def validate_key(key: str, *, url: str = "<stream>") -> None:
+    """Raise KeyError_ unless `key` is a non-empty string without dots, slashes, backslashes or whitespace."""
+    if not isinstance(key, str) or not key:
+        raise KeyError_(f"{url}: sample key {key!r} must be a non-empty string")
+    bad = _BAD_KEY.search(key)
+    if bad:
+        raise KeyError_(
+            f"{url}: sample key {key!r} contains {bad.group()!r}; keys may not contain dots, slashes or "
+            "whitespace (a dot separates the key from the field name, e.g. 'n01440764_10026.jpg')"
+        )
+
+
+def validate_ext(ext: str, *, key: str, url: str = "<stream>") -> None:
+    """Raise KeyError_ unless `ext` is a usable field name: non-empty, no slashes, no whitespace."""
+    if not isinstance(ext, str) or not ext or ext.startswith(".") or ext.endswith("."):
+        raise KeyError_(f"{url}: sample {key!r} has an invalid field name {ext!r}")
+    bad = _BAD_EXT.search(ext)
+    if bad:
+        raise KeyError_(f"{url}: sample {key!r} field {ext!r} contains {bad.group()!r}")
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """'dir/n01_1.seg.png' -> ('dir/n01_1', 'seg.png'): the key ends at the first dot of the basename.
+
+    The same rule as webdataset and DALI's wds2idx, so all three agree on which members form a sample.
+    """
+    dot = name.find(".", name.rfind("/") + 1)
+    if dot < 0:
+        return name, ""
+    return name[:dot], name[dot + 1 :]

@@ -1,0 +1,152 @@
+"""`shards pack`: any folder of files becomes shuffled WebDataset shards with a manifest.
+
+Files with the same stem form one sample and the extension is the field (`cat1.jpg` + `cat1.cls` -> sample
+`cat1` with fields `jpg`, `cls`). Files in subfolders get the folder names joined with '__' in their key
+(`train/n01/x.jpg` -> `train__n01__x`). Inputs that cannot become a sample go to quarantine with a reason.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import math
+import mimetypes
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from shards import storage
+from shards.errors import KeyError_
+from shards.keys import split_member_name, validate_ext, validate_key
+from shards.manifest import build_manifest, write_manifest
+from shards.publish import write_tar_shard
+from shards.quarantine import QUARANTINE_NAME, dumps_quarantine, quarantine_entry
+
+__all__ = ["PackConfig", "pack_folder", "shuffle_order", "assign_shards"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PackConfig:
+    shard_size: int = 256_000_000
+    seed: int = 0
+    fields: tuple[str, ...] | None = None  # required fields; default: those every sample has
+    dataset: str | None = None
+    split: str | None = None
+    workers: int = 2
+
+
+@dataclasses.dataclass
+class _Sample:
+    key: str
+    files: dict[str, str]  # ext -> path
+    nbytes: int
+
+
+def shuffle_order(key: str, seed: int) -> bytes:
+    """A seeded hash of the key: sorting by it is a global shuffle that is stable across runs."""
+    return hashlib.blake2b(key.encode(), digest_size=8, key=seed.to_bytes(8, "little", signed=True)).digest()
+
+
+def assign_shards(sizes: list[int], shard_size: int) -> list[int]:
+    """Start index of each shard in a list of sample sizes, cutting at even shares of the total bytes."""
+    if not sizes:
+        return []
+    total = sum(sizes)
+    n = max(1, min(len(sizes), math.ceil(total / shard_size)))
+    starts, acc, target = [0], 0, total / n
+    for i, s in enumerate(sizes):
+        if acc >= target * len(starts) and len(starts) < n and i > starts[-1]:
+            starts.append(i)
+        acc += s
+    return starts
+
+
+def _scan(root: str, quarantine: list[dict[str, str]]) -> list[_Sample]:
+    samples: dict[str, _Sample] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        rel = os.path.relpath(folder, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "__") + "__"
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            stem, ext = split_member_name(name)
+            key = prefix + stem
+            try:
+                if not stem:
+                    raise KeyError_(f"hidden file {name!r} has no stem to use as a key")
+                validate_key(key, url=root)
+                validate_ext(ext or "", key=key, url=root)
+                if len(f"{key}.{ext}".encode()) > 100:
+                    raise KeyError_(f"member name {key}.{ext} is longer than the 100 bytes a tar name holds")
+            except KeyError_ as e:
+                quarantine.append(quarantine_entry(key=key, source=path, stage="scan", reason=str(e)))
+                continue
+            s = samples.setdefault(key, _Sample(key, {}, 0))
+            s.files[ext] = path
+            s.nbytes += os.path.getsize(path)
+    return list(samples.values())
+
+
+def _read_samples(batch: list[_Sample], quarantine: list[dict[str, str]]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    for s in batch:
+        try:
+            data = {}
+            for ext, path in s.files.items():
+                with open(path, "rb") as f:
+                    data[ext] = f.read()
+        except OSError as e:
+            quarantine.append(quarantine_entry(key=s.key, source=path, stage="read", reason=f"unreadable: {e}"))
+            continue
+        yield s.key, data
+
+
+def pack_folder(src: str, dst: str, config: PackConfig = PackConfig()) -> dict[str, Any]:
+    """Pack folder `src` into the split at URL `dst`; return the manifest (written last)."""
+    if not os.path.isdir(src):
+        raise FileNotFoundError(f"{src}: not a folder")
+    quarantine: list[dict[str, str]] = []
+    samples = _scan(src, quarantine)
+    inputs_seen = len(samples) + len(quarantine)
+    if config.fields is not None:
+        required = set(config.fields)
+    else:
+        required = set.intersection(*(set(s.files) for s in samples)) if samples else set()
+    if samples and not required:
+        raise ValueError(f"{src}: the samples share no field; name the required ones with --fields")
+    kept = []
+    for s in samples:
+        missing = required - set(s.files)
+        if missing:
+            reason = f"lacks required field(s) {sorted(missing)}"
+            quarantine.append(quarantine_entry(key=s.key, source=src, stage="scan", reason=reason))
+        else:
+            kept.append(s)
+    if not kept:
+        raise ValueError(f"{src}: no sample could be packed ({len(quarantine)} inputs quarantined)")
+    kept.sort(key=lambda s: shuffle_order(s.key, config.seed))
+    starts = assign_shards([s.nbytes for s in kept], config.shard_size)
+    bounds = list(zip(starts, [*starts[1:], len(kept)], strict=True))
+    with cf.ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
+        futures = [
+            pool.submit(write_tar_shard, dst, i, _read_samples(kept[a:b], quarantine), fields=required)
+            for i, (a, b) in enumerate(bounds)
+        ]
+        entries = [f.result() for f in futures]
+    all_fields = sorted({ext for s in kept for ext in s.files})
+    storage.write_bytes(storage.join(dst, QUARANTINE_NAME), dumps_quarantine(quarantine))
+    manifest = build_manifest(
+        dataset=config.dataset or os.path.basename(os.path.abspath(src)),
+        split=config.split or os.path.basename(dst.rstrip("/")) or "train",
+        fields={ext: mimetypes.guess_type("x." + ext)[0] or "bytes" for ext in sorted(required)},
+        optional_fields={
+            ext: mimetypes.guess_type("x." + ext)[0] or "bytes" for ext in all_fields if ext not in required
+        },
+        shards=entries,
+        classes=None,
+        quarantine_count=len(quarantine),
+        source={"url": os.path.abspath(src), "layout": "folder", "inputs_seen": inputs_seen},
+        params={"shard_size": config.shard_size, "seed": config.seed, "fields": sorted(required)},
+    )
+    write_manifest(dst, manifest)
+    return manifest

@@ -1,0 +1,77 @@
+"""Publishing shards into a split folder: names, hashing while writing, and the manifest entry for each."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, BinaryIO
+
+from shards import storage
+from shards.wds import TarShardWriter
+
+__all__ = ["shard_name", "HashingWriter", "write_tar_shard", "sha256_of"]
+
+Sample = tuple[str, Mapping[str, bytes]]
+
+
+def shard_name(index: int, ext: str) -> str:
+    """'shard-000042.tar': zero-padded so names sort in shard order."""
+    return f"shard-{index:06d}.{ext}"
+
+
+class HashingWriter:
+    """A write-only file wrapper that hashes (sha256) and counts what passes through it."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._h = hashlib.sha256()
+        self.num_bytes = 0
+
+    def write(self, data) -> int:
+        self._h.update(data)
+        self._f.write(data)
+        n = len(data) if not isinstance(data, memoryview) else data.nbytes
+        self.num_bytes += n
+        return n
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def write_tar_shard(
+    split_url: str, index: int, samples: Iterable[Sample], *, fields: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Write samples to `<split>/shard-NNNNNN.tar` and its `.idx`, both atomically; return the manifest entry.
+
+    The tar is hashed in the same pass that writes it, so a shard is read exactly once.
+    """
+    name, idx_name = shard_name(index, "tar"), shard_name(index, "idx")
+    url = storage.join(split_url, name)
+    with storage.atomic_write(url) as raw:
+        out = HashingWriter(raw)
+        writer = TarShardWriter(out, url=url, fields=fields)
+        for key, sample in samples:
+            writer.write(key, sample)
+        writer.close()
+    storage.write_bytes(storage.join(split_url, idx_name), writer.idx_bytes())
+    return {
+        "path": name,
+        "idx": idx_name,
+        "num_samples": writer.num_samples,
+        "num_bytes": out.num_bytes,
+        "sha256": out.hexdigest(),
+    }
+
+
+def sha256_of(url: str, *, chunk: int = 8 << 20) -> tuple[str, int]:
+    """(sha256 hex, size) of a stored file, streamed in chunks."""
+    h = hashlib.sha256()
+    n = 0
+    with storage.open_read(url, block_size=chunk) as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+            n += len(b)
+    return h.hexdigest(), n

@@ -1,0 +1,208 @@
+"""The one module that turns URLs into file objects: local paths, file://, memory://, s3://, gs:// (gcsfs).
+
+Writes are atomic everywhere: local and memory files are written under a temporary name and renamed;
+object-store files are single uploads (a PUT, or a multipart upload completed on close) that are aborted
+on error, so no reader ever sees half a file.
+
+Credentials and endpoints come from the environment (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, the usual
+AWS_* keys, GOOGLE_APPLICATION_CREDENTIALS), from SHARDS_STORAGE_OPTIONS (JSON keyed by protocol, e.g.
+'{"s3": {"anon": false}}'), or from `configure()`. They are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+__all__ = [
+    "configure",
+    "protocol_of",
+    "is_local",
+    "join",
+    "get_fs",
+    "open_read",
+    "read_bytes",
+    "read_range",
+    "atomic_write",
+    "write_bytes",
+    "exists",
+    "size",
+    "listdir",
+    "remove",
+    "local_path",
+]
+
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+_INSTALL_HINT = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+_configured: dict[str, dict[str, Any]] = {}
+
+
+def configure(protocol: str, **options: Any) -> None:
+    """Set fsspec options for one protocol (e.g. `configure("s3", client_kwargs={...})`) for this process."""
+    _configured[protocol] = dict(options)
+
+
+def protocol_of(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def is_local(url: str) -> bool:
+    return protocol_of(url) == "file"
+
+
+def local_path(url: str) -> str:
+    """The filesystem path of a local URL (plain path or file://)."""
+    if not is_local(url):
+        raise ValueError(f"{url} is not a local path")
+    return url[len("file://") :] if url.startswith("file://") else url
+
+
+def join(url: str, *parts: str) -> str:
+    """Join path components onto a URL with '/', whatever the store."""
+    if is_local(url) and not url.startswith("file://"):
+        return os.path.join(url, *parts)
+    return posixpath.join(url, *parts)
+
+
+def _options(protocol: str) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if protocol in ("s3", "s3a"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            opts["client_kwargs"] = {"endpoint_url": endpoint}
+    env = os.environ.get("SHARDS_STORAGE_OPTIONS")
+    if env:
+        try:
+            opts.update(json.loads(env).get(protocol, {}))
+        except (ValueError, AttributeError):
+            raise ValueError(
+                'SHARDS_STORAGE_OPTIONS must be a JSON object keyed by protocol, e.g. \'{"s3": {"anon": true}}\''
+            ) from None
+    opts.update(_configured.get(protocol, {}))
+    return opts
+
+
+def get_fs(url: str):
+    """(fsspec filesystem, path inside it) for a URL, with this module's options applied."""
+    import fsspec
+
+    protocol = protocol_of(url)
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **_options(protocol))
+    except ImportError as e:
+        hint = _INSTALL_HINT.get(protocol)
+        raise ImportError(f"{url}: reading {protocol}:// needs `pip install {hint}`" if hint else str(e)) from e
+    return fs, path
+
+
+def open_read(url: str, *, block_size: int | None = None) -> BinaryIO:
+    """A seekable binary file for reading; `block_size` sets the read-ahead of remote files."""
+    if is_local(url):
+        return open(local_path(url), "rb")
+    fs, path = get_fs(url)
+    kwargs = {"block_size": block_size} if block_size else {}
+    return fs.open(path, "rb", **kwargs)
+
+
+def read_bytes(url: str) -> bytes:
+    with open_read(url) as f:
+        return f.read()
+
+
+def read_range(url: str, offset: int, length: int) -> bytes:
+    """`length` bytes at `offset`: one ranged GET on object stores, a seek and read locally."""
+    if is_local(url):
+        with open(local_path(url), "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+    fs, path = get_fs(url)
+    return fs.cat_file(path, start=offset, end=offset + length)
+
+
+@contextlib.contextmanager
+def atomic_write(url: str) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes visible at `url` only if the block exits without an exception."""
+    if is_local(url):
+        path = local_path(url)
+        folder, name = os.path.split(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+        try:
+            with open(tmp, "wb", buffering=1 << 20) as f:
+                yield f
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return
+    fs, path = get_fs(url)
+    if protocol_of(url) in _OBJECT_STORES:
+        f = fs.open(path, "wb")
+        try:
+            yield f
+        except BaseException:
+            discard = getattr(f, "discard", None)
+            if discard is not None:
+                discard()  # aborts a started multipart upload; nothing becomes visible
+            f.closed = True
+            raise
+        f.close()
+        return
+    parent, name = posixpath.split(path)
+    tmp = posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        with fs.open(tmp, "wb") as f:
+            yield f
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(tmp)
+        raise
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    with atomic_write(url) as f:
+        f.write(data)
+
+
+def exists(url: str) -> bool:
+    if is_local(url):
+        return os.path.exists(local_path(url))
+    fs, path = get_fs(url)
+    return fs.exists(path)
+
+
+def size(url: str) -> int:
+    if is_local(url):
+        return os.path.getsize(local_path(url))
+    fs, path = get_fs(url)
+    return int(fs.size(path))
+
+
+def listdir(url: str) -> list[str]:
+    """Names (not paths) of the files directly under a folder URL, sorted; [] if it does not exist."""
+    if is_local(url):
+        path = local_path(url)
+        return sorted(os.listdir(path)) if os.path.isdir(path) else []
+    fs, path = get_fs(url)
+    try:
+        entries = (
+            fs.ls(path, detail=False, refresh=True) if protocol_of(url) in _OBJECT_STORES else fs.ls(path, detail=False)
+        )
+    except FileNotFoundError:
+        return []
+    return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+
+
+def remove(url: str) -> None:
+    if is_local(url):
+        os.unlink(local_path(url))
+        return
+    fs, path = get_fs(url)
+    fs.rm(path)
