@@ -54,7 +54,9 @@ def create_bucket(endpoint: str, bucket: str) -> None:
 
 
 @contextlib.contextmanager
-def local_s3(*, port: int | None = None, buckets: tuple[str, ...] = (), timeout: float = 30) -> Iterator[dict[str, str]]:
+def local_s3(
+    *, port: int | None = None, buckets: tuple[str, ...] = (), timeout: float = 30
+) -> Iterator[dict[str, str]]:
     """Start moto's S3 server on 127.0.0.1, yield the environment clients need, stop it on exit."""
     port = port or free_port()
     endpoint = f"http://{HOST}:{port}"

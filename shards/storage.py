@@ -125,8 +125,11 @@ def read_range(url: str, offset: int, length: int) -> bytes:
 
 
 @contextlib.contextmanager
-def atomic_write(url: str) -> Iterator[BinaryIO]:
-    """Yield a binary file that becomes visible at `url` only if the block exits without an exception."""
+def atomic_write(url: str, *, block_size: int | None = None) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes visible at `url` only if the block exits without an exception.
+
+    On object stores `block_size` is the multipart part size (the store's default when None).
+    """
     if is_local(url):
         path = local_path(url)
         folder, name = os.path.split(os.path.abspath(path))
@@ -143,7 +146,7 @@ def atomic_write(url: str) -> Iterator[BinaryIO]:
         return
     fs, path = get_fs(url)
     if protocol_of(url) in _OBJECT_STORES:
-        f = fs.open(path, "wb")
+        f = fs.open(path, "wb", **({"block_size": block_size} if block_size else {}))
         try:
             yield f
         except BaseException:

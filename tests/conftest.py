@@ -1,0 +1,55 @@
+"""Session fixtures: photo-like sample folders and a real S3 endpoint on loopback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.photos import photo_jpeg
+
+DATA = Path(__file__).parent / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; run on the GPU machine (see README, GPU checks)")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory) -> Path:
+    """60 samples of `<key>.jpg` + `<key>.cls`, photo-like 160x120 JPEGs, plus one `.txt` on a few samples."""
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(60):
+        (root / f"img{i:04d}.jpg").write_bytes(photo_jpeg(i, size=(160, 120)))
+        (root / f"img{i:04d}.cls").write_text(str(i % 5))
+        if i % 20 == 0:
+            (root / f"img{i:04d}.txt").write_text(f"caption {i}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 in its own process, with bucket `test`; env set for this session."""
+    from infra.local_s3 import local_s3
+
+    with local_s3(buckets=("test",)) as env:
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield env
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

@@ -1,0 +1,54 @@
+"""Photo-like JPEGs for fixtures and benchmarks: crops and rescales of the photos scikit-image ships (no downloads)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+__all__ = ["source_photos", "photo_jpeg"]
+
+_FILES = (
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "ihc.png",
+)
+_cache: list[np.ndarray] = []
+
+
+def source_photos() -> list[np.ndarray]:
+    """RGB uint8 photos bundled with scikit-image (loaded from the installed package, never fetched)."""
+    if not _cache:
+        import os
+
+        import skimage
+        from PIL import Image
+
+        folder = os.path.join(os.path.dirname(skimage.__file__), "data")
+        for name in _FILES:
+            with Image.open(os.path.join(folder, name)) as im:
+                _cache.append(np.asarray(im.convert("RGB")))
+    return _cache
+
+
+def photo_jpeg(i: int, *, size: tuple[int, int] = (500, 375), quality: int = 90) -> bytes:
+    """The i-th photo-like JPEG: a seeded crop of a bundled photo, resized to `size` (w, h), baseline."""
+    from PIL import Image
+
+    photos = source_photos()
+    rng = np.random.default_rng(i)
+    img = photos[i % len(photos)]
+    h, w = img.shape[:2]
+    ch, cw = int(h * rng.uniform(0.5, 1.0)), int(w * rng.uniform(0.5, 1.0))
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    crop = Image.fromarray(img[y : y + ch, x : x + cw]).resize(size, Image.BILINEAR)
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+    buf = io.BytesIO()
+    crop.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

@@ -1,0 +1,75 @@
+"""shards.storage on local paths, file://, memory:// and (integration) a real S3 endpoint on loopback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from shards import storage
+
+
+def _roots(tmp_path):
+    return [str(tmp_path / "plain"), f"file://{tmp_path}/fileurl", f"memory://t-{uuid.uuid4().hex}"]
+
+
+def _check_store(root: str) -> None:
+    url = storage.join(root, "a", "f.bin")
+    data = bytes(range(256)) * 1000
+    storage.write_bytes(url, data)
+    assert storage.exists(url) and storage.size(url) == len(data)
+    assert storage.read_bytes(url) == data
+    assert storage.read_range(url, 1000, 300) == data[1000:1300]
+    with storage.open_read(url) as f:
+        f.seek(255)
+        assert f.read(2) == bytes([255, 0])
+    # a write that fails leaves nothing visible: neither the target nor a temporary file
+    target = storage.join(root, "a", "g.bin")
+    with pytest.raises(RuntimeError), storage.atomic_write(target) as f:
+        f.write(b"partial" * 100000)
+        raise RuntimeError("interrupted")
+    assert not storage.exists(target)
+    assert storage.listdir(storage.join(root, "a")) == ["f.bin"]
+    # overwriting publishes the new bytes whole
+    storage.write_bytes(url, b"new")
+    assert storage.read_bytes(url) == b"new"
+    storage.remove(url)
+    assert not storage.exists(url)
+    assert storage.listdir(storage.join(root, "missing")) == []
+
+
+def test_local_file_and_memory_stores(tmp_path):
+    for root in _roots(tmp_path):
+        _check_store(root)
+
+
+@pytest.mark.integration
+def test_s3_store(s3_endpoint):
+    _check_store(f"s3://test/storage-{uuid.uuid4().hex}")
+
+
+@pytest.mark.integration
+def test_s3_interrupted_multipart_upload_leaves_nothing(s3_endpoint):
+    url = f"s3://test/mpu-{uuid.uuid4().hex}/big.tar"
+    chunk = os.urandom(1 << 20)
+    with pytest.raises(RuntimeError), storage.atomic_write(url, block_size=5 << 20) as f:
+        for _ in range(12):  # > the 5 MiB part size: a multipart upload is under way
+            f.write(chunk)
+        assert getattr(f, "mpu", None), "expected a multipart upload in progress"
+        raise RuntimeError("killed mid-upload")
+    assert not storage.exists(url)
+    fs, path = storage.get_fs(url)
+    bucket = path.split("/", 1)[0]
+    uploads = fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])
+    assert not [u for u in uploads if u["Key"] == path.split("/", 1)[1]], "the multipart upload was not aborted"
+
+
+def test_storage_options_from_environment(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("SHARDS_STORAGE_OPTIONS", '{"s3": {"anon": true}}')
+    opts = storage._options("s3")
+    assert opts == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}, "anon": True}
+    monkeypatch.setenv("SHARDS_STORAGE_OPTIONS", "[1]")
+    with pytest.raises(ValueError, match="JSON object keyed by protocol"):
+        storage._options("s3")
