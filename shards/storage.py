@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 __all__ = [
     "configure",
+    "configured",
     "protocol_of",
     "is_local",
     "join",
@@ -45,6 +46,11 @@ _configured: dict[str, dict[str, Any]] = {}
 def configure(protocol: str, **options: Any) -> None:
     """Set fsspec options for one protocol (e.g. `configure("s3", client_kwargs={...})`) for this process."""
     _configured[protocol] = dict(options)
+
+
+def configured() -> dict[str, dict[str, Any]]:
+    """What `configure()` set in this process, to hand to worker processes."""
+    return {k: dict(v) for k, v in _configured.items()}
 
 
 def protocol_of(url: str) -> str:
@@ -136,7 +142,7 @@ def atomic_write(url: str, *, block_size: int | None = None) -> Iterator[BinaryI
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
         try:
-            with open(tmp, "wb", buffering=1 << 20) as f:
+            with open(tmp, "wb", buffering=0) as f:  # unbuffered: writers hand over large pieces
                 yield f
             os.replace(tmp, path)
         except BaseException:

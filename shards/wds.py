@@ -13,6 +13,7 @@ from shards.tario import BLOCK, RECORD, TarMember, iter_members, padding, ustar_
 __all__ = ["TarShardWriter", "iter_sample_members", "iter_samples", "read_member"]
 
 Bytes = bytes | bytearray | memoryview
+_ZEROS = bytes(BLOCK)
 
 
 class TarShardWriter:
@@ -66,17 +67,20 @@ class TarShardWriter:
             members.append((name, ext))
         self._keys.add(key)
         entry = []
-        write = self._f.write
+        parts: list[Bytes] = []
         for name, ext in members:
             data = sample[ext]
             size = len(data) if not isinstance(data, memoryview) else data.nbytes
-            write(ustar_header(name, size))
-            write(data)
             pad = padding(size)
-            if pad:
-                write(bytes(pad))
+            parts += (ustar_header(name, size), data, _ZEROS[:pad])
             entry.append(TarMember(name=name.decode(), offset=self._pos + BLOCK, size=size))
             self._pos += BLOCK + size + pad
+        writev = getattr(self._f, "writev", None)
+        if writev is not None:  # one system call for the whole sample where the file allows it
+            writev(parts)
+        else:
+            for p in parts:
+                self._f.write(p)
         self._index.append(entry)
 
     def close(self) -> None:

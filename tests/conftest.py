@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.photos import photo_jpeg
+from shards.photos import photo_jpeg
 
 DATA = Path(__file__).parent / "data"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,14 +70,28 @@ def test_pack_quarantines_what_cannot_be_a_sample(tmp_path):
     (src / "s4.jpg").write_bytes(b"no label")  # lacks a required field
     (src / ".DS_Store").write_bytes(b"junk")  # hidden file: no stem
     (src / "with space.jpg").write_bytes(b"x")  # whitespace in the key
+    os.mkfifo(src / "pipe.jpg")  # would block a naive open()
+    (src / "gone.jpg").symlink_to(src / "nowhere")  # broken link
     r = shards_cli("pack", str(src), str(tmp_path / "out"), "--fields", "jpg,cls")
-    assert "packed 4 samples" in r.stdout and "quarantined 3" in r.stdout
+    assert "packed 4 samples" in r.stdout and "quarantined 5" in r.stdout
     q = {e["key"]: e["reason"] for e in read_quarantine(str(tmp_path / "out" / "quarantine.jsonl"))}
     assert "lacks required field(s) ['cls']" in q["s4"]
     assert "hidden file" in q[""] and "contains ' '" in q["with space"]
+    assert "not a regular file" in q["pipe"] and "not a regular file" in q["gone"]
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert m["source"]["inputs_seen"] == 7 == m["num_samples"] + m["quarantine"]["count"]
+    assert m["source"]["inputs_seen"] == 9 == m["num_samples"] + m["quarantine"]["count"]
     assert shards_cli("verify", str(tmp_path / "out")).returncode == 0
+
+
+def test_file_vanishing_between_scan_and_read_is_quarantined(tmp_path):
+    from shards.pack import _read_samples, _Sample
+
+    (tmp_path / "a.jpg").write_bytes(b"a" * 10)
+    batch = [_Sample("a", {"jpg": str(tmp_path / "a.jpg")}, 10), _Sample("b", {"jpg": str(tmp_path / "b.jpg")}, 10)]
+    quarantine: list = []
+    got = [(k, {e: bytes(v) for e, v in s.items()}) for k, s in _read_samples(batch, quarantine)]
+    assert got == [("a", {"jpg": b"a" * 10})]
+    assert quarantine[0]["key"] == "b" and "unreadable" in quarantine[0]["reason"]
 
 
 def test_cli_errors_are_one_clear_line(tmp_path):

@@ -1,4 +1,7 @@
-"""Photo-like JPEGs for fixtures and benchmarks: crops and rescales of the photos scikit-image ships (no downloads)."""
+"""Photo-like JPEGs for tests, benchmarks and demos: crops of the photos scikit-image ships (never downloaded).
+
+Needs Pillow and scikit-image (`pip install '.[dev]'`); both are imported only when a photo is asked for.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +29,11 @@ def source_photos() -> list[np.ndarray]:
     if not _cache:
         import os
 
-        import skimage
-        from PIL import Image
+        try:
+            import skimage
+            from PIL import Image
+        except ImportError as e:
+            raise ImportError("photo-like sample data needs `pip install pillow scikit-image`") from e
 
         folder = os.path.join(os.path.dirname(skimage.__file__), "data")
         for name in _FILES:
