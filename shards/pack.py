@@ -107,18 +107,19 @@ class _Reader:
         self._buf = bytearray(4 << 20)
 
     def read_sample(self, files: dict[str, str]) -> dict[str, memoryview]:
-        sizes = {}
-        fds = {}
+        opened: list[tuple[str, int, int]] = []
         try:
+            total = 0
             for ext, path in files.items():
-                fds[ext] = os.open(path, os.O_RDONLY)
-                sizes[ext] = os.fstat(fds[ext]).st_size
-            if sum(sizes.values()) > len(self._buf):
-                self._buf = bytearray(sum(sizes.values()))
+                fd = os.open(path, os.O_RDONLY)
+                opened.append((ext, fd, os.fstat(fd).st_size))
+                total += opened[-1][2]
+            if total > len(self._buf):
+                self._buf = bytearray(total)
             view, pos, out = memoryview(self._buf), 0, {}
-            for ext, fd in fds.items():
-                end = pos + sizes[ext]
-                got = pos
+            for ext, fd, size in opened:
+                end = pos + size
+                got = pos + os.readv(fd, [view[pos:end]])
                 while got < end:  # short reads happen on some filesystems
                     n = os.readv(fd, [view[got:end]])
                     if n == 0:
@@ -127,7 +128,7 @@ class _Reader:
                 out[ext], pos = view[pos:end], end
             return out
         finally:
-            for fd in fds.values():
+            for _, fd, _ in opened:
                 os.close(fd)
 
 

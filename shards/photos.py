@@ -9,7 +9,7 @@ import io
 
 import numpy as np
 
-__all__ = ["source_photos", "photo_jpeg"]
+__all__ = ["source_photos", "photo_jpeg", "write_sample_folder"]
 
 _FILES = (
     "astronaut.png",
@@ -58,3 +58,34 @@ def photo_jpeg(i: int, *, size: tuple[int, int] = (500, 375), quality: int = 90)
     buf = io.BytesIO()
     crop.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def write_sample_folder(folder: str, count: int, *, size: tuple[int, int] = (500, 375)) -> int:
+    """Write `count` samples `sample-NNNNN.jpg` + `.cls` (label = which source photo) into `folder`."""
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    n = len(source_photos())
+    for i in range(count):
+        stem = os.path.join(folder, f"sample{i:05d}")
+        with open(stem + ".jpg", "wb") as f:
+            f.write(photo_jpeg(i, size=size))
+        with open(stem + ".cls", "w") as f:
+            f.write(str(i % n))
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m shards.photos", description="write a folder of photo-like samples")
+    p.add_argument("folder")
+    p.add_argument("--count", type=int, default=200)
+    args = p.parse_args(argv)
+    write_sample_folder(args.folder, args.count)
+    print(f"wrote {args.count} samples (.jpg + .cls) to {args.folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,6 +31,12 @@ class HashingWriter:
         self._f = f
         self._h = hashlib.sha256()
         self.num_bytes = 0
+        self._fd: int | None = None
+        if getattr(f, "raw", f) is f and hasattr(f, "fileno"):  # an unbuffered OS file: writev straight to it
+            try:
+                self._fd = f.fileno()
+            except (OSError, ValueError):
+                self._fd = None
 
     def write(self, data) -> int:
         self._h.update(data)
@@ -41,14 +47,12 @@ class HashingWriter:
 
     def writev(self, parts: list) -> int:
         """Write several buffers with one system call where the file has a descriptor (no copy)."""
+        update = self._h.update
+        total = 0
         for p in parts:
-            self._h.update(p)
-        fileno = getattr(self._f, "fileno", None)
-        try:
-            fd = fileno() if fileno is not None and getattr(self._f, "raw", self._f) is self._f else None
-        except (OSError, ValueError):
-            fd = None
-        total = sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts)
+            update(p)
+            total += len(p) if not isinstance(p, memoryview) else p.nbytes
+        fd = self._fd
         if fd is None:
             for p in parts:
                 self._f.write(p)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from shards.errors import ShardFormatError
 
@@ -19,8 +18,7 @@ _SKIPPED = (b"5", b"g")  # directories, global pax headers: carry no sample data
 _LINKS = {b"1": "hard link", b"2": "symbolic link"}
 
 
-@dataclasses.dataclass(frozen=True)
-class TarMember:
+class TarMember(NamedTuple):
     """One regular file inside a tar: where its data starts and how long it is."""
 
     name: str
@@ -33,38 +31,53 @@ def padding(size: int) -> int:
     return -size % BLOCK
 
 
+_TEMPLATE = b"".join(
+    (
+        bytes(100),  # name
+        b"0000444\0",  # mode
+        b"0000000\0",  # uid
+        b"0000000\0",  # gid
+        bytes(12),  # size
+        b"00000000000\0",  # mtime
+        b"        ",  # checksum, counted as spaces
+        b"0",  # regular file
+        bytes(100),  # linkname
+        b"ustar\x0000",
+        bytes(32),  # uname
+        bytes(32),  # gname
+        bytes(8),  # devmajor: left empty for regular files, as tarfile does
+        bytes(8),  # devminor
+        bytes(155),  # prefix
+        bytes(12),
+    )
+)
+_TEMPLATE_SUM = sum(_TEMPLATE)
+_AFTER_SIZE = _TEMPLATE[136:148]
+_AFTER_CHKSUM = _TEMPLATE[156:]
+
+
 def ustar_header(name: bytes, size: int) -> bytes:
     """A deterministic ustar header: mode 0444, uid/gid 0, mtime 0, no user or group names.
 
     Field for field what Python's tarfile writes in USTAR format for the same TarInfo, so any tar reader
-    accepts it and the same input always gives the same bytes.
+    accepts it and the same input always gives the same bytes. Built from a template on the hot path.
     """
     if len(name) > 100:
         raise ValueError(f"member name {name!r} is longer than the 100 bytes a ustar name holds")
     if not 0 <= size <= MAX_MEMBER_SIZE:
         raise ValueError(f"member {name!r} has size {size}, beyond the 8 GiB a ustar header holds")
-    head = b"".join(
+    size_field = b"%011o\0" % size
+    checksum = _TEMPLATE_SUM + sum(name) + sum(size_field)
+    return b"".join(
         (
-            name.ljust(100, b"\0"),
-            b"0000444\0",  # mode
-            b"0000000\0",  # uid
-            b"0000000\0",  # gid
-            b"%011o\0" % size,
-            b"00000000000\0",  # mtime
-            b"        ",  # checksum placeholder
-            b"0",  # regular file
-            bytes(100),  # linkname
-            b"ustar\x0000",
-            bytes(32),  # uname
-            bytes(32),  # gname
-            b"0000000\0",  # devmajor
-            b"0000000\0",  # devminor
-            bytes(155),  # prefix
-            bytes(12),
+            name,
+            _TEMPLATE[len(name) : 124],
+            size_field,
+            _AFTER_SIZE,
+            b"%06o\0 " % checksum,
+            _AFTER_CHKSUM,
         )
     )
-    checksum = sum(head)
-    return head[:148] + b"%06o\0 " % checksum + head[156:]
 
 
 def _field_str(raw: bytes) -> bytes:

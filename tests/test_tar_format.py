@@ -184,3 +184,13 @@ def test_idx_parse_errors_name_the_index():
     with pytest.raises(ShardFormatError, match="4 fields per member"):
         parse_index(b"v1.2 1\njpg 512 a.jpg\n", url="x.idx")
     assert format_index([]) == b"v1.2 0\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=100).filter(lambda b: b"\0" not in b), st.integers(0, 8**11 - 1))
+def test_header_is_what_tarfile_writes(name, size):
+    from shards.tario import ustar_header
+
+    ti = tarfile.TarInfo(name.decode("latin-1"))
+    ti.size, ti.mtime, ti.mode, ti.uname, ti.gname = size, 0, 0o444, "", ""
+    assert ustar_header(name, size) == ti.tobuf(format=tarfile.USTAR_FORMAT, encoding="latin-1")
