@@ -6,7 +6,7 @@ import re
 
 from shards.errors import KeyError_
 
-__all__ = ["validate_key", "validate_ext", "split_member_name"]
+__all__ = ["validate_key", "validate_ext", "split_member_name", "shuffle_hash"]
 
 # Whitespace would break DALI's space-separated index; dots and slashes would make the key ambiguous.
 _BAD_KEY = re.compile(r"[\s./\\\x00-\x1f\x7f]")
@@ -43,3 +43,12 @@ def split_member_name(name: str) -> tuple[str, str]:
     if dot < 0:
         return name, ""
     return name[:dot], name[dot + 1 :]
+
+
+def shuffle_hash(key: str, seed: int) -> int:
+    """A seeded 64-bit hash of a key. Ordering by it is a global shuffle that is the same on every run and
+    every machine; shard assignment and in-shard order both come from it."""
+    import hashlib
+
+    digest = hashlib.blake2b(key.encode(), digest_size=8, key=seed.to_bytes(8, "little", signed=True)).digest()
+    return int.from_bytes(digest, "little")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import hashlib
 import math
 import mimetypes
 import multiprocessing as mp
@@ -20,12 +19,12 @@ from typing import Any
 
 from shards import storage
 from shards.errors import KeyError_
-from shards.keys import split_member_name, validate_ext, validate_key
+from shards.keys import shuffle_hash, split_member_name, validate_ext, validate_key
 from shards.manifest import build_manifest, write_manifest
 from shards.publish import write_tar_shard
 from shards.quarantine import QUARANTINE_NAME, dumps_quarantine, quarantine_entry
 
-__all__ = ["PackConfig", "pack_folder", "shuffle_order", "assign_shards"]
+__all__ = ["PackConfig", "pack_folder", "assign_shards"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,11 +42,6 @@ class _Sample:
     key: str
     files: dict[str, str]  # ext -> path
     nbytes: int
-
-
-def shuffle_order(key: str, seed: int) -> bytes:
-    """A seeded hash of the key: sorting by it is a global shuffle that is stable across runs."""
-    return hashlib.blake2b(key.encode(), digest_size=8, key=seed.to_bytes(8, "little", signed=True)).digest()
 
 
 def assign_shards(sizes: list[int], shard_size: int) -> list[int]:
@@ -196,7 +190,7 @@ def pack_folder(src: str, dst: str, config: PackConfig = PackConfig()) -> dict[s
             kept.append(s)
     if not kept:
         raise ValueError(f"{src}: no sample could be packed ({len(quarantine)} inputs quarantined)")
-    kept.sort(key=lambda s: shuffle_order(s.key, config.seed))
+    kept.sort(key=lambda s: (shuffle_hash(s.key, config.seed), s.key))
     starts = assign_shards([s.nbytes for s in kept], config.shard_size)
     bounds = list(zip(starts, [*starts[1:], len(kept)], strict=True))
     jobs = [(dst, i, kept[a:b], sorted(required), storage.configured()) for i, (a, b) in enumerate(bounds)]

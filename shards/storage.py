@@ -34,7 +34,9 @@ __all__ = [
     "exists",
     "size",
     "listdir",
+    "list_files",
     "remove",
+    "remove_empty_dir",
     "local_path",
 ]
 
@@ -215,3 +217,24 @@ def remove(url: str) -> None:
         return
     fs, path = get_fs(url)
     fs.rm(path)
+
+
+def list_files(url: str) -> list[tuple[str, int | None]]:
+    """(name, size) of every entry directly under a folder URL, sorted; size None for sub-folders."""
+    if is_local(url):
+        path = local_path(url)
+        with os.scandir(path) as it:
+            return sorted((e.name, e.stat().st_size if e.is_file() else None) for e in it)
+    fs, path = get_fs(url)
+    out = []
+    for e in fs.ls(path, detail=True):
+        name = posixpath.basename(e["name"].rstrip("/"))
+        out.append((name, int(e["size"]) if e.get("type") == "file" else None))
+    return sorted(out)
+
+
+def remove_empty_dir(url: str) -> None:
+    """Remove a local folder if it is empty; object stores have no folders to remove."""
+    if is_local(url):
+        with contextlib.suppress(OSError):
+            os.rmdir(local_path(url))

@@ -1,0 +1,77 @@
+"""A live progress line for a running job, read from the progress records the shard writers commit.
+
+It watches the output store, not the runner, so it works the same on the local runner, a portable runner and
+Dataflow (when run next to the launcher).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+from shards import storage
+
+__all__ = ["ProgressLine"]
+
+
+class ProgressLine:
+    def __init__(self, dataset: str, split_urls: dict[str, str], progress_dir: str, *, interval: float = 2.0):
+        self._dataset = dataset
+        self._urls = {s: storage.join(u, progress_dir) for s, u in split_urls.items()}
+        self._interval = interval
+        self._seen: dict[str, dict[str, tuple[int, int]]] = {s: {} for s in split_urls}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._t0 = time.monotonic()
+        self._tty = sys.stderr.isatty()
+        self._last_print = 0.0
+
+    def __enter__(self) -> ProgressLine:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._tty and self._last_print:
+            print(file=sys.stderr)  # end the live line; the job prints its summary from the manifests
+
+    def _poll(self) -> None:
+        for split, url in self._urls.items():
+            try:
+                names = storage.listdir(url)
+            except OSError:
+                continue
+            for name in names:
+                if name in self._seen[split] or not name.endswith(".json"):
+                    continue
+                try:
+                    record = json.loads(storage.read_bytes(storage.join(url, name)))
+                except (OSError, ValueError):
+                    continue
+                entry = record.get("entry") or {}
+                self._seen[split][name] = (entry.get("num_samples", 0), len(record.get("quarantine", [])))
+
+    def _print(self) -> None:
+        elapsed = max(1e-6, time.monotonic() - self._t0)
+        parts = []
+        total = 0
+        for split, recs in self._seen.items():
+            samples = sum(n for n, _ in recs.values())
+            bad = sum(q for _, q in recs.values())
+            total += samples
+            parts.append(f"{split}: {len(recs)} shards committed, {samples:,} samples, {bad} quarantined")
+        line = f"[{self._dataset}] " + "; ".join(parts) + f"; {total / elapsed:,.0f} samples/s, {elapsed:.0f}s"
+        if self._tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+            self._last_print = time.monotonic()
+        elif time.monotonic() - self._last_print > 10:
+            print(line, file=sys.stderr, flush=True)
+            self._last_print = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._poll()
+            self._print()
