@@ -8,7 +8,7 @@ from types import ModuleType
 
 __all__ = ["available", "load"]
 
-_SHARED = {"common", "cli", "transforms"}  # modules of shared code, not datasets
+_SHARED = {"common", "cli", "transforms", "bench"}  # modules of shared code, not datasets
 
 
 def available() -> list[str]:

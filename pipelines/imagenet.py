@@ -276,8 +276,9 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: ImageNetConfig) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     import apache_beam as beam
 
-    from pipelines.common.progress import ProgressLine
-    from pipelines.common.sharding import PROGRESS_DIR, SplitPlan, WriteSplit
+    from pipelines.common.progress import ProgressLine, counter_summary
+    from pipelines.common.sharding import SplitPlan, WriteSplit
+    from pipelines.common.shardwriter import PROGRESS_DIR
     from shards.manifest import read_manifest
 
     # worker warnings that the local runner forwards (unparseable args and the like) are noise to users
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-labels", help="validation labels: one wnid per line, sorted file-name order")
     p.add_argument("--verify-decode", action="store_true", help="fully decode every image (slow) to catch damage")
     args = p.parse_args(ours)
-    job = job_options(args)
+    job = job_options(args, beam_args)
     cfg = ImageNetConfig(
         resize_max_side=args.resize_max_side,
         jpeg_quality=args.jpeg_quality,
@@ -303,37 +304,44 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     split_urls = {s: storage.join(job.output, s) for s in job.splits}
     encode = functools.partial(encode_sample, cfg=cfg)
+    pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
+    for split in job.splits:
+        plan = SplitPlan(
+            dataset="imagenet",
+            split=split,
+            split_url=split_urls[split],
+            fields=FIELDS,
+            classes=WNIDS,
+            source={"url": job.input, "layout": layout.name},
+            params={**job.params(), **cfg.params()},
+            seed=job.seed,
+            shard_size=job.shard_size,
+            min_shards=job.min_shards,
+            max_bad_fraction=job.max_bad_fraction,
+            writer_processes=job.writer_processes,
+        )
+        (
+            pipeline
+            | f"Units {split}" >> beam.Create(layout.units[split])
+            | f"Spread {split}" >> beam.Reshuffle()
+            | f"List {split}" >> beam.FlatMap(expand_unit)
+            | f"Write {split}" >> WriteSplit(plan, encode)
+        )
     try:
         progress = ProgressLine("imagenet", split_urls, PROGRESS_DIR) if job.progress else contextlib.nullcontext()
-        with progress, beam.Pipeline(options=beam_pipeline_options(beam_args)) as pipeline:
-            for split in job.splits:
-                plan = SplitPlan(
-                    dataset="imagenet",
-                    split=split,
-                    split_url=split_urls[split],
-                    fields=FIELDS,
-                    classes=WNIDS,
-                    source={"url": job.input, "layout": layout.name},
-                    params={**job.params(), **cfg.params()},
-                    seed=job.seed,
-                    shard_size=job.shard_size,
-                    min_shards=job.min_shards,
-                    max_bad_fraction=job.max_bad_fraction,
-                )
-                (
-                    pipeline
-                    | f"Units {split}" >> beam.Create(layout.units[split])
-                    | f"Spread {split}" >> beam.Reshuffle()
-                    | f"List {split}" >> beam.FlatMap(expand_unit)
-                    | f"Write {split}" >> WriteSplit(plan, encode)
-                )
+        with progress:
+            result = pipeline.run()
+            result.wait_until_finish()
     except Exception as e:  # the runner wraps worker errors; say what failed in one line
         print(f"error: the imagenet job failed: {e}", file=sys.stderr)
         return 1
+    counters = counter_summary(result)
     for split, url in split_urls.items():
         m = read_manifest(url)
+        c = counters.get(f"imagenet/{split}", {})
         print(
-            f"{split}: {m['num_samples']} samples in {len(m['shards'])} shards, "
+            f"{split}: {m['num_samples']} samples in {len(m['shards'])} shards "
+            f"({c.get('shards_committed', 0)} written, {c.get('shards_reused', 0)} kept from an earlier run), "
             f"{m['quarantine']['count']} quarantined -> {url}"
         )
     return 0

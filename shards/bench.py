@@ -22,31 +22,44 @@ from shards.units import format_size, parse_size
 __all__ = ["make_photo_folder", "bench_pack", "main"]
 
 
-def _write_photo(args: tuple[str, int, int]) -> int:
+def _write_photo(args: tuple[str, str, tuple[str, ...], int, int]) -> int:
     from shards.photos import photo_jpeg
 
-    folder, i, quality = args
+    folder, pattern, classes, i, quality = args
+    path = os.path.join(folder, pattern.format(i=i, cls=classes[i % len(classes)] if classes else ""))
     data = photo_jpeg(i, size=(640, 480), quality=quality)
-    with open(os.path.join(folder, f"img{i:07d}.jpg"), "wb") as f:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
         f.write(data)
     return len(data)
 
 
-def make_photo_folder(folder: str, total: int, *, quality: int = 96, workers: int | None = None) -> tuple[int, int]:
-    """Fill `folder` with photo-like 640x480 JPEGs (about 110 KB each) until `total` bytes; reuse what is there."""
+def make_photo_folder(
+    folder: str,
+    total: int,
+    *,
+    pattern: str = "img{i:07d}.jpg",
+    classes: tuple[str, ...] = (),
+    quality: int = 96,
+    workers: int | None = None,
+) -> tuple[int, int]:
+    """Fill `folder` with photo-like 640x480 JPEGs (about 105 KB each) until `total` bytes; reuse what is there.
+
+    File i is named `pattern.format(i=i, cls=classes[i % len(classes)])`, e.g. "{cls}/{cls}_{i}.JPEG".
+    """
     os.makedirs(folder, exist_ok=True)
-    have = sorted(f for f in os.listdir(folder) if f.endswith(".jpg"))
-    size = sum(os.path.getsize(os.path.join(folder, f)) for f in have)
+    have = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files]
+    size = sum(os.path.getsize(p) for p in have)
     if size >= total:
         return len(have), size
-    estimate = max(1, int((total - size) / 110_000 * 1.05))
-    jobs = [(folder, i, quality) for i in range(len(have), len(have) + estimate)]
+    estimate = max(1, int((total - size) / 105_000 * 1.02))
+    jobs = [(folder, pattern, classes, i, quality) for i in range(len(have), len(have) + estimate)]
     with cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         for n in pool.map(_write_photo, jobs, chunksize=32):
             size += n
     count = len(have) + len(jobs)
     while size < total:
-        size += _write_photo((folder, count, quality))
+        size += _write_photo((folder, pattern, classes, count, quality))
         count += 1
     return count, size
 

@@ -183,3 +183,47 @@ def test_incomplete_or_unknown_layouts_say_what_is_missing(layouts, tmp_path):
 def test_pipelines_help_lists_imagenet():
     r = subprocess.run([sys.executable, "-m", "pipelines", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "imagenet" in r.stdout
+
+
+@pytest.mark.slow
+def test_sigkill_mid_job_then_rerun_keeps_committed_shards(tmp_path):
+    import re
+    import signal
+    import time
+
+    from shards.photos import photo_jpeg
+
+    raw = tmp_path / "raw"
+    for i in range(1200):
+        wnid = imagenet_raw.CLASSES[i % 4]
+        (raw / "train" / wnid).mkdir(parents=True, exist_ok=True)
+        (raw / "train" / wnid / f"{wnid}_{i}.JPEG").write_bytes(photo_jpeg(i, size=(320, 240)))
+    # re-encoding (resize) and one writer process make the write phase last long enough to be interrupted
+    args = ["--splits", "train", "--min-shards", "12", "--resize-max-side", "64", "--writer-processes", "1"]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(raw), "--output", str(out), "--no-progress"]
+    proc = subprocess.Popen([*cmd, *args], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = out / "train" / "_progress"
+    deadline = time.monotonic() + 240
+    while not (progress.is_dir() and len(list(progress.glob("*.json"))) >= 2):
+        assert proc.poll() is None, "the job ended before it could be killed"
+        assert time.monotonic() < deadline, "no shard was committed in time"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "train" / "manifest.json").exists()
+    committed = [json.loads(p.read_text())["entry"]["path"] for p in progress.glob("*.json")]
+    before = {name: os.stat(out / "train" / name) for name in committed}
+    r = run_job(raw, out, *args)
+    kept = int(re.search(r"(\d+) kept from an earlier run", r.stdout).group(1))
+    assert kept >= len(committed) >= 2
+    for name, st in before.items():
+        after = os.stat(out / "train" / name)
+        assert (after.st_ino, after.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), f"{name} was rewritten"
+    assert verify_split(str(out / "train")).ok
+    clean = tmp_path / "clean"
+    run_job(raw, clean, *args)
+    m = read_manifest(str(out / "train"))
+    assert m == read_manifest(str(clean / "train"))
+    for s in m["shards"]:
+        assert (out / "train" / s["path"]).read_bytes() == (clean / "train" / s["path"]).read_bytes()

@@ -25,6 +25,7 @@ class JobOptions:
     seed: int = 0
     max_bad_fraction: float = 0.001
     progress: bool = True
+    writer_processes: int = 1  # shards written at once by each Beam worker; 0: one per core
 
     def params(self) -> dict[str, Any]:
         """The options that change the output bytes (recorded in the manifest; resume compares them)."""
@@ -55,10 +56,16 @@ def base_parser(prog: str, description: str, *, splits: str) -> argparse.Argumen
     p.add_argument("--max-bad-fraction", type=float, default=0.001, help="fail when more is quarantined")
     p.add_argument("--storage-options", metavar="JSON", help="fsspec options per protocol, e.g. '{\"s3\": {...}}'")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    p.add_argument(
+        "--writer-processes",
+        type=int,
+        help="shards each Beam worker writes at once in its own processes (default: one per core on the "
+        "local runner, 1 when a runner is named after --, where Beam's workers give the parallelism)",
+    )
     return p
 
 
-def job_options(args: argparse.Namespace) -> JobOptions:
+def job_options(args: argparse.Namespace, beam_args: list[str] = ()) -> JobOptions:
     if args.storage_options:
         # workers read it from the environment too (SHARDS_STORAGE_OPTIONS), whatever process they run in
         json.loads(args.storage_options)
@@ -72,14 +79,21 @@ def job_options(args: argparse.Namespace) -> JobOptions:
         seed=args.seed,
         max_bad_fraction=args.max_bad_fraction,
         progress=not args.no_progress,
+        writer_processes=(
+            args.writer_processes
+            if args.writer_processes is not None
+            else (1 if any(a.startswith("--runner") for a in beam_args) else 0)
+        ),
     )
 
 
 def beam_pipeline_options(beam_args: list[str]):
-    """PipelineOptions from the args after `--`; with no runner named, the local runner on all cores.
+    """PipelineOptions from the args after `--`; with no runner named, Beam's local runner, in memory.
 
     Beam's default runner first tries to download Prism; naming the local runner avoids that attempt, so the
-    default needs no network.
+    default needs no network. In-memory mode runs in one process; the shard writers use all cores with
+    threads (their work releases the GIL). Measured on 2 cores, that beats the multi-process mode, whose gRPC
+    data plane costs about as much CPU as the work itself (README, Benchmarks).
     """
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -87,7 +101,7 @@ def beam_pipeline_options(beam_args: list[str]):
     if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
         args.append("--default_sdk_harness_log_level=WARNING")
     if not any(a.startswith("--runner") for a in args):
-        args += ["--runner=DirectRunner", "--direct_running_mode=multi_processing"]
-        if not any(a.startswith("--direct_num_workers") for a in args):
-            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+        args += ["--runner=DirectRunner"]
+        if not any(a.startswith("--direct_running_mode") for a in args):
+            args.append("--direct_running_mode=in_memory")
     return PipelineOptions(args)

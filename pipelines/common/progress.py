@@ -13,7 +13,7 @@ import time
 
 from shards import storage
 
-__all__ = ["ProgressLine"]
+__all__ = ["ProgressLine", "counter_summary"]
 
 
 class ProgressLine:
@@ -75,3 +75,16 @@ class ProgressLine:
         while not self._stop.wait(self._interval):
             self._poll()
             self._print()
+
+
+def counter_summary(result) -> dict[str, dict[str, int]]:
+    """Beam's committed counters by namespace ({"imagenet/train": {"samples_written": ...}}), where the runner
+    reports them."""
+    out: dict[str, dict[str, int]] = {}
+    try:
+        for c in result.metrics().query()["counters"]:
+            value = c.committed if c.committed is not None else c.attempted
+            out.setdefault(c.key.metric.namespace, {})[c.key.metric.name] = int(value or 0)
+    except Exception:  # some runners do not report metrics
+        return {}
+    return out

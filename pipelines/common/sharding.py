@@ -8,27 +8,22 @@ previous run committed the same shard (same pointers, same options, checksum int
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.common.images import BadInput
 from pipelines.common.records import Pointer
+from pipelines.common.shardwriter import Encoder, write_shard
 from shards import storage
 from shards.keys import shuffle_hash
 from shards.manifest import build_manifest, write_manifest
-from shards.publish import sha256_of, shard_name, write_tar_shard
-from shards.quarantine import QUARANTINE_NAME, dumps_quarantine, quarantine_entry
+from shards.quarantine import QUARANTINE_NAME, dumps_quarantine
 
-__all__ = ["SplitPlan", "WriteSplit", "num_shards", "PROGRESS_DIR", "Encoder"]
-
-PROGRESS_DIR = "_progress"
-Encoder = Callable[[Pointer, bytes], dict[str, bytes]]
+__all__ = ["SplitPlan", "WriteSplit", "num_shards", "writer_context"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -46,6 +41,7 @@ class SplitPlan:
     shard_size: int
     min_shards: int
     max_bad_fraction: float
+    writer_processes: int = 1  # shards written at once per Beam worker; 0: one per core
 
 
 def num_shards(num_samples: int, total_bytes: int, shard_size: int, min_shards: int) -> int:
@@ -62,39 +58,29 @@ def _assign(p: Pointer, counts: tuple[int, int], plan: SplitPlan) -> tuple[int, 
     return (shuffle_hash(p.key, plan.seed) * n) >> 64, p
 
 
-class _RangeReader:
-    """Ranged reads with a few files kept open (an archive read in place serves many pointers)."""
+def writer_context(encode_module: str):
+    """The multiprocessing context of the shard-writer pools: forkserver (the launcher runs threads, so plain
+    fork is unsafe) with the writer and the dataset module preloaded, so each pool process starts with them."""
+    import multiprocessing as mp
 
-    def __init__(self, keep: int = 4):
-        self._open: dict[str, Any] = {}
-        self._keep = keep
-
-    def read(self, url: str, offset: int, length: int) -> bytes:
-        f = self._open.get(url)
-        if f is None:
-            if len(self._open) >= self._keep:
-                self._open.pop(next(iter(self._open))).close()
-            f = self._open[url] = storage.open_read(url, block_size=1 << 20)
-        f.seek(offset)
-        data = f.read(length)
-        if len(data) != length:
-            raise BadInput(f"input ends early: wanted {length} bytes at offset {offset}, got {len(data)}")
-        return data
-
-    def close(self) -> None:
-        for f in self._open.values():
-            f.close()
-        self._open.clear()
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["pipelines.common.shardwriter", encode_module])
+    return ctx
 
 
-def _fingerprint(plan: SplitPlan, pointers: list[Pointer]) -> str:
-    h = hashlib.sha256(json.dumps([plan.params, plan.fields], sort_keys=True).encode())
-    for p in pointers:
-        h.update(json.dumps([p.key, p.url, p.offset, p.length, p.meta], sort_keys=True).encode())
-    return h.hexdigest()
+def _workers(plan: SplitPlan) -> int:
+    import os
+
+    return plan.writer_processes or os.cpu_count() or 1
 
 
-class _WriteShard(beam.DoFn):
+class _WriteShards(beam.DoFn):
+    """Writes batches of shards; with `writer_processes` > 1 (the local runner) on a small process pool, since
+    per-sample Python work would serialise threads on the GIL and Beam's multi-process local mode spends about
+    as much CPU on its gRPC data plane as the work itself."""
+
     def __init__(self, plan: SplitPlan, encode: Encoder):
         self._plan = plan
         self._encode = encode
@@ -104,69 +90,37 @@ class _WriteShard(beam.DoFn):
         self._bytes = Metrics.counter(ns, "bytes_written")
         self._shards = Metrics.counter(ns, "shards_committed")
         self._reused = Metrics.counter(ns, "shards_reused")
+        self._pool = None
 
-    def _reuse(self, progress_url: str, fingerprint: str) -> dict[str, Any] | None:
-        try:
-            record = json.loads(storage.read_bytes(progress_url))
-        except (FileNotFoundError, ValueError):
-            return None
-        entry = record.get("entry")
-        if record.get("fingerprint") != fingerprint:
-            return None
-        if entry is not None:
-            tar = storage.join(self._plan.split_url, entry["path"])
-            idx = storage.join(self._plan.split_url, entry["idx"])
-            try:
-                if not storage.exists(idx) or sha256_of(tar) != (entry["sha256"], entry["num_bytes"]):
-                    return None
-            except FileNotFoundError:
-                return None
-        return record
+    def setup(self) -> None:
+        if _workers(self._plan) > 1:
+            import concurrent.futures as cf
 
-    def process(self, element: tuple[int, list[Pointer]]) -> Iterator[dict[str, Any]]:
-        index, pointers = element
-        plan = self._plan
-        pointers = sorted(pointers, key=lambda p: (shuffle_hash(p.key, plan.seed), p.key))
-        fingerprint = _fingerprint(plan, pointers)
-        progress_url = storage.join(plan.split_url, PROGRESS_DIR, shard_name(index, "json"))
-        record = self._reuse(progress_url, fingerprint)
-        if record is not None:
-            self._reused.inc()
+            # forkserver: the launcher runs threads (the runner's, the progress line's), so plain fork is unsafe
+            ctx = writer_context(self._encode_module())
+            self._pool = cf.ProcessPoolExecutor(max_workers=_workers(self._plan), mp_context=ctx)
+
+    def _encode_module(self) -> str:
+        fn = getattr(self._encode, "func", self._encode)
+        return getattr(fn, "__module__", None) or "pipelines"
+
+    def teardown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def process(self, batch: list[tuple[int, list[Pointer]]]) -> Iterator[dict[str, Any]]:
+        job = functools.partial(write_shard, self._plan, self._encode)
+        results = self._pool.map(job, batch) if self._pool is not None else map(job, batch)
+        for record, reused in results:  # counters are updated here, on the DoFn's own thread
+            entry = record["entry"]
+            if reused:
+                self._reused.inc()
+            elif entry is not None:
+                self._written.inc(entry["num_samples"])
+                self._bytes.inc(entry["num_bytes"])
+                self._shards.inc()
+            self._bad.inc(len(record["quarantine"]))
             yield record
-            return
-        quarantine: list[dict[str, str]] = []
-        reader = _RangeReader()
-
-        def samples() -> Iterator[tuple[str, dict[str, bytes]]]:
-            for p in pointers:
-                try:
-                    if "error" in p.meta:
-                        raise BadInput(p.meta["error"], stage=p.meta.get("stage", "list"))
-                    sample = self._encode(p, reader.read(p.url, p.offset, p.length) if p.length else b"")
-                except BadInput as e:
-                    quarantine.append(
-                        quarantine_entry(key=p.key, source=f"{p.url}@{p.offset}", stage=e.stage, reason=str(e))
-                    )
-                    self._bad.inc()
-                    continue
-                yield p.key, sample
-
-        try:
-            entry: dict[str, Any] | None = write_tar_shard(plan.split_url, index, samples(), fields=plan.fields)
-        finally:
-            reader.close()
-        if entry["num_samples"] == 0:  # everything in this shard was quarantined
-            storage.remove(storage.join(plan.split_url, entry["path"]))
-            storage.remove(storage.join(plan.split_url, entry["idx"]))
-            entry = None
-        else:
-            self._written.inc(entry["num_samples"])
-            self._bytes.inc(entry["num_bytes"])
-            self._shards.inc()
-        record = {"index": index, "fingerprint": fingerprint, "entry": entry, "quarantine": quarantine}
-        record["seen"] = len(pointers)
-        storage.write_bytes(progress_url, json.dumps(record, sort_keys=True).encode())
-        yield record
 
 
 def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: SplitPlan) -> dict[str, Any]:
@@ -229,6 +183,7 @@ class WriteSplit(beam.PTransform):
             pointers
             | "Assign" >> beam.Map(_assign, side, plan)
             | "Group pointers" >> beam.GroupByKey()
-            | "Write shards" >> beam.ParDo(_WriteShard(plan, self._encode))
+            | "Batch shards" >> beam.BatchElements(min_batch_size=2 * _workers(plan), max_batch_size=2 * _workers(plan))
+            | "Write shards" >> beam.ParDo(_WriteShards(plan, self._encode))
         )
         return records | "Collect" >> beam.combiners.ToList() | "Commit" >> beam.Map(_finalize, side, plan)

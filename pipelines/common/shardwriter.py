@@ -1,0 +1,140 @@
+"""Writing one shard from its pointers (no Beam here, so worker processes stay light): ranged reads, the
+dataset's encoder, quarantine, the progress record, and reuse of a shard an earlier run already committed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pipelines.common.images import BadInput
+from pipelines.common.records import Pointer
+from shards import storage
+from shards.keys import shuffle_hash
+from shards.publish import sha256_of, shard_name, write_tar_shard
+from shards.quarantine import quarantine_entry
+
+__all__ = ["PROGRESS_DIR", "Encoder", "write_shard"]
+
+PROGRESS_DIR = "_progress"
+Encoder = Callable[[Pointer, bytes], dict[str, bytes]]
+
+
+class _RangeReader:
+    """Ranged reads with a few files kept open (an archive read in place serves many pointers).
+
+    Local files are read with os.pread on a cached descriptor (one system call per sample); other stores
+    through their fsspec file.
+    """
+
+    def __init__(self, keep: int = 4):
+        self._open: dict[str, Any] = {}
+        self._keep = keep
+
+    def read(self, url: str, offset: int, length: int) -> bytes:
+        f = self._open.get(url)
+        if f is None:
+            if len(self._open) >= self._keep:
+                old = self._open.pop(next(iter(self._open)))
+                os.close(old) if isinstance(old, int) else old.close()
+            try:
+                if storage.is_local(url):
+                    f = os.open(storage.local_path(url), os.O_RDONLY)
+                else:
+                    f = storage.open_read(url, block_size=1 << 20)
+            except OSError as e:
+                raise BadInput(f"unreadable: {e}", stage="read") from None
+            self._open[url] = f
+        if isinstance(f, int):
+            data = os.pread(f, length, offset)
+            while 0 < len(data) < length:  # short reads happen on some filesystems
+                more = os.pread(f, length - len(data), offset + len(data))
+                if not more:
+                    break
+                data += more
+        else:
+            f.seek(offset)
+            data = f.read(length)
+        if len(data) != length:
+            raise BadInput(f"input ends early: wanted {length} bytes at offset {offset}, got {len(data)}", stage="read")
+        return data
+
+    def close(self) -> None:
+        for f in self._open.values():
+            os.close(f) if isinstance(f, int) else f.close()
+        self._open.clear()
+
+
+def _fingerprint(plan: Any, pointers: list[Pointer]) -> str:
+    h = hashlib.sha256(json.dumps([plan.params, plan.fields], sort_keys=True).encode())
+    for p in pointers:
+        h.update(json.dumps([p.key, p.url, p.offset, p.length, p.meta], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _reuse(plan: Any, progress_url: str, fingerprint: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(storage.read_bytes(progress_url))
+    except (FileNotFoundError, ValueError):
+        return None
+    entry = record.get("entry")
+    if record.get("fingerprint") != fingerprint:
+        return None
+    if entry is not None:
+        tar = storage.join(plan.split_url, entry["path"])
+        idx = storage.join(plan.split_url, entry["idx"])
+        try:
+            if not storage.exists(idx) or sha256_of(tar) != (entry["sha256"], entry["num_bytes"]):
+                return None
+        except FileNotFoundError:
+            return None
+    return record
+
+
+def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) -> tuple[dict[str, Any], bool]:
+    """Write shard `index` of a split from its pointers; return (progress record, whether it was reused).
+
+    A shard that an earlier run committed for the same pointers and options, and whose bytes still hash to the
+    recorded sha256, is kept as it is. Inputs that cannot become samples are quarantined with a reason.
+    """
+    index, pointers = element
+    pointers = sorted(pointers, key=lambda p: (shuffle_hash(p.key, plan.seed), p.key))
+    fingerprint = _fingerprint(plan, pointers)
+    progress_url = storage.join(plan.split_url, PROGRESS_DIR, shard_name(index, "json"))
+    record = _reuse(plan, progress_url, fingerprint)
+    if record is not None:
+        return record, True
+    quarantine: list[dict[str, str]] = []
+    reader = _RangeReader()
+    keys: set[str] = set()
+
+    def samples() -> Iterator[tuple[str, dict[str, bytes]]]:
+        for p in pointers:
+            try:
+                if "error" in p.meta:
+                    raise BadInput(p.meta["error"], stage=p.meta.get("stage", "list"))
+                if p.key in keys:
+                    raise BadInput(f"duplicate key: another input of this split is also named {p.key}", stage="list")
+                sample = encode(p, reader.read(p.url, p.offset, p.length) if p.length else b"")
+            except BadInput as e:
+                quarantine.append(
+                    quarantine_entry(key=p.key, source=f"{p.url}@{p.offset}", stage=e.stage, reason=str(e))
+                )
+                continue
+            keys.add(p.key)
+            yield p.key, sample
+
+    try:
+        entry: dict[str, Any] | None = write_tar_shard(plan.split_url, index, samples(), fields=plan.fields)
+    finally:
+        reader.close()
+    if entry["num_samples"] == 0:  # everything in this shard was quarantined
+        storage.remove(storage.join(plan.split_url, entry["path"]))
+        storage.remove(storage.join(plan.split_url, entry["idx"]))
+        entry = None
+    record = {"index": index, "fingerprint": fingerprint, "entry": entry, "quarantine": quarantine}
+    record["seen"] = len(pointers)
+    storage.write_bytes(progress_url, json.dumps(record, sort_keys=True).encode())
+    return record, False
