@@ -8,7 +8,6 @@ previous run committed the same shard (same pointers, same options, checksum int
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -77,7 +76,7 @@ def _workers(plan: SplitPlan) -> int:
 
 
 class _WriteShards(beam.DoFn):
-    """Writes batches of shards; with `writer_processes` > 1 (the local runner) on a small process pool, since
+    """Writes shards; with `writer_processes` > 1 (the local runner) on a small process pool, since
     per-sample Python work would serialise threads on the GIL and Beam's multi-process local mode spends about
     as much CPU on its gRPC data plane as the work itself."""
 
@@ -108,19 +107,35 @@ class _WriteShards(beam.DoFn):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def process(self, batch: list[tuple[int, list[Pointer]]]) -> Iterator[dict[str, Any]]:
-        job = functools.partial(write_shard, self._plan, self._encode)
-        results = self._pool.map(job, batch) if self._pool is not None else map(job, batch)
-        for record, reused in results:  # counters are updated here, on the DoFn's own thread
-            entry = record["entry"]
-            if reused:
-                self._reused.inc()
-            elif entry is not None:
-                self._written.inc(entry["num_samples"])
-                self._bytes.inc(entry["num_bytes"])
-                self._shards.inc()
-            self._bad.inc(len(record["quarantine"]))
-            yield record
+    def start_bundle(self) -> None:
+        self._pending: list[Any] = []
+
+    def process(self, element: tuple[int, list[Pointer]]) -> Iterator[dict[str, Any]]:
+        if self._pool is None:
+            yield self._count(*write_shard(self._plan, self._encode, element))
+        else:  # keep the pool full: every shard of the bundle is queued at once, results come in finish_bundle
+            self._pending.append(self._pool.submit(write_shard, self._plan, self._encode, element))
+
+    def finish_bundle(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MIN_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        pending, self._pending = self._pending, []
+        for future in pending:
+            yield WindowedValue(self._count(*future.result()), MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _count(self, record: dict[str, Any], reused: bool) -> dict[str, Any]:
+        """Counters are updated here, on the DoFn's own thread, where Beam collects them."""
+        entry = record["entry"]
+        if reused:
+            self._reused.inc()
+        elif entry is not None:
+            self._written.inc(entry["num_samples"])
+            self._bytes.inc(entry["num_bytes"])
+            self._shards.inc()
+        self._bad.inc(len(record["quarantine"]))
+        return record
 
 
 def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: SplitPlan) -> dict[str, Any]:
@@ -183,7 +198,6 @@ class WriteSplit(beam.PTransform):
             pointers
             | "Assign" >> beam.Map(_assign, side, plan)
             | "Group pointers" >> beam.GroupByKey()
-            | "Batch shards" >> beam.BatchElements(min_batch_size=2 * _workers(plan), max_batch_size=2 * _workers(plan))
             | "Write shards" >> beam.ParDo(_WriteShards(plan, self._encode))
         )
         return records | "Collect" >> beam.combiners.ToList() | "Commit" >> beam.Map(_finalize, side, plan)
