@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             pipeline
             | f"Units {split}" >> beam.Create(layout.units[split])
             | f"Spread {split}" >> beam.Reshuffle()
-            | f"List {split}" >> beam.FlatMap(expand_unit)
+            | f"List {split}" >> beam.Map(lambda unit: list(expand_unit(unit)))
             | f"Write {split}" >> WriteSplit(plan, encode)
         )
     try:

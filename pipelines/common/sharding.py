@@ -52,9 +52,19 @@ def num_shards(num_samples: int, total_bytes: int, shard_size: int, min_shards: 
     return max(1, min(n, num_samples // 16))
 
 
-def _assign(p: Pointer, counts: tuple[int, int], plan: SplitPlan) -> tuple[int, Pointer]:
+def _assign(pointers: list[Pointer], counts: tuple[int, int], plan: SplitPlan) -> Iterator[tuple[int, list[Pointer]]]:
+    """Split one listing unit's pointers by shard: (shard, [pointers]) pairs, so Beam moves a few lists per unit
+    instead of one element per image."""
     n = num_shards(counts[0], counts[1], plan.shard_size, plan.min_shards)
-    return (shuffle_hash(p.key, plan.seed) * n) >> 64, p
+    by_shard: dict[int, list[Pointer]] = {}
+    for p in pointers:
+        by_shard.setdefault((shuffle_hash(p.key, plan.seed) * n) >> 64, []).append(p)
+    yield from by_shard.items()
+
+
+def _merge(group: tuple[int, list[list[Pointer]]]) -> tuple[int, list[Pointer]]:
+    index, lists = group
+    return index, [p for part in lists for p in part]
 
 
 def writer_context(encode_module: str):
@@ -179,7 +189,8 @@ def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: Spli
 
 
 class WriteSplit(beam.PTransform):
-    """PCollection[Pointer] -> one published split (shards, indexes, quarantine.jsonl, manifest.json)."""
+    """PCollection[list[Pointer]] (one list per listing unit) -> one published split (shards, indexes,
+    quarantine.jsonl, manifest.json)."""
 
     def __init__(self, plan: SplitPlan, encode: Encoder):
         super().__init__(label=f"Write {plan.split}")
@@ -190,14 +201,15 @@ class WriteSplit(beam.PTransform):
         plan = self._plan
         counts = (
             pointers
-            | "Count" >> beam.Map(lambda p: (1, p.length))
+            | "Count" >> beam.Map(lambda ps: (len(ps), sum(p.length for p in ps)))
             | "Sum" >> beam.CombineGlobally(lambda xs: tuple(map(sum, zip(*xs, strict=True))) if xs else (0, 0))
         )
         side = beam.pvalue.AsSingleton(counts)
         records = (
             pointers
-            | "Assign" >> beam.Map(_assign, side, plan)
+            | "Assign" >> beam.FlatMap(_assign, side, plan)
             | "Group pointers" >> beam.GroupByKey()
+            | "Merge" >> beam.Map(_merge)
             | "Write shards" >> beam.ParDo(_WriteShards(plan, self._encode))
         )
         return records | "Collect" >> beam.combiners.ToList() | "Commit" >> beam.Map(_finalize, side, plan)
