@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = ["available"]
 
-_SHARED = {"bench", "common", "source", "ops"}
+_SHARED = {"bench", "common", "core", "plan", "source", "ops"}
 
 
 def available() -> list[str]:

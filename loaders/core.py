@@ -1,0 +1,391 @@
+"""What every DALI loader shares: reading planned samples out of shards, a bounded local cache for remote shards,
+and the iterator (exact `len`, `state_dict()`/`load_state_dict()`, errors that name the shard and the key).
+
+A dataset module supplies only its DALI graph: a function from the encoded fields (DataNodes) to named outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from loaders.plan import EpochPlan, plan_epoch
+from shards import storage
+from shards.errors import ShardFormatError
+from shards.idx import parse_index
+from shards.keys import split_member_name
+from shards.manifest import read_manifest, split_url_of
+
+__all__ = ["ShardCache", "SampleReader", "DaliLoader", "resolve_rank"]
+
+
+def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Rank and world size: given, else torch.distributed when initialised, else RANK/WORLD_SIZE, else (0, 1)."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except ImportError:
+        pass
+    return int(os.environ.get("RANK", 0) if rank is None else rank), int(
+        os.environ.get("WORLD_SIZE", 1) if world_size is None else world_size
+    )
+
+
+class ShardCache:
+    """Local copies of remote shards, at most `max_bytes` on disk, least recently used evicted first.
+
+    Local shards are used in place. A remote shard is downloaded whole (one streamed GET) the first time it is
+    needed, or ahead of time by `prefetch`, so later epochs read local disk.
+    """
+
+    def __init__(self, cache_dir: str | None, max_bytes: int):
+        import tempfile
+
+        self._dir = cache_dir or os.path.join(tempfile.gettempdir(), "shardkit-cache")
+        self._max = max_bytes
+        self._lock = threading.Lock()
+        self._inflight: dict[str, threading.Event] = {}
+        self.bytes_fetched = 0
+
+    def path(self, url: str, size: int) -> str:
+        if storage.is_local(url):
+            return storage.local_path(url)
+        name = hashlib.sha256(url.encode()).hexdigest()[:24] + "-" + url.rsplit("/", 1)[-1]
+        local = os.path.join(self._dir, name)
+        with self._lock:
+            event = self._inflight.get(local)
+            mine = event is None and not (os.path.exists(local) and os.path.getsize(local) == size)
+            if mine:
+                event = self._inflight[local] = threading.Event()
+        if not mine:
+            if event is not None:
+                event.wait()
+            os.utime(local)  # recently used
+            return local
+        try:
+            self._evict(size)
+            os.makedirs(self._dir, exist_ok=True)
+            tmp = f"{local}.part-{os.getpid()}-{threading.get_ident()}"
+            with storage.open_read(url, block_size=8 << 20) as src, open(tmp, "wb") as dst:
+                while chunk := src.read(8 << 20):
+                    dst.write(chunk)
+                    self.bytes_fetched += len(chunk)
+            os.replace(tmp, local)
+        except FileNotFoundError:
+            raise ShardFormatError("shard is missing", url=url) from None
+        finally:
+            with self._lock:
+                self._inflight.pop(local).set()
+        return local
+
+    def _evict(self, incoming: int) -> None:
+        if not os.path.isdir(self._dir):
+            return
+        files = [os.path.join(self._dir, f) for f in os.listdir(self._dir) if ".part-" not in f]
+        files.sort(key=os.path.getmtime)
+        total = sum(os.path.getsize(f) for f in files)
+        while files and total + incoming > self._max:
+            f = files.pop(0)
+            total -= os.path.getsize(f)
+            os.unlink(f)
+
+    def prefetch(self, jobs: Sequence[tuple[str, int]]) -> threading.Thread:
+        """Download shards in the background, in the order they will be read."""
+
+        def run() -> None:
+            for url, size in jobs:
+                if not storage.is_local(url):
+                    try:
+                        self.path(url, size)
+                    except Exception:  # the reader raises a clear error when it gets there
+                        return
+
+        t = threading.Thread(target=run, name="shard-prefetch", daemon=True)
+        t.start()
+        return t
+
+
+class SampleReader:
+    """Reads the fields of planned samples: the shard's index is parsed once, each field is one pread."""
+
+    def __init__(self, split_url: str, manifest: dict[str, Any], cache: ShardCache):
+        self.split_url = split_url
+        self.entries = [e for e in manifest["shards"] if e["path"].endswith(".tar")]
+        self.urls = [storage.join(split_url, e["path"]) for e in self.entries]
+        self._cache = cache
+        self._index: dict[int, list] = {}
+        self._fds: dict[int, int] = {}
+
+    def sizes(self) -> list[int]:
+        return [e["num_samples"] for e in self.entries]
+
+    def _members(self, shard: int) -> list:
+        if shard not in self._index:
+            e = self.entries[shard]
+            idx_url = storage.join(self.split_url, e["idx"])
+            try:
+                self._index[shard] = parse_index(storage.read_bytes(idx_url), url=idx_url)
+            except FileNotFoundError:
+                raise ShardFormatError("index file is missing", url=idx_url) from None
+        return self._index[shard]
+
+    def _fd(self, shard: int) -> int:
+        if shard not in self._fds:
+            path = self._cache.path(self.urls[shard], self.entries[shard]["num_bytes"])
+            try:
+                self._fds[shard] = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise ShardFormatError("shard is missing", url=self.urls[shard]) from None
+        return self._fds[shard]
+
+    def key(self, shard: int, sample: int) -> str:
+        return split_member_name(self._members(shard)[sample][0].name)[0]
+
+    def read(self, shard: int, sample: int, exts: Sequence[str]) -> list[bytes]:
+        members = self._members(shard)
+        if sample >= len(members):
+            raise ShardFormatError(
+                f"index lists {len(members)} samples, the plan wants #{sample}", url=self.urls[shard]
+            )
+        by_ext = {split_member_name(m.name)[1]: m for m in members[sample]}
+        fd = self._fd(shard)
+        out = []
+        for ext in exts:
+            m = by_ext.get(ext)
+            key = split_member_name(members[sample][0].name)[0]
+            if m is None:
+                raise ShardFormatError(f"sample {key!r} has no field {ext!r}", url=self.urls[shard])
+            data = os.pread(fd, m.size, m.offset)
+            if len(data) != m.size:
+                raise ShardFormatError(f"sample {key!r}: shard ends early (truncated?)", url=self.urls[shard])
+            out.append(data)
+        return out
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+class _Source:
+    """DALI external_source callable: batch `next_batch` of the current epoch plan, as encoded bytes + labels."""
+
+    def __init__(self, loader: DaliLoader):
+        self.loader = loader
+        self.plan: EpochPlan | None = None
+        self.next_batch = 0
+        self.produced: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # batch -> (shards, samples), until consumed
+
+    def __call__(self) -> list[list[np.ndarray]]:
+        L = self.loader
+        b = self.next_batch
+        if b >= L.batches_per_epoch:
+            raise StopIteration
+        self.next_batch += 1
+        lo, hi = b * L.batch_size, min((b + 1) * L.batch_size, len(self.plan))
+        shards, samples = self.plan.shard[lo:hi], self.plan.sample[lo:hi]
+        self.produced[b] = (shards, samples)
+        columns: list[list[np.ndarray]] = [[] for _ in L.fields]
+        parsers = [L.host_fields.get(f) for f in L.fields]
+        for s, i in zip(shards.tolist(), samples.tolist(), strict=True):
+            for col, parse, data in zip(columns, parsers, L.reader.read(s, i, L.fields), strict=True):
+                col.append(np.frombuffer(data, dtype=np.uint8) if parse is None else parse(data))
+        return columns
+
+
+class DaliLoader:
+    """Iterates dict batches of torch tensors built by a DALI graph over planned samples of a split.
+
+    `graph(encoded: dict[ext, DataNode], device: str) -> dict[name, DataNode]` is the dataset's part.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        graph: Callable[[dict[str, Any], str], dict[str, Any]],
+        fields: Sequence[str],
+        batch_size: int,
+        host_fields: dict[str, Callable[[bytes], np.ndarray]] | None = None,
+        device: str = "gpu",
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        num_threads: int | None = None,
+        cache_dir: str | None = None,
+        cache_bytes: int = 64 << 30,
+        drop_last: bool = True,
+        open_shards: int = 8,
+        return_keys: bool = False,
+    ):
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
+        self.split_url = split_url_of(url)
+        self.manifest = read_manifest(self.split_url)
+        self.fields = list(fields)
+        # fields parsed in Python as they are read (small ones: labels, boxes); the rest reach DALI as bytes
+        self.host_fields = dict(host_fields or {})
+        missing = [f for f in self.fields if f not in self.manifest["fields"]]
+        if missing:
+            raise ValueError(
+                f"{self.split_url}: the split has no field(s) {missing}; it has {list(self.manifest['fields'])}"
+            )
+        self.batch_size = batch_size
+        self.device = device
+        self.seed = seed
+        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.num_threads = num_threads or max(1, (os.cpu_count() or 2) // max(1, self._local_ranks()))
+        self.drop_last = drop_last
+        self.open_shards = open_shards
+        self.return_keys = return_keys
+        self.cache = ShardCache(cache_dir, cache_bytes)
+        self.reader = SampleReader(self.split_url, self.manifest, self.cache)
+        self._graph = graph
+        self.epoch = 0
+        self._source = _Source(self)
+        self._pipe = None
+        self._checkpoint: str | None = None
+        self._consumed = 0  # batches of the current epoch handed to the user
+        self._plan_for(0)
+
+    @staticmethod
+    def _local_ranks() -> int:
+        return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+    def _plan_for(self, epoch: int) -> None:
+        plan = plan_epoch(
+            self.reader.sizes(),
+            seed=self.seed,
+            epoch=epoch,
+            world_size=self.world_size,
+            rank=self.rank,
+            open_shards=self.open_shards,
+        )
+        self._source.plan = plan
+        n = len(plan)
+        self.batches_per_epoch = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __len__(self) -> int:
+        """Batches per epoch; the same on every rank."""
+        return self.batches_per_epoch
+
+    def _build(self) -> None:
+        from nvidia.dali import fn, pipeline_def, types
+
+        @pipeline_def(
+            batch_size=self.batch_size,
+            num_threads=self.num_threads,
+            device_id=(self.rank % max(1, self._local_ranks())) if self.device == "gpu" else None,
+            seed=self.seed + 7919 * self.rank,
+            enable_checkpointing=True,
+        )
+        def pipe():
+            encoded = fn.external_source(
+                source=self._source,
+                num_outputs=len(self.fields),
+                batch=True,
+                dtype=[types.INT64 if f in self.host_fields else types.UINT8 for f in self.fields],
+            )
+            outputs = self._graph(dict(zip(self.fields, encoded, strict=True)), self.device)
+            self.output_names = list(outputs)
+            return tuple(outputs.values())
+
+        with warnings.catch_warnings():  # the source's position is restored by this class, not by DALI
+            warnings.filterwarnings("ignore", message=".*DALI doesn't capture state of such 'source'.*")
+            self._pipe = pipe(checkpoint=self._checkpoint) if self._checkpoint else pipe()
+            self._pipe.build()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._pipe is not None and 0 < self._consumed < self.batches_per_epoch:
+            return self._batches()  # an epoch left mid-way: carry on where it stopped
+        if self._consumed >= self.batches_per_epoch:  # the last epoch is finished: start the next one
+            self.epoch += 1
+            self._consumed = 0
+        self._plan_for(self.epoch)
+        self._source.next_batch = self._consumed
+        self._source.produced.clear()
+        if self._pipe is None:
+            self._build()
+        else:
+            self._pipe.reset()
+        self.cache.prefetch(self._upcoming_shards())
+        return self._batches()
+
+    def _upcoming_shards(self) -> list[tuple[str, int]]:
+        order = dict.fromkeys(self._source.plan.shard[self._consumed * self.batch_size :].tolist())
+        return [(self.reader.urls[s], self.reader.entries[s]["num_bytes"]) for s in order]
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        while self._consumed < self.batches_per_epoch:
+            try:
+                outs = self._pipe.run()
+            except StopIteration:
+                break
+            except ShardFormatError:
+                raise
+            except Exception as e:  # name the shards and keys of the batch DALI was working on
+                raise ShardFormatError(
+                    f"{e}\nwhile making batch {self._consumed} from {self._where(self._consumed)}", url=self.split_url
+                ) from None
+            batch = {n: _to_torch(o) for n, o in zip(self.output_names, outs, strict=True)}
+            shards, samples = self._source.produced.pop(self._consumed)
+            if self.return_keys:
+                batch["key"] = [self.reader.key(s, i) for s, i in zip(shards.tolist(), samples.tolist(), strict=True)]
+            self._consumed += 1
+            yield batch
+        if self._consumed >= self.batches_per_epoch:
+            with contextlib.suppress(StopIteration):  # let DALI see the epoch end, so reset() starts the next
+                self._pipe.run()
+
+    def _where(self, batch: int) -> str:
+        shards, samples = self._source.produced.get(batch, (np.zeros(0, int), np.zeros(0, int)))
+        keys = [
+            f"{self.reader.urls[s]}:{self.reader.key(s, i)}"
+            for s, i in zip(shards.tolist(), samples.tolist(), strict=True)
+        ]
+        return ", ".join(keys) or "samples not yet known"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the epoch is: a fresh loader given this continues with exactly the batches this one would give."""
+        return {
+            "epoch": self.epoch,
+            "batch": self._consumed,
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "dali": self._pipe.checkpoint() if self._pipe is not None else self._checkpoint,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in ("seed", "world_size", "rank"):
+            if state[k] != getattr(self, k):
+                raise ValueError(f"state was saved with {k}={state[k]}, this loader has {k}={getattr(self, k)}")
+        self.epoch, self._consumed, self._checkpoint = state["epoch"], state["batch"], state["dali"]
+        self._pipe = None
+        self._plan_for(self.epoch)
+
+
+def _to_torch(out: Any):
+    import torch
+
+    if hasattr(out, "as_tensor") and not out.is_dense_tensor():
+        raise ValueError("the graph produced samples of different shapes; add a resize or crop")
+    if type(out).__name__ == "TensorListGPU":
+        from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+        t = out.as_tensor()
+        dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device="cuda")
+        feed_ndarray(t, dst)
+        return dst
+    return torch.from_numpy(np.array(out.as_tensor()))

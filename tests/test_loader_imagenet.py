@@ -1,0 +1,142 @@
+"""`imagenet_dali` on the CPU: reference equality (eval), ranks, epochs, resume, and errors that name the shard."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from loaders import imagenet_dali
+from loaders.imagenet import IMAGENET_STD, reference_eval
+from shards.manifest import build_manifest, write_manifest
+from shards.photos import photo_jpeg
+from shards.publish import write_tar_shard
+from shards.wds import iter_samples
+
+pytest.importorskip("nvidia.dali", reason="DALI is not installed (pip install '.[dali]')")
+
+N_SHARDS, PER_SHARD = 8, 12
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    """An ImageNet-format split (jpg, cls, json) of photo-like JPEGs in 8 shards, written with shards/."""
+    url = tmp_path_factory.mktemp("imagenet") / "train"
+    entries = []
+    for s in range(N_SHARDS):
+        samples = []
+        for i in range(PER_SHARD):
+            k = s * PER_SHARD + i
+            w, h = 96 + 8 * (k % 5), 72 + 6 * (k % 3)
+            meta = json.dumps({"wnid": "n0", "name": f"k{k}.JPEG"}).encode()
+            samples.append((f"k{k:04d}", {"jpg": photo_jpeg(k, size=(w, h)), "cls": b"%d" % (k % 10), "json": meta}))
+        entries.append(write_tar_shard(str(url), s, samples))
+    n = N_SHARDS * PER_SHARD
+    m = build_manifest(
+        dataset="imagenet",
+        split="train",
+        fields={"jpg": "image/jpeg", "cls": "label", "json": "meta"},
+        shards=entries,
+        source={"url": "test", "inputs_seen": n},
+        classes=[f"c{i}" for i in range(10)],
+    )
+    write_manifest(str(url), m)
+    return url
+
+
+def _keys(loader) -> list[list[str]]:
+    return [b["key"] for b in loader]
+
+
+def test_eval_graph_matches_the_reference_decoder(split):
+    loader = imagenet_dali(str(split), batch_size=8, train=False, image_size=32, device="cpu", return_keys=True)
+    reference = {}
+    for entry in loader.manifest["shards"]:
+        with open(split / entry["path"], "rb") as f:
+            for key, sample in iter_samples(io.BytesIO(f.read())):
+                reference[key] = reference_eval(sample, image_size=32)
+    n = 0
+    for batch in loader:
+        assert batch["image"].shape == (8, 3, 32, 32) and batch["image"].dtype == torch.float32
+        assert batch["label"].dtype == torch.int64
+        for j, key in enumerate(batch["key"]):
+            ref = reference[key]
+            assert int(batch["label"][j]) == ref["label"]
+            # in pixel levels (0-255): DALI's antialiased linear resize and PIL's bilinear differ by rounding
+            levels = np.abs(batch["image"][j].numpy() - ref["image"]) * (np.array(IMAGENET_STD) * 255)[:, None, None]
+            assert levels.mean() <= 3 and np.percentile(levels, 99) <= 20, (key, levels.mean(), levels.max())
+            n += 1
+    assert n == len(loader) * 8 == N_SHARDS * PER_SHARD
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_ranks_get_equal_batches_and_see_each_sample_once(split, world):
+    per_rank = []
+    for rank in range(world):
+        loader = imagenet_dali(
+            str(split),
+            batch_size=4,
+            train=True,
+            image_size=32,
+            device="cpu",
+            rank=rank,
+            world_size=world,
+            return_keys=True,
+        )
+        keys = _keys(loader)
+        assert len(keys) == len(loader)
+        per_rank.append([k for b in keys for k in b])
+    assert len({len(p) for p in per_rank}) == 1
+    seen = [k for p in per_rank for k in p]
+    assert len(seen) == len(set(seen))
+    if world in (1, 2, 4):  # 8 equal shards split evenly: nothing is left over
+        assert len(seen) == N_SHARDS * PER_SHARD
+
+
+def test_epochs_reshuffle_and_seeds_repeat(split):
+    a = imagenet_dali(str(split), batch_size=8, train=True, image_size=32, device="cpu", seed=3, return_keys=True)
+    epoch0, epoch1 = _keys(a), _keys(a)
+    b = imagenet_dali(str(split), batch_size=8, train=True, image_size=32, device="cpu", seed=3, return_keys=True)
+    assert _keys(b) == epoch0
+    assert epoch1 != epoch0
+    assert sorted(k for b in epoch1 for k in b) == sorted(k for b in epoch0 for k in b)
+
+
+def test_mid_epoch_resume_gives_exactly_the_next_batches(split):
+    kwargs = dict(batch_size=8, train=True, image_size=32, device="cpu", seed=11, return_keys=True)
+    a = imagenet_dali(str(split), **kwargs)
+    it = iter(a)
+    for _ in range(5):
+        next(it)
+    state = a.state_dict()
+    expected = list(it)
+    b = imagenet_dali(str(split), **kwargs)
+    b.load_state_dict(state)
+    got = list(b)
+    assert [x["key"] for x in got] == [x["key"] for x in expected]
+    for x, y in zip(got, expected, strict=True):
+        assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
+
+
+def test_corrupt_and_missing_shards_name_the_shard(split, tmp_path):
+    import shutil
+
+    bad = tmp_path / "train"
+    shutil.copytree(split, bad)
+    victim = bad / "shard-000003.tar"
+    data = bytearray(victim.read_bytes())
+    for j in range(600, len(data) - 2048, 997):  # scramble the JPEG data, keep the tar structure
+        data[j] ^= 0x5A
+    victim.write_bytes(bytes(data))
+    loader = imagenet_dali(str(bad), batch_size=8, train=False, image_size=32, device="cpu")
+    with pytest.raises(ValueError, match=r"shard-000003\.tar:k"):
+        for _ in loader:
+            pass
+    victim.unlink()
+    loader = imagenet_dali(str(bad), batch_size=8, train=False, image_size=32, device="cpu")
+    with pytest.raises(ValueError, match=r"shard-000003\.tar.*shard is missing"):
+        for _ in loader:
+            pass
