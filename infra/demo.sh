@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the embedded default (a local folder): set up, make a photo-like sample folder,
-# pack it into shards, verify them, list them and draw a preview.
-#   bash infra/demo.sh [OUT]        OUT defaults to ./demo-out; an s3:// URL works when AWS_ENDPOINT_URL is set
+# The main job on the embedded default (a local folder): set up, build a small ImageNet in its folder layout from
+# photos that packages ship, convert it with the Beam job, verify the shards, and stream them through
+# imagenet_dali on the CPU.
+#   bash infra/demo.sh [OUT]     OUT defaults to ./demo-out; an s3:// URL works when AWS_ENDPOINT_URL is set
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-demo-out}"
@@ -10,10 +11,14 @@ bash infra/setup.sh
 . .venv/bin/activate
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-python -m shards.photos "$WORK/photos" --count 300
-python -m shards pack "$WORK/photos" "$OUT/train" --shard-size 4MB --seed 0 --dataset photos-demo
+python - "$WORK/imagenet" <<'PY'
+import sys
+from pipelines.imagenet import WNIDS
+from shards.bench import make_photo_folder
+n, size = make_photo_folder(sys.argv[1] + "/train", 60_000_000, pattern="{cls}/{cls}_{i}.JPEG", classes=tuple(WNIDS[::100]))
+print(f"sample ImageNet (folder layout): {n} photo-like JPEGs in 10 classes, {size / 1e6:.0f} MB")
+PY
+python -m pipelines imagenet --input "$WORK/imagenet" --output "$OUT" --splits train --min-shards 8
 python -m shards verify "$OUT/train"
-python -m shards ls "$OUT/train"
-python -m shards inspect "$OUT/train"
-python -m shards preview "$OUT/train" --out "$WORK/preview.png" -n 16 && cp "$WORK/preview.png" "demo-preview.png"
-echo "preview of the first 16 samples: demo-preview.png"
+python -m shards preview "$OUT/train" --out demo-preview.png -n 16
+python -m loaders.stream imagenet "$OUT/train" --device cpu --batch-size 64

@@ -140,3 +140,26 @@ def test_corrupt_and_missing_shards_name_the_shard(split, tmp_path):
     with pytest.raises(ValueError, match=r"shard-000003\.tar.*shard is missing"):
         for _ in loader:
             pass
+
+
+@pytest.mark.integration
+def test_s3_split_streams_through_the_cache(split, tmp_path, s3_endpoint):
+    from shards import storage
+
+    url = "s3://test/loader/train"
+    for p in split.iterdir():
+        if p.is_file():
+            storage.write_bytes(f"{url}/{p.name}", p.read_bytes())
+    kwargs = dict(batch_size=8, train=False, image_size=32, device="cpu", return_keys=True)
+    local = imagenet_dali(str(split), **kwargs)
+    remote = imagenet_dali(url, cache_dir=str(tmp_path / "cache"), **kwargs)
+    total = sum(e["num_bytes"] for e in remote.manifest["shards"])
+    first = [(b["key"], b["image"]) for b in remote]
+    assert [k for k, _ in first] == _keys(local)
+    assert remote.cache.bytes_fetched == total  # every shard fetched once, whole
+    local_again = imagenet_dali(str(split), **kwargs)
+    for (_, a), b in zip(first, local_again, strict=True):
+        assert torch.equal(a, b["image"])  # the same pixels from s3:// as from local disk
+    second = [b["key"] for b in remote]  # epoch 2: a new order, all from the local cache
+    assert remote.cache.bytes_fetched == total, "a warm cache must fetch nothing"
+    assert sorted(k for b in second for k in b) == sorted(k for b, _ in first for k in b)

@@ -26,7 +26,7 @@ class ProgressLine:
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
         self._t0 = time.monotonic()
         self._tty = sys.stderr.isatty()
-        self._last_print = 0.0
+        self._last_print = 0.0 if self._tty else time.monotonic()  # in logs: a line every 10 s, not at once
 
     def __enter__(self) -> ProgressLine:
         self._thread.start()
@@ -35,7 +35,7 @@ class ProgressLine:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        if self._tty and self._last_print:
+        if self._tty and self._last_print:  # only if a live line was drawn
             print(file=sys.stderr)  # end the live line; the job prints its summary from the manifests
 
     def _poll(self) -> None:

@@ -126,3 +126,7 @@ def write_folders(root: Path) -> Path:
 
 
 LAYOUTS = {"archives": write_archives, "kaggle": write_kaggle, "folders": write_folders}
+
+# the loader conformance suite: loader keyword arguments, and per output (mean, 99th percentile) of |DALI - reference|
+# in the output's units (normalized pixels: 0.052 is 3 levels of 255, 0.35 is 20 levels)
+LOADER = {"kwargs": {"image_size": 32}, "tolerance": {"image": (0.052, 0.35)}}
