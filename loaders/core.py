@@ -126,6 +126,7 @@ class SampleReader:
         self._cache = cache
         self._index: dict[int, list] = {}
         self._fds: dict[int, int] = {}
+        self._spans: dict[tuple[int, tuple[str, ...]], list[tuple[tuple[int, int], ...]]] = {}
 
     def sizes(self) -> list[int]:
         return [e["num_samples"] for e in self.entries]
@@ -152,23 +153,33 @@ class SampleReader:
     def key(self, shard: int, sample: int) -> str:
         return split_member_name(self._members(shard)[sample][0].name)[0]
 
+    def _field_spans(self, shard: int, exts: tuple[str, ...]) -> list[tuple[tuple[int, int], ...]]:
+        """Per sample, (offset, size) of each wanted field: resolved once per shard, so a read is a pread each."""
+        spans = self._spans.get((shard, exts))
+        if spans is None:
+            spans = []
+            for members in self._members(shard):
+                by_ext = {split_member_name(m.name)[1]: (m.offset, m.size) for m in members}
+                missing = [e for e in exts if e not in by_ext]
+                if missing:
+                    key = split_member_name(members[0].name)[0]
+                    raise ShardFormatError(f"sample {key!r} has no field(s) {missing}", url=self.urls[shard])
+                spans.append(tuple(by_ext[e] for e in exts))
+            self._spans[(shard, exts)] = spans
+        return spans
+
     def read(self, shard: int, sample: int, exts: Sequence[str]) -> list[bytes]:
-        members = self._members(shard)
-        if sample >= len(members):
-            raise ShardFormatError(
-                f"index lists {len(members)} samples, the plan wants #{sample}", url=self.urls[shard]
-            )
-        by_ext = {split_member_name(m.name)[1]: m for m in members[sample]}
+        spans = self._field_spans(shard, tuple(exts))
+        if sample >= len(spans):
+            raise ShardFormatError(f"index lists {len(spans)} samples, the plan wants #{sample}", url=self.urls[shard])
         fd = self._fd(shard)
         out = []
-        for ext in exts:
-            m = by_ext.get(ext)
-            key = split_member_name(members[sample][0].name)[0]
-            if m is None:
-                raise ShardFormatError(f"sample {key!r} has no field {ext!r}", url=self.urls[shard])
-            data = os.pread(fd, m.size, m.offset)
-            if len(data) != m.size:
-                raise ShardFormatError(f"sample {key!r}: shard ends early (truncated?)", url=self.urls[shard])
+        for offset, size in spans[sample]:
+            data = os.pread(fd, size, offset)
+            if len(data) != size:
+                raise ShardFormatError(
+                    f"sample {self.key(shard, sample)!r}: shard ends early (truncated?)", url=self.urls[shard]
+                )
             out.append(data)
         return out
 

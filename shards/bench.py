@@ -22,12 +22,12 @@ from shards.units import format_size, parse_size
 __all__ = ["make_photo_folder", "bench_pack", "main"]
 
 
-def _write_photo(args: tuple[str, str, tuple[str, ...], int, int]) -> int:
+def _write_photo(args: tuple[str, str, tuple[str, ...], int, int, tuple[int, int]]) -> int:
     from shards.photos import photo_jpeg
 
-    folder, pattern, classes, i, quality = args
+    folder, pattern, classes, i, quality, size = args
     path = os.path.join(folder, pattern.format(i=i, cls=classes[i % len(classes)] if classes else ""))
-    data = photo_jpeg(i, size=(640, 480), quality=quality)
+    data = photo_jpeg(i, size=size, quality=quality)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
@@ -41,27 +41,29 @@ def make_photo_folder(
     pattern: str = "img{i:07d}.jpg",
     classes: tuple[str, ...] = (),
     quality: int = 96,
+    size: tuple[int, int] = (640, 480),
     workers: int | None = None,
 ) -> tuple[int, int]:
-    """Fill `folder` with photo-like 640x480 JPEGs (about 105 KB each) until `total` bytes; reuse what is there.
+    """Fill `folder` with photo-like JPEGs (640x480 at quality 96: about 105 KB) until `total` bytes; reuse what is there.
 
     File i is named `pattern.format(i=i, cls=classes[i % len(classes)])`, e.g. "{cls}/{cls}_{i}.JPEG".
     """
     os.makedirs(folder, exist_ok=True)
     have = [os.path.join(d, f) for d, _, files in os.walk(folder) for f in files]
-    size = sum(os.path.getsize(p) for p in have)
-    if size >= total:
-        return len(have), size
-    estimate = max(1, int((total - size) / 105_000 * 1.02))
-    jobs = [(folder, pattern, classes, i, quality) for i in range(len(have), len(have) + estimate)]
+    done = sum(os.path.getsize(p) for p in have)
+    if done >= total:
+        return len(have), done
+    per_file = 105_000 * size[0] * size[1] / (640 * 480)
+    estimate = max(1, int((total - done) / per_file * 1.02))
+    jobs = [(folder, pattern, classes, i, quality, size) for i in range(len(have), len(have) + estimate)]
     with cf.ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         for n in pool.map(_write_photo, jobs, chunksize=32):
-            size += n
+            done += n
     count = len(have) + len(jobs)
-    while size < total:
-        size += _write_photo((folder, pattern, classes, count, quality))
+    while done < total:
+        done += _write_photo((folder, pattern, classes, count, quality, size))
         count += 1
-    return count, size
+    return count, done
 
 
 def _warm(folder: str) -> None:

@@ -1,0 +1,285 @@
+"""`python -m loaders.bench imagenet`: our loader, the bare DALI graph, and a PIL + torch DataLoader baseline,
+on the same shards with the same number of CPU workers, in one run.
+
+- loader: `imagenet_dali(train=True)` with `--workers` DALI threads.
+- bare DALI: the same train graph fed by DALI's own `fn.readers.webdataset` (no Python source, no plan): what the
+  loader's own overhead is measured against.
+- baseline (`--baseline pil`): a torch DataLoader with `--workers` processes over the same shards, decoding with
+  PIL and doing the same augmentation (random-resized-crop 0.08-1 / 3:4-4:3, resize, flip, normalize) in PIL and
+  numpy; what people write today.
+
+Each runs for `--seconds` after a short warm-up; images/s, MB/s (JPEG bytes consumed) and CPU use (cores busy,
+from /proc for the whole process tree) are printed, with the ratios, to JSON and as a bar chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["main"]
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """utime + stime of a process and its live descendants, in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                parent[int(name)] = int(fields[1])
+                cpu[int(name)] = (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                continue
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo += [c for c, p in parent.items() if p == pid]
+    return total
+
+
+def _measure(batches, seconds: float, warmup: float, nbytes_of) -> dict[str, float]:
+    """Images/s, MB/s and cores busy over `seconds` after `warmup`, iterating `batches` (restarted as needed)."""
+    it = batches()
+    deadline = time.perf_counter() + warmup
+    while time.perf_counter() < deadline:
+        try:
+            next(it)
+        except StopIteration:
+            it = batches()
+    images = nbytes = 0
+    cpu0, t0 = _tree_cpu_seconds(os.getpid()), time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        try:
+            b = next(it)
+        except StopIteration:
+            it = batches()
+            continue
+        n, size = nbytes_of(b)
+        images += n
+        nbytes += size
+    dt = time.perf_counter() - t0
+    cores = (_tree_cpu_seconds(os.getpid()) - cpu0) / dt
+    return {"images_per_s": images / dt, "MB_per_s": nbytes / dt / 1e6, "cores_busy": cores, "seconds": dt}
+
+
+# ---------------------------------------------------------------- the PIL + DataLoader baseline
+
+
+def _random_resized_crop(w: int, h: int, rng: random.Random) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop parameters (scale 0.08-1, ratio 3/4-4/3), with its centre fallback."""
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(0.08, 1.0)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            return rng.randint(0, w - cw), rng.randint(0, h - ch), cw, ch
+    s = min(w, h)
+    return (w - s) // 2, (h - s) // 2, s, s
+
+
+class _PilShards(torch.utils.data.IterableDataset):
+    """A torch IterableDataset over the same shards: PIL decode + numpy augmentation, split among workers."""
+
+    def __init__(self, split_url: str, image_size: int, epochs: int = 1000):
+        super().__init__()
+        from loaders.core import SampleReader, ShardCache
+        from shards.manifest import read_manifest
+
+        self.manifest = read_manifest(split_url)
+        self.split_url, self.image_size, self.epochs = split_url, image_size, epochs
+        self._reader_args = (split_url, self.manifest)
+        self._cache_cls, self._reader_cls = ShardCache, SampleReader
+
+    def __iter__(self):
+        from PIL import Image
+
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        reader = self._reader_cls(*self._reader_args, self._cache_cls(None, 1 << 40))
+        rng = random.Random(wid)
+        samples = [(s, i) for s, n in enumerate(reader.sizes()) for i in range(n)]
+        for _ in range(self.epochs):
+            rng.shuffle(samples)
+            for s, i in samples[wid::nw]:
+                jpg, cls = reader.read(s, i, ["jpg", "cls"])
+                with Image.open(io.BytesIO(jpg)) as im:
+                    im = im.convert("RGB")
+                    x, y, cw, ch = _random_resized_crop(im.width, im.height, rng)
+                    im = im.resize((self.image_size, self.image_size), Image.BILINEAR, box=(x, y, x + cw, y + ch))
+                    arr = np.asarray(im, dtype=np.float32)
+                if rng.random() < 0.5:
+                    arr = arr[:, ::-1]
+                arr = ((arr - MEAN) / STD).transpose(2, 0, 1)
+                yield torch.from_numpy(np.ascontiguousarray(arr)), int(cls), len(jpg)
+
+
+def _pil_batches(split_url: str, batch_size: int, workers: int, image_size: int):
+    def collate(items):
+        images, labels, sizes = zip(*items, strict=True)
+        return {"image": torch.stack(images), "label": torch.tensor(labels), "bytes": sum(sizes)}
+
+    loader = torch.utils.data.DataLoader(
+        _PilShards(split_url, image_size),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
+    return lambda: iter(loader)
+
+
+# ---------------------------------------------------------------- the bare DALI graph
+
+
+def _bare_dali_batches(
+    split_url: str, manifest: dict[str, Any], batch_size: int, workers: int, image_size: int, device: str
+):
+    from nvidia.dali import fn, pipeline_def, types
+
+    from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD
+    from shards import storage
+
+    tars = [storage.join(split_url, e["path"]) for e in manifest["shards"]]
+    idxs = [storage.join(split_url, e["idx"]) for e in manifest["shards"]]
+
+    @pipeline_def(batch_size=batch_size, num_threads=workers, device_id=0 if device == "gpu" else None, seed=0)
+    def pipe():
+        jpg, cls = fn.readers.webdataset(
+            paths=tars, index_paths=idxs, ext=["jpg", "cls"], random_shuffle=True, name="r"
+        )
+        images = fn.decoders.image_random_crop(
+            jpg,
+            device="mixed" if device == "gpu" else "cpu",
+            output_type=types.RGB,
+            random_area=[0.08, 1.0],
+            random_aspect_ratio=[3 / 4, 4 / 3],
+            num_attempts=100,
+        )
+        images = fn.resize(images, resize_x=image_size, resize_y=image_size, antialias=True)
+        images = fn.crop_mirror_normalize(
+            images,
+            dtype=types.FLOAT,
+            output_layout="CHW",
+            mean=[m * 255 for m in IMAGENET_MEAN],
+            std=[s * 255 for s in IMAGENET_STD],
+            mirror=fn.random.coin_flip(probability=0.5),
+        )
+        return images, cls, jpg.shape()
+
+    p = pipe()
+    p.build()
+
+    def batches():
+        while True:
+            images, _labels, sizes = p.run()
+            yield {"n": len(images), "bytes": int(np.asarray(sizes.as_tensor()).sum())}
+
+    return batches
+
+
+def _plot(results: dict[str, dict[str, float]], path: str, title: str) -> None:
+    from PIL import Image, ImageDraw
+
+    names = list(results)
+    top = max(r["images_per_s"] for r in results.values()) or 1
+    w, h, bar = 640, 360, 120
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    d.text((10, 8), title, fill="black")
+    for i, name in enumerate(names):
+        v = results[name]["images_per_s"]
+        x = 60 + i * (bar + 60)
+        y = 320 - int(260 * v / top)
+        d.rectangle([x, y, x + bar, 320], fill=("#4472c4", "#70ad47", "#a5a5a5")[i % 3])
+        d.text((x, y - 14), f"{v:,.0f} img/s", fill="black")
+        d.text((x, 326), name, fill="black")
+    img.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
+    p.add_argument("dataset", choices=["imagenet"])
+    p.add_argument("--data", required=True, help="an ImageNet split URL written by the pipeline")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--warmup", type=float, default=5)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DALI threads = DataLoader workers")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--baseline", choices=["pil", "none"], default="pil")
+    p.add_argument("--json")
+    p.add_argument("--plot")
+    args = p.parse_args(argv)
+    from loaders import imagenet_dali
+
+    loader = imagenet_dali(
+        args.data,
+        batch_size=args.batch_size,
+        train=True,
+        device=args.device,
+        num_threads=args.workers,
+        image_size=args.image_size,
+    )
+    sizes = {e["path"]: e["num_bytes"] for e in loader.manifest["shards"]}
+    mean_jpeg = sum(sizes.values()) / max(1, loader.manifest["num_samples"])  # tar overhead included, small
+    results: dict[str, dict[str, float]] = {}
+    results["loader"] = _measure(
+        lambda: iter(loader), args.seconds, args.warmup, lambda b: (len(b["label"]), int(len(b["label"]) * mean_jpeg))
+    )
+    bare = _bare_dali_batches(
+        loader.split_url, loader.manifest, args.batch_size, args.workers, args.image_size, args.device
+    )
+    results["bare DALI"] = _measure(bare, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+    if args.baseline == "pil":
+        pil = _pil_batches(loader.split_url, args.batch_size, args.workers, args.image_size)
+        results["PIL DataLoader"] = _measure(pil, args.seconds, args.warmup, lambda b: (len(b["label"]), b["bytes"]))
+    for name, r in results.items():
+        print(
+            f"{name:>15}: {r['images_per_s']:8,.0f} images/s {r['MB_per_s']:7.1f} MB/s  {r['cores_busy']:.2f} cores busy"
+        )
+    ratios = {"loader_over_bare_dali": results["loader"]["images_per_s"] / results["bare DALI"]["images_per_s"]}
+    if "PIL DataLoader" in results:
+        ratios["loader_over_pil"] = results["loader"]["images_per_s"] / results["PIL DataLoader"]["images_per_s"]
+    for k, v in ratios.items():
+        print(f"{k} = {v:.2f}")
+    out = {
+        "benchmark": "imagenet-loader",
+        "device": args.device,
+        "workers": args.workers,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "data": args.data,
+        "results": results,
+        "ratios": ratios,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    if args.plot:
+        _plot(
+            results, args.plot, f"imagenet train graph, {args.device}, {args.workers} workers, batch {args.batch_size}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
