@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import statistics
 import time
 from typing import Any
 
@@ -215,20 +216,7 @@ def _plot(results: dict[str, dict[str, float]], path: str, title: str) -> None:
     img.save(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
-    p.add_argument("dataset", choices=["imagenet"])
-    p.add_argument("--data", required=True, help="an ImageNet split URL written by the pipeline")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seconds", type=float, default=20)
-    p.add_argument("--warmup", type=float, default=5)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DALI threads = DataLoader workers")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--baseline", choices=["pil", "none"], default="pil")
-    p.add_argument("--json")
-    p.add_argument("--plot")
-    args = p.parse_args(argv)
+def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
     from loaders import imagenet_dali
 
     loader = imagenet_dali(
@@ -239,22 +227,75 @@ def main(argv: list[str] | None = None) -> int:
         num_threads=args.workers,
         image_size=args.image_size,
     )
-    sizes = {e["path"]: e["num_bytes"] for e in loader.manifest["shards"]}
-    mean_jpeg = sum(sizes.values()) / max(1, loader.manifest["num_samples"])  # tar overhead included, small
-    results: dict[str, dict[str, float]] = {}
-    results["loader"] = _measure(
-        lambda: iter(loader), args.seconds, args.warmup, lambda b: (len(b["label"]), int(len(b["label"]) * mean_jpeg))
-    )
-    bare = _bare_dali_batches(
-        loader.split_url, loader.manifest, args.batch_size, args.workers, args.image_size, args.device
-    )
-    results["bare DALI"] = _measure(bare, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
-    if args.baseline == "pil":
-        pil = _pil_batches(loader.split_url, args.batch_size, args.workers, args.image_size)
-        results["PIL DataLoader"] = _measure(pil, args.seconds, args.warmup, lambda b: (len(b["label"]), b["bytes"]))
+    if which == "loader":
+        mean_jpeg = sum(e["num_bytes"] for e in loader.manifest["shards"]) / max(1, loader.manifest["num_samples"])
+        return _measure(
+            lambda: iter(loader),
+            args.seconds,
+            args.warmup,
+            lambda b: (len(b["label"]), int(len(b["label"]) * mean_jpeg)),
+        )
+    if which == "bare DALI":
+        bare = _bare_dali_batches(
+            loader.split_url, loader.manifest, args.batch_size, args.workers, args.image_size, args.device
+        )
+        return _measure(bare, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+    pil = _pil_batches(loader.split_url, args.batch_size, args.workers, args.image_size)
+    return _measure(pil, args.seconds, args.warmup, lambda b: (len(b["label"]), b["bytes"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import subprocess
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
+    p.add_argument("dataset", choices=["imagenet"])
+    p.add_argument("--data", required=True, help="an ImageNet split URL written by the pipeline")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=10, help="measured seconds per configuration and round")
+    p.add_argument("--warmup", type=float, default=3)
+    p.add_argument("--rounds", type=int, default=3, help="A-B-C rounds; figures are medians")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DALI threads = DataLoader workers")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--baseline", choices=["pil", "none"], default="pil")
+    p.add_argument("--json")
+    p.add_argument("--plot")
+    p.add_argument("--only", help=argparse.SUPPRESS)  # internal: measure one configuration in this process
+    args = p.parse_args(argv)
+    if args.only:
+        print(json.dumps(_measure_one(args.only, args)))
+        return 0
+    configs = ["loader", "bare DALI"] + (["PIL DataLoader"] if args.baseline == "pil" else [])
+    runs: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
+    base = [
+        args.dataset,
+        "--data",
+        args.data,
+        "--device",
+        args.device,
+        "--batch-size",
+        str(args.batch_size),
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(args.warmup),
+        "--workers",
+        str(args.workers),
+        "--image-size",
+        str(args.image_size),
+    ]
+    for _ in range(args.rounds):
+        for c in configs:  # one process per measurement: nothing of one configuration runs during another
+            out = subprocess.run(
+                [sys.executable, "-m", "loaders.bench", *base, "--only", c], capture_output=True, text=True, check=True
+            )
+            runs[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results = {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in runs.items()}
     for name, r in results.items():
+        each = ", ".join(f"{x['images_per_s']:.0f}" for x in runs[name])
         print(
-            f"{name:>15}: {r['images_per_s']:8,.0f} images/s {r['MB_per_s']:7.1f} MB/s  {r['cores_busy']:.2f} cores busy"
+            f"{name:>15}: {r['images_per_s']:8,.0f} images/s {r['MB_per_s']:7.1f} MB/s  {r['cores_busy']:.2f} cores busy  (runs: {each})"
         )
     ratios = {"loader_over_bare_dali": results["loader"]["images_per_s"] / results["bare DALI"]["images_per_s"]}
     if "PIL DataLoader" in results:
@@ -268,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "image_size": args.image_size,
         "data": args.data,
+        "rounds": args.rounds,
         "results": results,
+        "runs": runs,
         "ratios": ratios,
     }
     if args.json:

@@ -388,15 +388,17 @@ class DaliLoader:
 
 
 def _to_torch(out: Any):
+    """One copy from DALI's buffer into a torch tensor (DALI reuses its buffers for the next batches). On the CPU
+    through NumPy, measured faster here than feed_ndarray into a fresh tensor; on the GPU with feed_ndarray."""
     import torch
 
-    if hasattr(out, "as_tensor") and not out.is_dense_tensor():
+    if not out.is_dense_tensor():
         raise ValueError("the graph produced samples of different shapes; add a resize or crop")
+    t = out.as_tensor()
     if type(out).__name__ == "TensorListGPU":
         from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
-        t = out.as_tensor()
         dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device="cuda")
         feed_ndarray(t, dst)
         return dst
-    return torch.from_numpy(np.array(out.as_tensor()))
+    return torch.from_numpy(np.array(t))
