@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from shards.procs import tree_usage
+
 __all__ = ["main"]
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
@@ -34,25 +36,7 @@ STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
 def _tree_cpu_seconds(root: int) -> float:
-    """utime + stime of a process and its live descendants, in seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                parent[int(name)] = int(fields[1])
-                cpu[int(name)] = (int(fields[11]) + int(fields[12])) / tick
-            except (OSError, IndexError, ValueError):
-                continue
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += cpu.get(pid, 0.0)
-        todo += [c for c, p in parent.items() if p == pid]
-    return total
+    return tree_usage(root)[1]
 
 
 def _measure(batches, seconds: float, warmup: float, nbytes_of) -> dict[str, float]:

@@ -1,5 +1,5 @@
-"""What every DALI loader shares: reading planned samples out of shards, a bounded local cache for remote shards,
-and the iterator (exact `len`, `state_dict()`/`load_state_dict()`, errors that name the shard and the key).
+"""What every DALI loader shares: the external source over planned samples (reading: loaders/reading.py) and the
+iterator (exact `len`, `state_dict()`/`load_state_dict()`, errors that name the shard and the key).
 
 A dataset module supplies only its DALI graph: a function from the encoded fields (DataNodes) to named outputs.
 """
@@ -7,9 +7,7 @@ A dataset module supplies only its DALI graph: a function from the encoded field
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -17,13 +15,11 @@ from typing import Any
 import numpy as np
 
 from loaders.plan import EpochPlan, plan_epoch
-from shards import storage
+from loaders.reading import SampleReader, ShardCache
 from shards.errors import ShardFormatError
-from shards.idx import parse_index
-from shards.keys import split_member_name
 from shards.manifest import read_manifest, split_url_of
 
-__all__ = ["ShardCache", "SampleReader", "DaliLoader", "resolve_rank"]
+__all__ = ["DaliLoader", "resolve_rank"]
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -40,153 +36,6 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return int(os.environ.get("RANK", 0) if rank is None else rank), int(
         os.environ.get("WORLD_SIZE", 1) if world_size is None else world_size
     )
-
-
-class ShardCache:
-    """Local copies of remote shards, at most `max_bytes` on disk, least recently used evicted first.
-
-    Local shards are used in place. A remote shard is downloaded whole (one streamed GET) the first time it is
-    needed, or ahead of time by `prefetch`, so later epochs read local disk.
-    """
-
-    def __init__(self, cache_dir: str | None, max_bytes: int):
-        import tempfile
-
-        self._dir = cache_dir or os.path.join(tempfile.gettempdir(), "shardkit-cache")
-        self._max = max_bytes
-        self._lock = threading.Lock()
-        self._inflight: dict[str, threading.Event] = {}
-        self.bytes_fetched = 0
-
-    def path(self, url: str, size: int) -> str:
-        if storage.is_local(url):
-            return storage.local_path(url)
-        name = hashlib.sha256(url.encode()).hexdigest()[:24] + "-" + url.rsplit("/", 1)[-1]
-        local = os.path.join(self._dir, name)
-        with self._lock:
-            event = self._inflight.get(local)
-            mine = event is None and not (os.path.exists(local) and os.path.getsize(local) == size)
-            if mine:
-                event = self._inflight[local] = threading.Event()
-        if not mine:
-            if event is not None:
-                event.wait()
-            os.utime(local)  # recently used
-            return local
-        try:
-            self._evict(size)
-            os.makedirs(self._dir, exist_ok=True)
-            tmp = f"{local}.part-{os.getpid()}-{threading.get_ident()}"
-            with storage.open_read(url, block_size=8 << 20) as src, open(tmp, "wb") as dst:
-                while chunk := src.read(8 << 20):
-                    dst.write(chunk)
-                    self.bytes_fetched += len(chunk)
-            os.replace(tmp, local)
-        except FileNotFoundError:
-            raise ShardFormatError("shard is missing", url=url) from None
-        finally:
-            with self._lock:
-                self._inflight.pop(local).set()
-        return local
-
-    def _evict(self, incoming: int) -> None:
-        if not os.path.isdir(self._dir):
-            return
-        files = [os.path.join(self._dir, f) for f in os.listdir(self._dir) if ".part-" not in f]
-        files.sort(key=os.path.getmtime)
-        total = sum(os.path.getsize(f) for f in files)
-        while files and total + incoming > self._max:
-            f = files.pop(0)
-            total -= os.path.getsize(f)
-            os.unlink(f)
-
-    def prefetch(self, jobs: Sequence[tuple[str, int]]) -> threading.Thread:
-        """Download shards in the background, in the order they will be read."""
-
-        def run() -> None:
-            for url, size in jobs:
-                if not storage.is_local(url):
-                    try:
-                        self.path(url, size)
-                    except Exception:  # the reader raises a clear error when it gets there
-                        return
-
-        t = threading.Thread(target=run, name="shard-prefetch", daemon=True)
-        t.start()
-        return t
-
-
-class SampleReader:
-    """Reads the fields of planned samples: the shard's index is parsed once, each field is one pread."""
-
-    def __init__(self, split_url: str, manifest: dict[str, Any], cache: ShardCache):
-        self.split_url = split_url
-        self.entries = [e for e in manifest["shards"] if e["path"].endswith(".tar")]
-        self.urls = [storage.join(split_url, e["path"]) for e in self.entries]
-        self._cache = cache
-        self._index: dict[int, list] = {}
-        self._fds: dict[int, int] = {}
-        self._spans: dict[tuple[int, tuple[str, ...]], list[tuple[tuple[int, int], ...]]] = {}
-
-    def sizes(self) -> list[int]:
-        return [e["num_samples"] for e in self.entries]
-
-    def _members(self, shard: int) -> list:
-        if shard not in self._index:
-            e = self.entries[shard]
-            idx_url = storage.join(self.split_url, e["idx"])
-            try:
-                self._index[shard] = parse_index(storage.read_bytes(idx_url), url=idx_url)
-            except FileNotFoundError:
-                raise ShardFormatError("index file is missing", url=idx_url) from None
-        return self._index[shard]
-
-    def _fd(self, shard: int) -> int:
-        if shard not in self._fds:
-            path = self._cache.path(self.urls[shard], self.entries[shard]["num_bytes"])
-            try:
-                self._fds[shard] = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise ShardFormatError("shard is missing", url=self.urls[shard]) from None
-        return self._fds[shard]
-
-    def key(self, shard: int, sample: int) -> str:
-        return split_member_name(self._members(shard)[sample][0].name)[0]
-
-    def _field_spans(self, shard: int, exts: tuple[str, ...]) -> list[tuple[tuple[int, int], ...]]:
-        """Per sample, (offset, size) of each wanted field: resolved once per shard, so a read is a pread each."""
-        spans = self._spans.get((shard, exts))
-        if spans is None:
-            spans = []
-            for members in self._members(shard):
-                by_ext = {split_member_name(m.name)[1]: (m.offset, m.size) for m in members}
-                missing = [e for e in exts if e not in by_ext]
-                if missing:
-                    key = split_member_name(members[0].name)[0]
-                    raise ShardFormatError(f"sample {key!r} has no field(s) {missing}", url=self.urls[shard])
-                spans.append(tuple(by_ext[e] for e in exts))
-            self._spans[(shard, exts)] = spans
-        return spans
-
-    def read(self, shard: int, sample: int, exts: Sequence[str]) -> list[bytes]:
-        spans = self._field_spans(shard, tuple(exts))
-        if sample >= len(spans):
-            raise ShardFormatError(f"index lists {len(spans)} samples, the plan wants #{sample}", url=self.urls[shard])
-        fd = self._fd(shard)
-        out = []
-        for offset, size in spans[sample]:
-            data = os.pread(fd, size, offset)
-            if len(data) != size:
-                raise ShardFormatError(
-                    f"sample {self.key(shard, sample)!r}: shard ends early (truncated?)", url=self.urls[shard]
-                )
-            out.append(data)
-        return out
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
 
 
 class _Source:

@@ -18,17 +18,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--eval", action="store_true", help="the eval graph instead of the train graph")
+    p.add_argument("--cache-dir", help="local cache for remote shards (default: a temporary folder)")
+    p.add_argument("--json", help="write per-epoch figures here")
     args = p.parse_args(argv)
     make = getattr(loaders, f"{args.dataset}_dali")
-    loader = make(args.url, batch_size=args.batch_size, train=not args.eval, device=args.device)
+    loader = make(
+        args.url, batch_size=args.batch_size, train=not args.eval, device=args.device, cache_dir=args.cache_dir
+    )
     print(f"{args.dataset}: {len(loader)} batches of {args.batch_size} per epoch on {args.device}")
+    epochs = []
     for epoch in range(args.epochs):
-        t0, n = time.perf_counter(), 0
+        t0, n, fetched = time.perf_counter(), 0, loader.cache.bytes_fetched
         for batch in loader:
             n += len(batch["label"])
         dt = time.perf_counter() - t0
+        fetched = loader.cache.bytes_fetched - fetched
+        epochs.append({"epoch": epoch, "images": n, "seconds": dt, "images_per_s": n / dt, "bytes_fetched": fetched})
         shape = tuple(batch["image"].shape)
-        print(f"epoch {epoch}: {n} images in {dt:.1f}s = {n / dt:,.0f} images/s; batch {shape} {batch['image'].dtype}")
+        print(
+            f"epoch {epoch}: {n} images in {dt:.1f}s = {n / dt:,.0f} images/s; {fetched / 1e6:.1f} MB fetched; "
+            f"batch {shape} {batch['image'].dtype}"
+        )
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(
+                {"url": args.url, "device": args.device, "batch_size": args.batch_size, "epochs": epochs}, f, indent=1
+            )
     return 0
 
 

@@ -20,31 +20,14 @@ import threading
 import time
 
 from shards.bench import make_photo_folder
+from shards.procs import tree_usage
 from shards.units import format_size, parse_size
 
 __all__ = ["main", "run_measured"]
 
 
 def _tree_rss(root: int) -> int:
-    """Resident bytes of a process and all its descendants."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(name))
-            rss[int(name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo += children.get(pid, [])
-    return total
+    return tree_usage(root)[0]
 
 
 def run_measured(cmd: list[str]) -> tuple[float, int]:
