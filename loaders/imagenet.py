@@ -79,6 +79,7 @@ def imagenet_dali(
     world_size: int | None = None,
     num_threads: int | None = None,
     cache_dir: str | None = None,
+    cache_bytes: int = 64 << 30,
     dtype: str = "float32",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
@@ -102,6 +103,7 @@ def imagenet_dali(
         world_size=world_size,
         num_threads=num_threads,
         cache_dir=cache_dir,
+        cache_bytes=cache_bytes,
         drop_last=drop_last,
         return_keys=return_keys,
     )

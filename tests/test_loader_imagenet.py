@@ -51,8 +51,12 @@ def _keys(loader) -> list[list[str]]:
     return [b["key"] for b in loader]
 
 
-def test_eval_graph_matches_the_reference_decoder(split):
-    loader = imagenet_dali(str(split), batch_size=8, train=False, image_size=32, device="cpu", return_keys=True)
+DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_eval_graph_matches_the_reference_decoder(split, device):
+    loader = imagenet_dali(str(split), batch_size=8, train=False, image_size=32, device=device, return_keys=True)
     reference = {}
     for entry in loader.manifest["shards"]:
         with open(split / entry["path"], "rb") as f:
@@ -66,7 +70,8 @@ def test_eval_graph_matches_the_reference_decoder(split):
             ref = reference[key]
             assert int(batch["label"][j]) == ref["label"]
             # in pixel levels (0-255): DALI's antialiased linear resize and PIL's bilinear differ by rounding
-            levels = np.abs(batch["image"][j].numpy() - ref["image"]) * (np.array(IMAGENET_STD) * 255)[:, None, None]
+            image = batch["image"][j].cpu().numpy()
+            levels = np.abs(image - ref["image"]) * (np.array(IMAGENET_STD) * 255)[:, None, None]
             assert levels.mean() <= 3 and np.percentile(levels, 99) <= 20, (key, levels.mean(), levels.max())
             n += 1
     assert n == len(loader) * 8 == N_SHARDS * PER_SHARD
@@ -105,8 +110,9 @@ def test_epochs_reshuffle_and_seeds_repeat(split):
     assert sorted(k for b in epoch1 for k in b) == sorted(k for b in epoch0 for k in b)
 
 
-def test_mid_epoch_resume_gives_exactly_the_next_batches(split):
-    kwargs = dict(batch_size=8, train=True, image_size=32, device="cpu", seed=11, return_keys=True)
+@pytest.mark.parametrize("device", DEVICES)
+def test_mid_epoch_resume_gives_exactly_the_next_batches(split, device):
+    kwargs = dict(batch_size=8, train=True, image_size=32, device=device, seed=11, return_keys=True)
     a = imagenet_dali(str(split), **kwargs)
     it = iter(a)
     for _ in range(5):
