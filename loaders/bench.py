@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from loaders.reading import SampleReader, ShardCache
 from shards.procs import tree_usage
 
 __all__ = ["main"]
@@ -85,20 +86,17 @@ class _PilShards(torch.utils.data.IterableDataset):
 
     def __init__(self, split_url: str, image_size: int, epochs: int = 1000):
         super().__init__()
-        from loaders.core import SampleReader, ShardCache
         from shards.manifest import read_manifest
 
         self.manifest = read_manifest(split_url)
         self.split_url, self.image_size, self.epochs = split_url, image_size, epochs
-        self._reader_args = (split_url, self.manifest)
-        self._cache_cls, self._reader_cls = ShardCache, SampleReader
 
     def __iter__(self):
         from PIL import Image
 
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        reader = self._reader_cls(*self._reader_args, self._cache_cls(None, 1 << 40))
+        reader = SampleReader(self.split_url, self.manifest, ShardCache(None, 1 << 40))
         rng = random.Random(wid)
         samples = [(s, i) for s, n in enumerate(reader.sizes()) for i in range(n)]
         for _ in range(self.epochs):

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from shards.bench import make_photo_folder
+from shards.bench import make_photo_folder, warm_page_cache
 from shards.procs import tree_usage
 from shards.units import format_size, parse_size
 
@@ -59,11 +59,7 @@ def _job(raw: str, out: str, *extra: str) -> list[str]:
 
 
 def bench_repack(raw: str, out: str, repeat: int) -> dict:
-    for d, _, files in os.walk(raw):
-        for f in files:
-            with open(os.path.join(d, f), "rb") as fh:
-                while fh.read(1 << 20):
-                    pass
+    warm_page_cache(raw)
     nbytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(raw) for f in fs)
     tar_out, job_out = os.path.join(out, "tar-cf.tar"), os.path.join(out, "job")
     times: dict[str, list[float]] = {"tar": [], "job": []}

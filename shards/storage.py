@@ -36,7 +36,6 @@ __all__ = [
     "listdir",
     "list_files",
     "remove",
-    "remove_empty_dir",
     "local_path",
 ]
 
@@ -231,10 +230,3 @@ def list_files(url: str) -> list[tuple[str, int | None]]:
         name = posixpath.basename(e["name"].rstrip("/"))
         out.append((name, int(e["size"]) if e.get("type") == "file" else None))
     return sorted(out)
-
-
-def remove_empty_dir(url: str) -> None:
-    """Remove a local folder if it is empty; object stores have no folders to remove."""
-    if is_local(url):
-        with contextlib.suppress(OSError):
-            os.rmdir(local_path(url))

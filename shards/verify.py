@@ -31,7 +31,9 @@ class VerifyReport:
         return not self.problems
 
 
-def _check_tar(data: bytes, url: str, entry: dict[str, Any], manifest: dict[str, Any], keys: set[str]) -> int:
+def _check_tar(
+    split: str, data: bytes, url: str, entry: dict[str, Any], manifest: dict[str, Any], keys: set[str]
+) -> int:
     required = set(manifest["fields"])
     allowed = required | set(manifest.get("optional_fields", ()))
     groups = []
@@ -48,7 +50,7 @@ def _check_tar(data: bytes, url: str, entry: dict[str, Any], manifest: dict[str,
         groups.append((key, members))
     if len(groups) != entry["num_samples"]:
         raise ShardFormatError(f"holds {len(groups)} samples but the manifest says {entry['num_samples']}", url=url)
-    idx_url = storage.join(split_url_of(manifest["_url"]), entry["idx"])
+    idx_url = storage.join(split, entry["idx"])
     try:
         index = parse_index(storage.read_bytes(idx_url), url=idx_url)
     except FileNotFoundError:
@@ -87,7 +89,7 @@ def _check_shard(split: str, entry: dict[str, Any], manifest: dict[str, Any], ke
     if digest != entry["sha256"]:
         try:  # a damaged header can name the member; damaged data cannot
             if entry["path"].endswith(".tar"):
-                _check_tar(data, url, entry, manifest, set(keys))
+                _check_tar(split, data, url, entry, manifest, set(keys))
         except ShardFormatError as e:
             raise ShardFormatError(f"sha256 mismatch, and {e}", url=url) from None
         raise ShardFormatError(
@@ -96,7 +98,7 @@ def _check_shard(split: str, entry: dict[str, Any], manifest: dict[str, Any], ke
             url=url,
         )
     if entry["path"].endswith(".tar"):
-        return _check_tar(data, url, entry, manifest, keys)
+        return _check_tar(split, data, url, entry, manifest, keys)
     if entry["path"].endswith(".arrow"):
         return _check_arrow(data, url, entry, manifest)
     raise ShardFormatError("unknown shard type (expected .tar or .arrow)", url=url)
@@ -111,7 +113,6 @@ def verify_split(url: str) -> VerifyReport:
     except ShardError as e:
         report.problems.append(str(e))
         return report
-    manifest["_url"] = storage.join(split, "manifest.json")
     keys: set[str] = set()
     for entry in manifest["shards"]:
         try:
