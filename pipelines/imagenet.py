@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     import apache_beam as beam
 
     from pipelines.common.progress import ProgressLine, counter_summary
-    from pipelines.common.sharding import SplitPlan, WriteSplit
+    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
     from pipelines.common.shardwriter import PROGRESS_DIR
     from shards.manifest import read_manifest
 
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             pipeline
             | f"Units {split}" >> beam.Create(layout.units[split])
             | f"Spread {split}" >> beam.Reshuffle()
-            | f"List {split}" >> beam.Map(lambda unit: list(expand_unit(unit)))
+            | f"List {split}" >> beam.Map(lambda unit: Pointers(expand_unit(unit))).with_output_types(Pointers)
             | f"Write {split}" >> WriteSplit(plan, encode)
         )
     try:

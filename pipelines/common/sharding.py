@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,31 @@ from shards.keys import shuffle_hash
 from shards.manifest import build_manifest, write_manifest
 from shards.quarantine import QUARANTINE_NAME, dumps_quarantine
 
-__all__ = ["SplitPlan", "WriteSplit", "num_shards", "writer_context"]
+__all__ = ["Pointers", "SplitPlan", "WriteSplit", "num_shards", "writer_context"]
+
+
+class Pointers(list):
+    """A list of Pointers as one Beam element (a listing unit's, or one shard's)."""
+
+
+class PointersCoder(beam.coders.Coder):
+    """Codes a whole Pointers list with one pickle of plain tuples. Beam's default coder pickles each
+    NamedTuple on its own, about 9x slower, and a pointer crosses three or four stage boundaries."""
+
+    def encode(self, value: Pointers) -> bytes:
+        return pickle.dumps([tuple(p) for p in value], protocol=5)
+
+    def decode(self, encoded: bytes) -> Pointers:
+        return Pointers(map(Pointer._make, pickle.loads(encoded)))
+
+    def is_deterministic(self) -> bool:
+        return False  # dicts inside; never used as a key
+
+    def to_type_hint(self):
+        return Pointers
+
+
+beam.coders.registry.register_coder(Pointers, PointersCoder)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -52,19 +77,19 @@ def num_shards(num_samples: int, total_bytes: int, shard_size: int, min_shards: 
     return max(1, min(n, num_samples // 16))
 
 
-def _assign(pointers: list[Pointer], counts: tuple[int, int], plan: SplitPlan) -> Iterator[tuple[int, list[Pointer]]]:
+def _assign(pointers: list[Pointer], counts: tuple[int, int], plan: SplitPlan) -> Iterator[tuple[int, Pointers]]:
     """Split one listing unit's pointers by shard: (shard, [pointers]) pairs, so Beam moves a few lists per unit
     instead of one element per image."""
     n = num_shards(counts[0], counts[1], plan.shard_size, plan.min_shards)
-    by_shard: dict[int, list[Pointer]] = {}
+    by_shard: dict[int, Pointers] = {}
     for p in pointers:
-        by_shard.setdefault((shuffle_hash(p.key, plan.seed) * n) >> 64, []).append(p)
+        by_shard.setdefault((shuffle_hash(p.key, plan.seed) * n) >> 64, Pointers()).append(p)
     yield from by_shard.items()
 
 
-def _merge(group: tuple[int, list[list[Pointer]]]) -> tuple[int, list[Pointer]]:
+def _merge(group: tuple[int, list[list[Pointer]]]) -> tuple[int, Pointers]:
     index, lists = group
-    return index, [p for part in lists for p in part]
+    return index, Pointers(p for part in lists for p in part)
 
 
 def writer_context(encode_module: str):
@@ -207,9 +232,9 @@ class WriteSplit(beam.PTransform):
         side = beam.pvalue.AsSingleton(counts)
         records = (
             pointers
-            | "Assign" >> beam.FlatMap(_assign, side, plan)
+            | "Assign" >> beam.FlatMap(_assign, side, plan).with_output_types(tuple[int, Pointers])
             | "Group pointers" >> beam.GroupByKey()
-            | "Merge" >> beam.Map(_merge)
+            | "Merge" >> beam.Map(_merge).with_output_types(tuple[int, Pointers])
             | "Write shards" >> beam.ParDo(_WriteShards(plan, self._encode))
         )
         return records | "Collect" >> beam.combiners.ToList() | "Commit" >> beam.Map(_finalize, side, plan)
