@@ -1,5 +1,8 @@
 """`python -m pipelines.bench imagenet`: the ImageNet job against `tar cf` and a plain PIL loop, in one run.
 
+With `--targets`: the same job writing to local disk, to s3:// (the loopback endpoint of infra/local_s3.py), and
+on the portable runner (infra/beam_local.py: job service + worker pool with 2 SDK workers), interleaved.
+
 Repack: the job (local runner, all cores, no re-encoding) and `tar cf` of the same train/ folder, alternately,
 from a warm page cache; figures are medians and their ratio. Memory: peak resident memory of the job's whole
 process tree (launcher + Beam workers), sampled every 50 ms. Resize: the job with --resize-max-side 512 against a
@@ -128,6 +131,43 @@ def bench_resize(raw: str, out: str, count: int) -> dict:
     }
 
 
+def bench_targets(raw: str, out: str, repeat: int) -> dict:
+    """Local runner to local disk vs to s3:// vs the portable runner to local disk, in alternating rounds.
+    The endpoint and the cluster are started once, outside the timings, as a running cluster would be."""
+    from infra.beam_local import local_beam_cluster
+    from infra.local_s3 import local_s3
+    from shards import storage
+
+    warm_page_cache(raw)
+    nbytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(raw) for f in fs)
+    times: dict[str, list[float]] = {"local": [], "s3": [], "portable": []}
+    local_out = os.path.join(out, "targets")
+    with local_s3(buckets=("bench",)) as env, local_beam_cluster(workers=2) as cluster:
+        os.environ.update(env)
+        fs, _ = storage.get_fs("s3://bench/")
+        runs = {
+            "local": _job(raw, local_out),
+            "s3": _job(raw, "s3://bench/out"),
+            "portable": [*_job(raw, local_out), "--", *cluster.args],
+        }
+        for i in range(repeat):
+            for name in list(runs) if i % 2 == 0 else list(runs)[::-1]:
+                shutil.rmtree(local_out, ignore_errors=True)
+                if fs.exists("bench/out"):
+                    fs.rm("bench/out", recursive=True)
+                subprocess.run(["sync"], check=False)
+                times[name].append(run_measured(runs[name])[0])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "bytes": nbytes,
+        "seconds": times,
+        "median_seconds": med,
+        "MB_per_s": {k: nbytes / v / 1e6 for k, v in med.items()},
+        "speed_ratio_s3_over_local": med["local"] / med["s3"],
+        "speed_ratio_portable_over_local": med["local"] / med["portable"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__.split("\n")[0])
     p.add_argument("dataset", choices=["imagenet"])
@@ -136,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench-data/imagenet-out")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--resize-images", type=int, default=1500, help="images for the resize comparison (0: skip)")
+    p.add_argument("--targets", action="store_true", help="local disk vs s3:// vs the portable runner instead")
     p.add_argument("--json")
     args = p.parse_args(argv)
     from pipelines.imagenet import WNIDS
@@ -148,6 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"input: {n} JPEGs in 20 classes, {format_size(size)} under {args.dir}/train")
     os.makedirs(args.out, exist_ok=True)
+    if args.targets:
+        t = bench_targets(args.dir, args.out, args.repeat)
+        for k in t["seconds"]:
+            runs = ", ".join(f"{x:.1f}" for x in t["seconds"][k])
+            print(f"{k:>8}: median {t['median_seconds'][k]:.1f}s = {t['MB_per_s'][k]:.0f} MB/s  (runs: {runs})")
+        print(f"to s3:// / to local disk = {t['speed_ratio_s3_over_local']:.2f}")
+        print(f"portable runner (2 workers) / local runner = {t['speed_ratio_portable_over_local']:.2f}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"benchmark": "imagenet-job-targets", "cores": os.cpu_count(), **t}, f, indent=1)
+        return 0
     r: dict = {
         "benchmark": "imagenet-job",
         "cores": os.cpu_count(),

@@ -20,7 +20,7 @@ from importlib import resources
 from typing import Any, NamedTuple
 
 from pipelines.common.images import BadInput, prepare_image
-from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv
+from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
 from pipelines.common.records import Pointer
 from shards import storage
 from shards.keys import split_member_name, validate_key
@@ -252,6 +252,13 @@ def expand_unit(unit: Unit) -> Iterator[Pointer]:
             yield _pointer(unit, name, storage.join(unit.url, name), 0, size, i)
 
 
+def _list_unit(unit: Unit, storage_options: dict[str, dict[str, Any]]) -> list[Pointer]:
+    from pipelines.common.sharding import Pointers
+
+    use_storage_options(storage_options)
+    return Pointers(expand_unit(unit))
+
+
 def encode_sample(p: Pointer, data: bytes, *, cfg: ImageNetConfig) -> dict[str, bytes]:
     """The stored sample for one image; BadInput (the quarantine reason) when it has no label or won't decode."""
     wnid = p.meta.get("wnid")
@@ -319,12 +326,13 @@ def main(argv: list[str] | None = None) -> int:
             min_shards=job.min_shards,
             max_bad_fraction=job.max_bad_fraction,
             writer_processes=job.writer_processes,
+            storage_options=job.storage_options,
         )
         (
             pipeline
             | f"Units {split}" >> beam.Create(layout.units[split])
             | f"Spread {split}" >> beam.Reshuffle()
-            | f"List {split}" >> beam.Map(lambda unit: Pointers(expand_unit(unit))).with_output_types(Pointers)
+            | f"List {split}" >> beam.Map(_list_unit, job.storage_options).with_output_types(Pointers)
             | f"Write {split}" >> WriteSplit(plan, encode)
         )
     try:

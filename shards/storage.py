@@ -78,6 +78,10 @@ def join(url: str, *parts: str) -> str:
 
 def _options(protocol: str) -> dict[str, Any]:
     opts: dict[str, Any] = {}
+    if protocol in _OBJECT_STORES:
+        # no listing cache: shards and manifests appear while a process runs (a job's writers, a re-run), and a
+        # stale listing would make a committed manifest look missing
+        opts["use_listings_cache"] = False
     if protocol in ("s3", "s3a"):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:

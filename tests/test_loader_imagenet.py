@@ -169,3 +169,86 @@ def test_s3_split_streams_through_the_cache(split, tmp_path, s3_endpoint):
     second = [b["key"] for b in remote]  # epoch 2: a new order, all from the local cache
     assert remote.cache.bytes_fetched == total, "a warm cache must fetch nothing"
     assert sorted(k for b in second for k in b) == sorted(k for b, _ in first for k in b)
+
+
+_RANK_SCRIPT = """
+import json, sys
+from loaders import imagenet_dali
+loader = imagenet_dali(sys.argv[1], batch_size=4, train=True, image_size=32, device="cpu", return_keys=True,
+                       cache_dir=sys.argv[2], num_threads=1)
+epochs, fetched = [], []
+for _ in range(2):
+    epochs.append([list(b["key"]) for b in loader])
+    fetched.append(loader.cache.bytes_fetched - sum(fetched))
+json.dump({"len": len(loader), "rank": loader.rank, "epochs": epochs, "fetched": fetched}, sys.stdout)
+"""
+
+
+@pytest.mark.integration
+def test_four_rank_processes_share_an_s3_split_and_a_node_cache(tmp_path, s3_endpoint):
+    """4 ranks as separate processes (RANK/WORLD_SIZE, as torchrun sets them) read one s3:// split of unequal
+    shards through one node-local cache: equal batches per rank, no sample twice, exactly the planned samples,
+    and no shard fetched twice on the node."""
+    import os
+    import subprocess
+    import sys
+
+    from loaders.plan import plan_epoch
+    from shards import storage
+
+    url = "s3://test/ranks/train"
+    sizes = [10, 14, 9, 17, 12, 11, 16, 13, 15]
+    shards, keys_of = [], []
+    for s, n in enumerate(sizes):
+        samples = [
+            (f"s{s}k{i:02d}", {"jpg": photo_jpeg(100 * s + i, size=(48, 40)), "cls": b"%d" % (i % 10), "json": b"{}"})
+            for i in range(n)
+        ]
+        shards.append(write_tar_shard(url, s, samples))
+        keys_of.append([k for k, _ in samples])
+    m = build_manifest(
+        dataset="imagenet",
+        split="train",
+        fields={"jpg": "image/jpeg", "cls": "label", "json": "meta"},
+        shards=shards,
+        source={"url": "test", "inputs_seen": sum(sizes)},
+        classes=[f"c{i}" for i in range(10)],
+    )
+    write_manifest(url, m)
+    env = {**os.environ, "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "4"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RANK_SCRIPT, url, str(tmp_path / "cache")],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(4)
+    ]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        results.append(json.loads(out))
+    assert [r["rank"] for r in results] == [0, 1, 2, 3]
+    assert len({r["len"] for r in results}) == 1
+    total_bytes = sum(e["num_bytes"] for e in m["shards"])
+    for epoch in range(2):
+        per_rank = [[k for b in r["epochs"][epoch] for k in b] for r in results]
+        assert all(len(r["epochs"][epoch]) == results[0]["len"] for r in results), "unequal batch counts"
+        seen = [k for p in per_rank for k in p]
+        assert len(seen) == len(set(seen)), "a sample was read twice in one epoch"
+        planned = set()
+        for rank in range(4):
+            plan = plan_epoch(sizes, seed=0, epoch=epoch, world_size=4, rank=rank)
+            n = results[0]["len"] * 4  # batches x batch size: the rank's planned samples minus drop_last's tail
+            planned |= {keys_of[s][i] for s, i in zip(plan.shard[:n], plan.sample[:n], strict=True)}
+        assert set(seen) == planned
+        assert len(seen) >= 0.8 * sum(sizes)  # the remainder (README: equal work per rank) stays small
+    fetched = [sum(r["fetched"][e] for r in results) for e in range(2)]
+    # one node, one cache: over both epochs each shard came over the network at most once (epoch 2 fetches
+    # only shards epoch 1 did not reach, where the remainder skipped all their samples)
+    assert fetched[0] + fetched[1] <= total_bytes, fetched
+    assert fetched[1] < fetched[0]
+    assert storage.listdir(url)  # the split is still there for the next job

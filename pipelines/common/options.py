@@ -6,11 +6,23 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
+from shards import storage
 from shards.units import parse_size
 
-__all__ = ["JobOptions", "base_parser", "split_argv", "job_options", "beam_pipeline_options"]
+__all__ = [
+    "JobOptions",
+    "base_parser",
+    "beam_pipeline_options",
+    "expand_option_files",
+    "is_local_runner",
+    "job_options",
+    "read_option_file",
+    "split_argv",
+    "use_storage_options",
+]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -26,6 +38,9 @@ class JobOptions:
     max_bad_fraction: float = 0.001
     progress: bool = True
     writer_processes: int = 1  # shards written at once by each Beam worker; 0: one per core
+    # --storage-options: travels to the workers with the pipeline (a cluster's workers do not share the
+    # launcher's environment); repr=False keeps credentials out of logs and error messages
+    storage_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
     def params(self) -> dict[str, Any]:
         """The options that change the output bytes (recorded in the manifest; resume compares them)."""
@@ -33,11 +48,51 @@ class JobOptions:
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Our options before `--`, Beam's after it (passed to PipelineOptions untouched)."""
+    """Our options before `--`, Beam's after it (passed to PipelineOptions untouched, except that an `@FILE`
+    argument is replaced by the options in that file: the runner presets in infra/runners/)."""
     if "--" in argv:
         i = argv.index("--")
-        return argv[:i], argv[i + 1 :]
+        return argv[:i], expand_option_files(argv[i + 1 :])
     return argv, []
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def read_option_file(path: str) -> list[str]:
+    """Options from a preset file: one per line, `#` comments, `${NAME}` / `${NAME:-default}` from the
+    environment. A variable with no value and no default is an error naming the file, line and variable."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.split(" #", 1)[0].strip()
+            if not line or line.startswith("#"):
+                continue
+
+            def value(m: re.Match, n: int = n) -> str:
+                v = os.environ.get(m.group(1)) or m.group(2)
+                if v is None:
+                    raise SystemExit(f"error: {path}:{n}: set ${m.group(1)} (or give it a default: ${{NAME:-value}})")
+                return v
+
+            out.append(_VAR.sub(value, line))
+    return out
+
+
+def expand_option_files(args: list[str]) -> list[str]:
+    out: list[str] = []
+    for a in args:
+        out += read_option_file(a[1:]) if a.startswith("@") else [a]
+    return out
+
+
+def is_local_runner(beam_args: list[str]) -> bool:
+    """No runner named, or Beam's local runner in one process: the job then writes shards with one process
+    per core. Anywhere else (a cluster, the multi-process local mode) Beam's workers give the parallelism."""
+    runners = [a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")]
+    if "--direct_running_mode=multi_processing" in beam_args:
+        return False
+    return not runners or runners[-1] in ("DirectRunner", "FnApiRunner")
 
 
 def base_parser(prog: str, description: str, *, splits: str) -> argparse.ArgumentParser:
@@ -60,16 +115,34 @@ def base_parser(prog: str, description: str, *, splits: str) -> argparse.Argumen
         "--writer-processes",
         type=int,
         help="shards each Beam worker writes at once in its own processes (default: one per core on the "
-        "local runner, 1 when a runner is named after --, where Beam's workers give the parallelism)",
+        "local runner, 1 on any other runner, where Beam's workers give the parallelism)",
     )
     return p
 
 
+def use_storage_options(options: dict[str, dict[str, Any]]) -> None:
+    """Apply --storage-options in this process; every step that touches storage calls it first, on whatever
+    worker it runs."""
+    for protocol, opts in options.items():
+        storage.configure(protocol, **opts)
+
+
+def _parse_storage_options(text: str | None) -> dict[str, dict[str, Any]]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        # never echo the value: it usually holds credentials
+        raise SystemExit("error: --storage-options must be a JSON object keyed by protocol, e.g. '{\"s3\": {...}}'")
+    return value
+
+
 def job_options(args: argparse.Namespace, beam_args: list[str] = ()) -> JobOptions:
-    if args.storage_options:
-        # workers read it from the environment too (SHARDS_STORAGE_OPTIONS), whatever process they run in
-        json.loads(args.storage_options)
-        os.environ["SHARDS_STORAGE_OPTIONS"] = args.storage_options
+    storage_options = _parse_storage_options(args.storage_options)
+    use_storage_options(storage_options)  # the launcher lists and detects the layout itself
     return JobOptions(
         input=args.input.rstrip("/"),
         output=args.output.rstrip("/"),
@@ -82,8 +155,9 @@ def job_options(args: argparse.Namespace, beam_args: list[str] = ()) -> JobOptio
         writer_processes=(
             args.writer_processes
             if args.writer_processes is not None
-            else (1 if any(a.startswith("--runner") for a in beam_args) else 0)
+            else (0 if is_local_runner(list(beam_args)) else 1)
         ),
+        storage_options=storage_options,
     )
 
 

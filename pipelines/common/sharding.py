@@ -16,6 +16,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from pipelines.common.options import use_storage_options
 from pipelines.common.records import Pointer
 from pipelines.common.shardwriter import Encoder, write_shard
 from shards import storage
@@ -66,6 +67,7 @@ class SplitPlan:
     min_shards: int
     max_bad_fraction: float
     writer_processes: int = 1  # shards written at once per Beam worker; 0: one per core
+    storage_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
 
 
 def num_shards(num_samples: int, total_bytes: int, shard_size: int, min_shards: int) -> int:
@@ -175,6 +177,7 @@ class _WriteShards(beam.DoFn):
 
 def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: SplitPlan) -> dict[str, Any]:
     """Check that every input is accounted for, then publish quarantine.jsonl and, last, the manifest."""
+    use_storage_options(plan.storage_options)
     records = sorted(records, key=lambda r: r["index"])
     entries = [r["entry"] for r in records if r["entry"] is not None]
     quarantine = [q for r in records for q in r["quarantine"]]

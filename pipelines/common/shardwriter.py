@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipelines.common.images import BadInput
+from pipelines.common.options import use_storage_options
 from pipelines.common.records import Pointer
 from shards import storage
 from shards.keys import shuffle_hash
@@ -100,6 +101,7 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
     recorded sha256, is kept as it is. Inputs that cannot become samples are quarantined with a reason.
     """
     index, pointers = element
+    use_storage_options(getattr(plan, "storage_options", {}))
     pointers = sorted(pointers, key=lambda p: (shuffle_hash(p.key, plan.seed), p.key))
     fingerprint = _fingerprint(plan, pointers)
     progress_url = storage.join(plan.split_url, PROGRESS_DIR, shard_name(index, "json"))
