@@ -19,6 +19,8 @@ import torchvision
 
 from loaders import imagenet_dali
 
+__all__ = ["main"]
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -69,7 +69,23 @@ def test_storage_options_from_environment(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("SHARDS_STORAGE_OPTIONS", '{"s3": {"anon": true}}')
     opts = storage._options("s3")
-    assert opts == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}, "anon": True}
+    assert opts == {"use_listings_cache": False, "client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}, "anon": True}
     monkeypatch.setenv("SHARDS_STORAGE_OPTIONS", "[1]")
     with pytest.raises(ValueError, match="JSON object keyed by protocol"):
         storage._options("s3")
+
+
+def test_gs_urls_take_the_same_path_through_gcsfs(monkeypatch):
+    """No GCS endpoint runs on loopback here, so this checks the wiring only (README: gs:// untested against
+    GCS): a gs:// URL gets gcsfs with the options from the environment and configure(), no listing cache."""
+    gcsfs = pytest.importorskip("gcsfs", reason="the gcs extra is not installed (pip install '.[gcs]')")
+    monkeypatch.setenv("SHARDS_STORAGE_OPTIONS", '{"gs": {"token": "anon", "project": "from-env"}}')
+    fs, path = storage.get_fs("gs://bucket/imagenet/train/manifest.json")
+    assert isinstance(fs, gcsfs.GCSFileSystem) and path == "bucket/imagenet/train/manifest.json"
+    assert fs.project == "from-env" and not fs.dircache.use_listings_cache
+    storage.configure("gs", token="anon", project="from-configure")
+    try:
+        assert storage.get_fs("gs://bucket/x")[0].project == "from-configure"
+    finally:
+        storage._configured.pop("gs", None)
+    assert storage.protocol_of("gs://b/x") in storage._OBJECT_STORES  # atomic writes: single upload, aborted on error
