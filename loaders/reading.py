@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import threading
@@ -45,17 +47,27 @@ class ShardCache:
         if not mine:
             if event is not None:
                 event.wait()
-            os.utime(local)  # recently used
-            return local
+            try:
+                os.utime(local)  # recently used
+                return local
+            except FileNotFoundError:  # another rank sharing this cache evicted it meanwhile: fetch it again
+                return self.path(url, size)
         try:
-            self._evict(size)
             os.makedirs(self._dir, exist_ok=True)
-            tmp = f"{local}.part-{os.getpid()}-{threading.get_ident()}"
-            with storage.open_read(url, block_size=8 << 20) as src, open(tmp, "wb") as dst:
-                while chunk := src.read(8 << 20):
-                    dst.write(chunk)
-                    self.bytes_fetched += len(chunk)
-            os.replace(tmp, local)
+            # ranks of one node share the directory: a lock per shard makes one of them fetch it, and the others
+            # find it there when they get the lock
+            with open(f"{local}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if os.path.exists(local) and os.path.getsize(local) == size:
+                    os.utime(local)
+                    return local
+                self._evict(size)
+                tmp = f"{local}.part-{os.getpid()}-{threading.get_ident()}"
+                with storage.open_read(url, block_size=8 << 20) as src, open(tmp, "wb") as dst:
+                    while chunk := src.read(8 << 20):
+                        dst.write(chunk)
+                        self.bytes_fetched += len(chunk)
+                os.replace(tmp, local)
         except FileNotFoundError:
             raise ShardFormatError("shard is missing", url=url) from None
         finally:
@@ -64,15 +76,27 @@ class ShardCache:
         return local
 
     def _evict(self, incoming: int) -> None:
+        """Remove least recently used copies until `incoming` fits. Ranks of one node may share the directory,
+        so a file can vanish between listing and removal: that is not an error."""
         if not os.path.isdir(self._dir):
             return
-        files = [os.path.join(self._dir, f) for f in os.listdir(self._dir) if ".part-" not in f]
-        files.sort(key=os.path.getmtime)
-        total = sum(os.path.getsize(f) for f in files)
-        while files and total + incoming > self._max:
-            f = files.pop(0)
-            total -= os.path.getsize(f)
-            os.unlink(f)
+        files = []
+        for name in os.listdir(self._dir):
+            if ".part-" in name or name.endswith(".lock"):
+                continue
+            try:
+                st = os.stat(os.path.join(self._dir, name))
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime, st.st_size, os.path.join(self._dir, name)))
+        files.sort()
+        total = sum(size for _, size, _ in files)
+        for _, size, path in files:
+            if total + incoming <= self._max:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            total -= size
 
     def prefetch(self, jobs: Sequence[tuple[str, int]]) -> threading.Thread:
         """Download shards in the background, in the order they will be read."""

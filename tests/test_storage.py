@@ -65,6 +65,40 @@ def test_s3_interrupted_multipart_upload_leaves_nothing(s3_endpoint):
     assert not [u for u in uploads if u["Key"] == path.split("/", 1)[1]], "the multipart upload was not aborted"
 
 
+_UPLOADER = """
+import os, sys, time
+from shards import storage
+with storage.atomic_write(sys.argv[1], block_size=5 << 20) as f:
+    for _ in range(12):
+        f.write(os.urandom(1 << 20))
+    print("parts uploaded", flush=True)
+    time.sleep(600)  # killed here, mid-upload
+"""
+
+
+@pytest.mark.integration
+def test_s3_upload_killed_with_its_process_leaves_nothing_visible(s3_endpoint):
+    """SIGKILL gives no chance to abort: the multipart upload stays incomplete on the store, and S3 shows no
+    object until an upload is completed, so no reader can see half a shard."""
+    import signal
+    import subprocess
+    import sys
+
+    url = f"s3://test/killed-{uuid.uuid4().hex}/shard-000000.tar"
+    proc = subprocess.Popen([sys.executable, "-c", _UPLOADER, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "parts uploaded"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    fs, path = storage.get_fs(url)
+    bucket, key = path.split("/", 1)
+    uploads = fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])
+    assert [u for u in uploads if u["Key"] == key], "expected the killed upload to be left incomplete"
+    assert not storage.exists(url)
+    assert storage.listdir(url.rsplit("/", 1)[0]) == []
+
+
 def test_storage_options_from_environment(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("SHARDS_STORAGE_OPTIONS", '{"s3": {"anon": true}}')
