@@ -78,6 +78,7 @@ class DaliLoader:
         fields: Sequence[str],
         batch_size: int,
         host_fields: dict[str, Callable[[bytes], np.ndarray]] | None = None,
+        host_dtypes: dict[str, str] | None = None,
         device: str = "gpu",
         seed: int = 0,
         rank: int | None = None,
@@ -96,6 +97,7 @@ class DaliLoader:
         self.fields = list(fields)
         # fields parsed in Python as they are read (small ones: labels, boxes); the rest reach DALI as bytes
         self.host_fields = dict(host_fields or {})
+        self.host_dtypes = dict(host_dtypes or {})  # field -> DALI type name of its parsed array (default INT64)
         missing = [f for f in self.fields if f not in self.manifest["fields"]]
         if missing:
             raise ValueError(
@@ -155,7 +157,10 @@ class DaliLoader:
                 source=self._source,
                 num_outputs=len(self.fields),
                 batch=True,
-                dtype=[types.INT64 if f in self.host_fields else types.UINT8 for f in self.fields],
+                dtype=[
+                    getattr(types, self.host_dtypes.get(f, "INT64")) if f in self.host_fields else types.UINT8
+                    for f in self.fields
+                ],
             )
             outputs = self._graph(dict(zip(self.fields, encoded, strict=True)), self.device)
             self.output_names = list(outputs)

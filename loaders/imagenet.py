@@ -17,43 +17,60 @@ from typing import Any
 
 from loaders.core import DaliLoader
 
-__all__ = ["imagenet_dali", "reference_eval", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["imagenet_dali", "reference_eval", "classification_images", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def classification_images(
+    jpegs, device: str, *, train: bool, image_size: int, mean, std, dtype: str, channels_last: bool
+):
+    """The image half of the classification graph (shared with Open Images' classification task)."""
+    from nvidia.dali import fn, types
+
+    decoder = "mixed" if device == "gpu" else "cpu"
+    if train:
+        images = fn.decoders.image_random_crop(
+            jpegs,
+            device=decoder,
+            output_type=types.RGB,
+            random_area=[0.08, 1.0],
+            random_aspect_ratio=[3 / 4, 4 / 3],
+            num_attempts=100,
+        )
+        images = fn.resize(images, resize_x=image_size, resize_y=image_size, antialias=True)
+        mirror = fn.random.coin_flip(probability=0.5)
+        crop = None
+    else:
+        images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
+        images = fn.resize(images, resize_shorter=round(image_size / 0.875), antialias=True)
+        mirror = 0
+        crop = (image_size, image_size)
+    return fn.crop_mirror_normalize(
+        images,
+        dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
+        output_layout="HWC" if channels_last else "CHW",
+        crop=crop,
+        mean=[m * 255 for m in mean],
+        std=[s * 255 for s in std],
+        mirror=mirror,
+    )
+
+
 def _graph(*, train: bool, image_size: int, mean, std, dtype: str, channels_last: bool):
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
-        from nvidia.dali import fn, types
+        from nvidia.dali import fn
 
-        decoder = "mixed" if device == "gpu" else "cpu"
-        jpegs = encoded["jpg"]
-        if train:
-            images = fn.decoders.image_random_crop(
-                jpegs,
-                device=decoder,
-                output_type=types.RGB,
-                random_area=[0.08, 1.0],
-                random_aspect_ratio=[3 / 4, 4 / 3],
-                num_attempts=100,
-            )
-            images = fn.resize(images, resize_x=image_size, resize_y=image_size, antialias=True)
-            mirror = fn.random.coin_flip(probability=0.5)
-            crop = None
-        else:
-            images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
-            images = fn.resize(images, resize_shorter=round(image_size / 0.875), antialias=True)
-            mirror = 0
-            crop = (image_size, image_size)
-        images = fn.crop_mirror_normalize(
-            images,
-            dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
-            output_layout="HWC" if channels_last else "CHW",
-            crop=crop,
-            mean=[m * 255 for m in mean],
-            std=[s * 255 for s in std],
-            mirror=mirror,
+        images = classification_images(
+            encoded["jpg"],
+            device,
+            train=train,
+            image_size=image_size,
+            mean=mean,
+            std=std,
+            dtype=dtype,
+            channels_last=channels_last,
         )
         labels = fn.reshape(encoded["cls"], shape=[])  # int64, parsed on the host (see `host_fields`)
         return {"image": images, "label": labels.gpu() if device == "gpu" else labels}

@@ -43,7 +43,8 @@ def _dali_count(split_url, manifest) -> int:
     p.build()
     n = p.epoch_size("r")
     first = p.run()
-    assert all(np.asarray(first[0].at(i)).size > 0 for i in range(len(first[0])))
+    # every sample has data (a field may be empty for some samples: an image without boxes)
+    assert all(any(np.asarray(out.at(i)).size > 0 for out in first) for i in range(len(first[0])))
     return n
 
 

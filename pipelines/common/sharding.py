@@ -68,6 +68,9 @@ class SplitPlan:
     max_bad_fraction: float
     writer_processes: int = 1  # shards written at once per Beam worker; 0: one per core
     storage_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
+    benign_stages: tuple[str, ...] = ()  # quarantine stages that are a choice (a filter), not bad input
+    side_table: str | None = None  # "module:function": samples' json -> pyarrow Table, one Parquet file per shard
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest keys
 
 
 def num_shards(num_samples: int, total_bytes: int, shard_size: int, min_shards: int) -> int:
@@ -189,13 +192,14 @@ def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: Spli
             f"{written} written + {len(quarantine)} quarantined; no manifest written"
         )
     storage.write_bytes(storage.join(plan.split_url, QUARANTINE_NAME), dumps_quarantine(quarantine))
-    if seen and len(quarantine) > plan.max_bad_fraction * seen:
+    bad = [q for q in quarantine if q["stage"] not in plan.benign_stages]
+    if seen and len(bad) > plan.max_bad_fraction * seen:
         reasons: dict[str, int] = {}
-        for q in quarantine:
+        for q in bad:
             reasons[q["reason"]] = reasons.get(q["reason"], 0) + 1
         top = "; ".join(f"{n}x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:5])
         raise RuntimeError(
-            f"{plan.split_url}: {len(quarantine)} of {seen} inputs quarantined, more than --max-bad-fraction "
+            f"{plan.split_url}: {len(bad)} of {seen} inputs quarantined, more than --max-bad-fraction "
             f"{plan.max_bad_fraction} allows ({top}); see {QUARANTINE_NAME}. No manifest written."
         )
     if not entries:
@@ -209,6 +213,8 @@ def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: Spli
         quarantine_count=len(quarantine),
         source={**plan.source, "inputs_seen": seen},
         params=plan.params,
+        **plan.extra,
+        **({"side_tables": {"annotations": [r["side"] for r in records if r.get("side")]}} if plan.side_table else {}),
     )
     write_manifest(plan.split_url, manifest)
     # Progress records stay in _progress/: a re-run with the same input and options then re-checks and keeps

@@ -83,6 +83,8 @@ def _reuse(plan: Any, progress_url: str, fingerprint: str) -> dict[str, Any] | N
     entry = record.get("entry")
     if record.get("fingerprint") != fingerprint:
         return None
+    if record.get("side") and not storage.exists(storage.join(plan.split_url, record["side"])):
+        return None
     if entry is not None:
         tar = storage.join(plan.split_url, entry["path"])
         idx = storage.join(plan.split_url, entry["idx"])
@@ -94,6 +96,20 @@ def _reuse(plan: Any, progress_url: str, fingerprint: str) -> dict[str, Any] | N
     return record
 
 
+def _write_side_table(plan: Any, index: int, rows: list[tuple[str, bytes]]) -> str:
+    """The shard's rows of the dataset's side table, as `<split>/annotations/shard-NNNNNN.parquet`."""
+    import importlib
+
+    import pyarrow.parquet as pq
+
+    module, _, name = plan.side_table.partition(":")
+    table = getattr(importlib.import_module(module), name)(rows)
+    path = f"annotations/{shard_name(index, 'parquet')}"
+    with storage.atomic_write(storage.join(plan.split_url, path)) as f:
+        pq.write_table(table, f)
+    return path
+
+
 def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) -> tuple[dict[str, Any], bool]:
     """Write shard `index` of a split from its pointers; return (progress record, whether it was reused).
 
@@ -102,6 +118,7 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
     """
     index, pointers = element
     use_storage_options(getattr(plan, "storage_options", {}))
+    plan_side = getattr(plan, "side_table", None)
     pointers = sorted(pointers, key=lambda p: (shuffle_hash(p.key, plan.seed), p.key))
     fingerprint = _fingerprint(plan, pointers)
     progress_url = storage.join(plan.split_url, PROGRESS_DIR, shard_name(index, "json"))
@@ -111,6 +128,7 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
     quarantine: list[dict[str, str]] = []
     reader = _RangeReader()
     keys: set[str] = set()
+    side_rows: list[tuple[str, bytes]] = []  # (key, json) of written samples, for the side table
 
     def samples() -> Iterator[tuple[str, dict[str, bytes]]]:
         for p in pointers:
@@ -126,6 +144,8 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
                 )
                 continue
             keys.add(p.key)
+            if plan_side:
+                side_rows.append((p.key, sample["json"]))
             yield p.key, sample
 
     try:
@@ -137,6 +157,8 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
         storage.remove(storage.join(plan.split_url, entry["idx"]))
         entry = None
     record = {"index": index, "fingerprint": fingerprint, "entry": entry, "quarantine": quarantine}
+    if plan_side and entry is not None:
+        record["side"] = _write_side_table(plan, index, side_rows)
     record["seen"] = len(pointers)
     storage.write_bytes(progress_url, json.dumps(record, sort_keys=True).encode())
     return record, False
