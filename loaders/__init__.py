@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = ["available"]
 
-_SHARED = {"bench", "common", "core", "plan", "reading", "source", "ops", "stream"}
+_SHARED = {"baselines", "bench", "common", "core", "plan", "reading", "source", "ops", "stream"}
 
 
 def available() -> list[str]:

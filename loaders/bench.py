@@ -1,5 +1,8 @@
-"""`python -m loaders.bench imagenet`: our loader, the bare DALI graph, and a PIL + torch DataLoader baseline,
-on the same shards with the same number of CPU workers, in one run.
+"""`python -m loaders.bench imagenet|openimages`: our loader, the bare DALI graph, and a PIL + torch DataLoader
+baseline, on the same shards with the same number of CPU workers, in one run.
+
+openimages: `openimages_dali(task="detection", train=True)` against the PIL detection baseline of
+loaders/baselines.py (the same bbox-aware crop, box transforms, flip, resize and normalize); no bare-DALI run.
 
 - loader: `imagenet_dali(train=True)` with `--workers` DALI threads.
 - bare DALI: the same train graph fed by DALI's own `fn.readers.webdataset` (no Python source, no plan): what the
@@ -198,8 +201,31 @@ def _plot(results: dict[str, dict[str, float]], path: str, title: str) -> None:
     img.save(path)
 
 
+def _measure_openimages(which: str, args: argparse.Namespace) -> dict[str, float]:
+    from loaders import openimages_dali
+    from loaders.baselines import detection_batches
+
+    loader = openimages_dali(
+        args.data,
+        batch_size=args.batch_size,
+        train=True,
+        device=args.device,
+        num_threads=args.workers,
+        image_size=args.image_size,
+    )
+    if which == "loader":
+        mean_jpeg = sum(e["num_bytes"] for e in loader.manifest["shards"]) / max(1, loader.manifest["num_samples"])
+        n_of = lambda b: (len(b["num_boxes"]), int(len(b["num_boxes"]) * mean_jpeg))  # noqa: E731
+        return _measure(lambda: iter(loader), args.seconds, args.warmup, n_of)
+    pil = detection_batches(loader.split_url, args.batch_size, args.workers, args.image_size)
+    return _measure(pil, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+
+
 def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
     from loaders import imagenet_dali
+
+    if args.dataset == "openimages":
+        return _measure_openimages(which, args)
 
     loader = imagenet_dali(
         args.data,
@@ -231,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     p = argparse.ArgumentParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
-    p.add_argument("dataset", choices=["imagenet"])
-    p.add_argument("--data", required=True, help="an ImageNet split URL written by the pipeline")
+    p.add_argument("dataset", choices=["imagenet", "openimages"])
+    p.add_argument("--data", required=True, help="a split URL written by the dataset's pipeline")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seconds", type=float, default=10, help="measured seconds per configuration and round")
@@ -248,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         print(json.dumps(_measure_one(args.only, args)))
         return 0
-    configs = ["loader", "bare DALI"] + (["PIL DataLoader"] if args.baseline == "pil" else [])
+    configs = ["loader"] + (["bare DALI"] if args.dataset == "imagenet" else [])
+    configs += ["PIL DataLoader"] if args.baseline == "pil" else []
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
     base = [
         args.dataset,
@@ -279,13 +306,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:>15}: {r['images_per_s']:8,.0f} images/s {r['MB_per_s']:7.1f} MB/s  {r['cores_busy']:.2f} cores busy  (runs: {each})"
         )
-    ratios = {"loader_over_bare_dali": results["loader"]["images_per_s"] / results["bare DALI"]["images_per_s"]}
+    ratios = {}
+    if "bare DALI" in results:
+        ratios["loader_over_bare_dali"] = results["loader"]["images_per_s"] / results["bare DALI"]["images_per_s"]
     if "PIL DataLoader" in results:
         ratios["loader_over_pil"] = results["loader"]["images_per_s"] / results["PIL DataLoader"]["images_per_s"]
     for k, v in ratios.items():
         print(f"{k} = {v:.2f}")
     out = {
-        "benchmark": "imagenet-loader",
+        "benchmark": f"{args.dataset}-loader",
         "device": args.device,
         "workers": args.workers,
         "batch_size": args.batch_size,
@@ -301,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(out, f, indent=1)
     if args.plot:
         _plot(
-            results, args.plot, f"imagenet train graph, {args.device}, {args.workers} workers, batch {args.batch_size}"
+            results,
+            args.plot,
+            f"{args.dataset} train graph, {args.device}, {args.workers} workers, batch {args.batch_size}",
         )
     return 0
 

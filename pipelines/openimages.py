@@ -50,6 +50,7 @@ __all__ = [
     "encode_sample",
     "main",
     "parse_csv",
+    "reason_counts",
     "rotate_boxes",
     "side_table",
 ]
@@ -671,4 +672,18 @@ def main(argv: list[str] | None = None) -> int:
             f"({c.get('shards_committed', 0)} written, {c.get('shards_reused', 0)} kept from an earlier run), "
             f"{m['quarantine']['count']} quarantined -> {url}"
         )
+        if m["quarantine"]["count"]:
+            print(f"  quarantined by reason: {reason_counts(storage.join(url, m['quarantine']['path']))}")
     return 0
+
+
+def reason_counts(quarantine_url: str) -> str:
+    """'3x filter: no boxes and no image-level labels; 1x annotations: 14 fields, expected 13', most first."""
+    from shards.quarantine import read_quarantine
+
+    counts: dict[str, int] = {}
+    for q in read_quarantine(quarantine_url):
+        reason = re.sub(r"\(.*?\)|malformed annotation row |[\w.-]+\.csv:\d+: ", "", q["reason"]).strip()
+        key = f"{q['stage']}: {reason}"
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{n}x {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipelines.openimages import parse_csv, read_class_descriptions, rotate_boxes
+from pipelines.openimages import parse_csv, read_class_descriptions, reason_counts, rotate_boxes
 from shards.manifest import read_manifest
 from shards.quarantine import read_quarantine
 from shards.verify import verify_split
@@ -152,6 +152,8 @@ def test_corpus_layouts_match_their_csvs(converted):
     (q,) = read_quarantine(str(converted["challenge2019"] / "train" / "quarantine.jsonl"))
     assert q["key"] == "02" and q["stage"] == "annotations"
     assert q["reason"].startswith("malformed annotation row challenge-2019-train-detection-bbox.csv:3: 14 fields")
+    summary = reason_counts(str(converted["challenge2019"] / "train" / "quarantine.jsonl"))
+    assert summary == "1x annotations: 14 fields, expected 13"  # what the job prints per split
     val = read_split(converted["challenge2019"] / "validation")  # the 7-column validation layout
     assert json.loads(val["11"]["json"])["boxes"][0]["flags"] == {"IsGroupOf": 1}
     # Datumaro V6: image d's metadata row is short by one field; what is unambiguous is read, and it is marked
@@ -174,16 +176,29 @@ def test_side_table_holds_every_annotation(converted):
 def test_detection_loader_keeps_boxes_on_their_pixels(converted):
     from loaders import openimages_dali
 
-    url = str(converted["generated"] / "train")
-    samples = read_split(converted["generated"] / "train")
     size = 96
-    evaluation = openimages_dali(url, batch_size=4, train=False, image_size=size, device="cpu", return_keys=True)
-    for batch in evaluation:
-        for j, key in enumerate(batch["key"]):
-            n = int(batch["num_boxes"][j])
-            stored = np.frombuffer(samples[key]["boxes"], "<f4").reshape(-1, 4)
-            assert np.allclose(batch["boxes"][j][:n].numpy(), stored)
-            assert batch["labels"][j][:n].tolist() == np.frombuffer(samples[key]["labels"], "<i4").tolist()
+    for layout in ("generated", "v4"):  # the eval graph hands over exactly the stored boxes and labels
+        samples = read_split(converted[layout] / "train")
+        evaluation = openimages_dali(
+            str(converted[layout] / "train"),
+            batch_size=8,
+            train=False,
+            image_size=size,
+            device="cpu",
+            return_keys=True,
+            drop_last=False,
+        )
+        seen = 0
+        for batch in evaluation:
+            for j, key in enumerate(batch["key"]):
+                n = int(batch["num_boxes"][j])
+                stored = np.frombuffer(samples[key]["boxes"], "<f4").reshape(-1, 4)
+                assert np.array_equal(batch["boxes"][j][:n].numpy(), stored)
+                assert batch["labels"][j][:n].tolist() == np.frombuffer(samples[key]["labels"], "<i4").tolist()
+                assert (batch["labels"][j][n:] == -1).all() and (batch["boxes"][j][n:] == 0).all()
+                seen += 1
+        assert seen == len(samples)
+    url = str(converted["generated"] / "train")
     mean, std = np.array(raw_mean()), np.array(raw_std())
     train = openimages_dali(url, batch_size=4, train=True, image_size=size, device="cpu", seed=3)
     checked = 0

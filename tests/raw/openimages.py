@@ -78,14 +78,15 @@ def _stored(im: Image.Image, rotation: int) -> bytes:
     return buf.getvalue()
 
 
-def write_generated(root: Path) -> Path:
+def write_generated(root: Path, counts: dict[str, int] | None = None, size: tuple[int, int] = (160, 120)) -> Path:
+    """The generated layout; the benchmark uses it with larger counts and photo sizes (README, Benchmarks)."""
     root.mkdir(parents=True, exist_ok=True)
-    content = generated()
+    content = generated(counts)
     for split, rows in content.items():
         folder = "train_0" if split == "train" else split
         with tarfile.open(root / f"{folder}.tar.gz", "w:gz") as tf:
             for n, (iid, rotation, box, _) in enumerate(rows):
-                data = _stored(_photo_with_patch(n, (160 + 16 * (n % 3), 120), box), rotation)
+                data = _stored(_photo_with_patch(n, (size[0] + 16 * (n % 3), size[1]), box), rotation)
                 info = tarfile.TarInfo(f"{folder}/{iid}.jpg")
                 info.size = len(data)
                 tf.addfile(info, io.BytesIO(data))
