@@ -193,9 +193,9 @@ def detect_layout(root: str, splits: tuple[str, ...], version: str | None = None
         elif kind == "image":
             dirs.add(url.rsplit("/", 1)[0])
         else:
+            # an annotation file whose name names no split (mmdetection's `annotations-human-imagelabels-
+            # boxable.csv`) serves every split: its rows join the images by ImageID wherever they are
             split = None if kind in ("meta", "tar", "targz", "zip") else _split_of(url)
-            if kind in ("boxes", "labels", "machine") and split is None:
-                raise LayoutError(f"{url}: cannot tell which split this annotation file is for")
             units.append(Unit(kind, url, split))
             found |= {split or _split_of(url)} - {None}
     for d in sorted(dirs):

@@ -56,6 +56,7 @@ def test_dataset_converts_every_layout(dataset, layout, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pipelines", dataset, "--input", str(inp), "--output", str(out)]
     cmd += ["--min-shards", "2", "--max-bad-fraction", "0.5", "--no-progress", *getattr(raw, "EXTRA_ARGS", [])]
+    cmd += getattr(raw, "LAYOUT_ARGS", {}).get(layout, [])
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     splits = [p.name for p in out.iterdir() if (p / "manifest.json").exists()]

@@ -47,7 +47,8 @@ def converted(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name, write in raw.LAYOUTS.items():
         root = tmp_path_factory.mktemp(name)
-        run_job(write(root / "raw"), root / "out", "--keep-unannotated", "--max-bad-fraction", "0.5")
+        extra = raw.LAYOUT_ARGS.get(name, [])
+        run_job(write(root / "raw"), root / "out", "--keep-unannotated", "--max-bad-fraction", "0.5", *extra)
         out[name] = root / "out"
     return out
 
@@ -159,6 +160,14 @@ def test_corpus_layouts_match_their_csvs(converted):
     # Datumaro V6: image d's metadata row is short by one field; what is unambiguous is read, and it is marked
     d = json.loads(read_split(converted["v6"] / "validation")["d"]["json"])
     assert d["rotation"] == 0 and "11 fields, expected 12" in d["malformed"] and "png->jpeg" in d["fixes"]
+    # mmdetection's real excerpt: one Airplane box, classes from a header-less boxable file, labels from a file
+    # whose name names no split
+    m = read_manifest(str(converted["mmdetection"] / "train"))
+    assert (m["classes"], m["class_names"]) == (["/m/0cmf2"], ["Airplane"])
+    s = read_split(converted["mmdetection"] / "train")["0001eeaf4aed83f9"]
+    assert np.allclose(np.frombuffer(s["boxes"], "<f4"), [0.022673031, 0.07103825, 0.9642005, 0.80054647])
+    assert np.frombuffer(s["imagelabels"], "<i4").tolist() == [0]
+    assert sorted(read_split(converted["v5"] / "test")) == ["cc"]  # Datumaro V5: metadata only, kept
 
 
 def test_side_table_holds_every_annotation(converted):

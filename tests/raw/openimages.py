@@ -124,13 +124,25 @@ def _copy(name: str):
     return write
 
 
+def write_mmdetection(root: Path) -> Path:
+    """mmdetection's real one-image excerpt (V6 boxes, header-less boxable classes, hierarchy) with a photo-like
+    stand-in for its image, which the corpus does not ship."""
+    shutil.copytree(DATA / "mmdetection", root / "annotations")
+    (root / "train").mkdir()
+    (root / "train" / "0001eeaf4aed83f9.jpg").write_bytes(photo_jpeg(1, size=(256, 192)))
+    return root
+
+
 LAYOUTS = {
     "generated": write_generated,
     "v4": _copy("v4"),
     "challenge2019": _copy("challenge2019"),
     "v6": _copy("v6"),
+    "v5": _copy("v5"),
+    "mmdetection": write_mmdetection,
 }
 EXTRA_ARGS = ["--keep-unannotated"]  # Datumaro's validation image has no annotations at all
+LAYOUT_ARGS = {"v5": ["--splits", "train,test"], "mmdetection": ["--splits", "train"]}  # the splits they have
 
 # the loader conformance suite: loader keyword arguments, and per output (mean, 99th percentile) of |DALI - reference|
 LOADER = {"kwargs": {"image_size": 64}, "tolerance": {"image": (0.052, 0.35)}}
