@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from loaders.plan import EpochPlan, plan_epoch
-from loaders.reading import SampleReader, ShardCache
+from loaders.reading import ArrowSampleReader, SampleReader, ShardCache
 from shards.errors import ShardFormatError
 from shards.manifest import read_manifest, split_url_of
 
@@ -60,7 +60,10 @@ class _Source:
         parsers = [L.host_fields.get(f) for f in L.fields]
         for s, i in zip(shards.tolist(), samples.tolist(), strict=True):
             for col, parse, data in zip(columns, parsers, L.reader.read(s, i, L.fields), strict=True):
-                col.append(np.frombuffer(data, dtype=np.uint8) if parse is None else parse(data))
+                if parse is not None:
+                    col.append(parse(data))
+                else:  # tar members arrive as bytes; Arrow columns as arrays already
+                    col.append(data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8))
         return columns
 
 
@@ -112,7 +115,8 @@ class DaliLoader:
         self.open_shards = open_shards
         self.return_keys = return_keys
         self.cache = ShardCache(cache_dir, cache_bytes)
-        self.reader = SampleReader(self.split_url, self.manifest, self.cache)
+        arrow = bool(self.manifest["shards"]) and self.manifest["shards"][0]["path"].endswith(".arrow")
+        self.reader = (ArrowSampleReader if arrow else SampleReader)(self.split_url, self.manifest, self.cache)
         self._graph = graph
         self.epoch = 0
         self._source = _Source(self)

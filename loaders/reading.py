@@ -15,7 +15,7 @@ from shards.errors import ShardFormatError
 from shards.idx import parse_index
 from shards.keys import split_member_name
 
-__all__ = ["ShardCache", "SampleReader"]
+__all__ = ["ShardCache", "SampleReader", "ArrowSampleReader"]
 
 
 class ShardCache:
@@ -185,3 +185,82 @@ class SampleReader:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+
+
+class ArrowSampleReader:
+    """Reads planned rows of Arrow IPC shards, memory-mapped from local disk (remote shards via the cache): a
+    record batch is located once, a row's columns are zero-copy NumPy views where the type allows."""
+
+    def __init__(self, split_url: str, manifest: dict[str, Any], cache: ShardCache, key_column: str = "id"):
+        self.split_url = split_url
+        self.entries = [e for e in manifest["shards"] if e["path"].endswith(".arrow")]
+        self.urls = [storage.join(split_url, e["path"]) for e in self.entries]
+        self._cache = cache
+        self._key = key_column
+        self._files: dict[int, Any] = {}
+        self._batch: dict[int, tuple[int, Any]] = {}  # shard -> (batch number, record batch), the last one read
+        self._starts: dict[int, list[int]] = {}
+
+    def sizes(self) -> list[int]:
+        return [e["num_samples"] for e in self.entries]
+
+    def _file(self, shard: int):
+        if shard not in self._files:
+            import numpy as np
+            import pyarrow as pa
+
+            path = self._cache.path(self.urls[shard], self.entries[shard]["num_bytes"])
+            try:
+                reader = pa.ipc.open_file(pa.memory_map(path, "r"))
+            except FileNotFoundError:
+                raise ShardFormatError("shard is missing", url=self.urls[shard]) from None
+            except (pa.ArrowInvalid, OSError) as e:
+                raise ShardFormatError(f"not a readable Arrow IPC file: {e}", url=self.urls[shard]) from None
+            counts = [reader.get_batch(b).num_rows for b in range(reader.num_record_batches)]
+            self._starts[shard] = np.cumsum([0, *counts]).tolist()
+            self._files[shard] = reader
+        return self._files[shard]
+
+    def _row(self, shard: int, sample: int):
+        import bisect
+
+        reader = self._file(shard)
+        starts = self._starts[shard]
+        if not 0 <= sample < starts[-1]:
+            raise ShardFormatError(f"holds {starts[-1]} rows, the plan wants #{sample}", url=self.urls[shard])
+        b = bisect.bisect_right(starts, sample) - 1
+        cached = self._batch.get(shard)
+        if cached is None or cached[0] != b:
+            cached = self._batch[shard] = (b, reader.get_batch(b))
+        return cached[1], sample - starts[b]
+
+    def key(self, shard: int, sample: int) -> str:
+        batch, r = self._row(shard, sample)
+        return str(batch.column(self._key)[r].as_py())
+
+    def read(self, shard: int, sample: int, fields: Sequence[str]) -> list[Any]:
+        """Per field: a NumPy array (fixed-size lists, lists, binary as uint8) or a Python scalar."""
+        import numpy as np
+        import pyarrow as pa
+
+        batch, r = self._row(shard, sample)
+        out = []
+        for name in fields:
+            col = batch.column(name)
+            t = col.type
+            if pa.types.is_fixed_size_list(t):
+                n = t.list_size
+                out.append(col.values.to_numpy(zero_copy_only=False)[(col.offset + r) * n : (col.offset + r + 1) * n])
+            elif pa.types.is_list(t):
+                v = col[r].values
+                out.append(np.zeros(0, np.int32) if v is None else v.to_numpy(zero_copy_only=False))
+            elif pa.types.is_binary(t):
+                buf = col[r].as_buffer()
+                out.append(np.zeros(0, np.uint8) if buf is None else np.frombuffer(buf, np.uint8))
+            else:
+                out.append(col[r].as_py())
+        return out
+
+    def close(self) -> None:
+        self._files.clear()
+        self._batch.clear()

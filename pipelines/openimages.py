@@ -120,18 +120,6 @@ def _split_of(name: str) -> str | None:
     return None
 
 
-def _walk(root: str) -> list[str]:
-    """Every file under root, as URLs (the annotation folders and image folders people unpack)."""
-    if storage.is_local(root):
-        import os
-
-        path = storage.local_path(root)
-        return sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
-    fs, path = storage.get_fs(root)
-    proto = storage.protocol_of(root)
-    return sorted(f"{proto}://{p}" for p in fs.find(path))
-
-
 def _kind(url: str) -> str | None:
     name = url.rsplit("/", 1)[-1].lower()
     if name.endswith(".csv"):
@@ -182,7 +170,7 @@ class Layout:
 
 
 def detect_layout(root: str, splits: tuple[str, ...], version: str | None = None) -> Layout:
-    files = _walk(root)
+    files = storage.walk(root)
     units, class_files, dirs, found = [], [], set(), set()
     for url in files:
         kind = _kind(url)

@@ -23,6 +23,11 @@ def find_sample(url: str, key: str | None = None) -> tuple[str, dict[str, bytes]
     split = split_url_of(url)
     manifest = read_manifest(split)
     for entry in manifest["shards"]:
+        if entry["path"].endswith(".arrow"):
+            found = _arrow_row(storage.join(split, entry["path"]), key)
+            if found is not None:
+                return storage.join(split, entry["path"]), found, manifest
+            continue
         if "idx" not in entry:
             continue
         shard_url = storage.join(split, entry["path"])
@@ -33,7 +38,37 @@ def find_sample(url: str, key: str | None = None) -> tuple[str, dict[str, bytes]
                     split_member_name(m.name)[1]: storage.read_range(shard_url, m.offset, m.size) for m in members
                 }
                 return shard_url, {"__key__": k.encode(), **fields}, manifest
-    raise KeyError(f"{split}: no sample with key {key!r}" if key else f"{split}: the split holds no tar samples")
+    raise KeyError(f"{split}: no sample with key {key!r}" if key else f"{split}: the split holds no samples")
+
+
+def _arrow_row(shard_url: str, key: str | None) -> dict[str, Any] | None:
+    """The row of an Arrow shard whose `id` (or first column) is `key` (the first row when key is None)."""
+    import pyarrow as pa
+
+    with storage.open_read(shard_url) as f:
+        table = pa.ipc.open_file(pa.BufferReader(f.read())).read_all()
+    if table.num_rows == 0:
+        return None
+    keys = table.column("id" if "id" in table.column_names else 0).to_pylist()
+    if key is not None and key not in keys:
+        return None
+    row = table.slice(keys.index(key) if key is not None else 0, 1).to_pylist()[0]
+    return {"__key__": str(keys[keys.index(key) if key is not None else 0]).encode(), **row}
+
+
+def _describe_value(name: str, value: Any, classes: list[str] | None) -> str:
+    """A Python value of an Arrow column, in one line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes"
+    if isinstance(value, list):
+        head = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value[:6])
+        names = ""
+        if name == "labels" and classes:
+            names = " (" + ", ".join(classes[v] for v in value[:4] if isinstance(v, int) and v < len(classes)) + ")"
+        return f"{len(value)} values [{head}{', ...' if len(value) > 6 else ''}]{names}"
+    return str(value)
 
 
 def first_samples(url: str, n: int) -> tuple[list[tuple[str, dict[str, bytes]]], dict[str, Any]]:
@@ -53,7 +88,9 @@ def first_samples(url: str, n: int) -> tuple[list[tuple[str, dict[str, bytes]]],
 
 
 def describe_field(ext: str, data: bytes, classes: list[str] | None) -> str:
-    """A one-line human description of one field's value."""
+    """A one-line human description of one field's value (bytes of a tar member, or an Arrow row's value)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        return _describe_value(ext, data, classes)
     if ext.lower() in IMAGE_EXTS:
         try:
             from PIL import Image

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 from shards import storage
 from shards.wds import TarShardWriter
 
-__all__ = ["shard_name", "HashingWriter", "write_tar_shard", "sha256_of"]
+__all__ = ["shard_name", "HashingWriter", "write_tar_shard", "write_arrow_shard", "sha256_of"]
 
 Sample = tuple[str, Mapping[str, bytes]]
 
@@ -68,6 +68,18 @@ class HashingWriter:
     def hexdigest(self) -> str:
         return self._h.hexdigest()
 
+    # enough of a file for pyarrow's IPC writer
+    closed = False
+
+    def tell(self) -> int:
+        return self.num_bytes
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
 
 def write_tar_shard(
     split_url: str, index: int, samples: Iterable[Sample], *, fields: Collection[str] | None = None
@@ -93,6 +105,30 @@ def write_tar_shard(
         "num_bytes": out.num_bytes,
         "sha256": digest,
     }
+
+
+def write_arrow_shard(
+    split_url: str, index: int, rows: Iterable[Mapping[str, Any]], *, schema, batch_rows: int = 64
+) -> dict[str, Any]:
+    """Write rows to `<split>/shard-NNNNNN.arrow` (Arrow IPC, record batches of `batch_rows` so a reader can
+    reach one row without decoding the rest), atomically and hashed in the same pass; return the manifest entry."""
+    from shards.arrow import ArrowShardWriter
+
+    name = shard_name(index, "arrow")
+    url = storage.join(split_url, name)
+    with storage.atomic_write(url) as raw:
+        out = HashingWriter(raw)
+        with ArrowShardWriter(out, schema, url=url) as writer:
+            batch: list[Mapping[str, Any]] = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) == batch_rows:
+                    writer.write_rows(batch)
+                    batch = []
+            if batch:
+                writer.write_rows(batch)
+        digest = out.hexdigest()
+    return {"path": name, "num_samples": writer.num_rows, "num_bytes": out.num_bytes, "sha256": digest}
 
 
 def sha256_of(url: str, *, chunk: int = 8 << 20) -> tuple[str, int]:

@@ -35,6 +35,7 @@ __all__ = [
     "size",
     "listdir",
     "list_files",
+    "walk",
     "remove",
     "local_path",
 ]
@@ -220,6 +221,16 @@ def remove(url: str) -> None:
         return
     fs, path = get_fs(url)
     fs.rm(path)
+
+
+def walk(url: str) -> list[str]:
+    """URLs of every file under a folder URL, recursively, sorted."""
+    if is_local(url):
+        path = local_path(url)
+        return sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+    fs, path = get_fs(url)
+    proto = protocol_of(url)
+    return sorted(f"{proto}://{p}" for p in fs.find(path))
 
 
 def list_files(url: str) -> list[tuple[str, int | None]]:

@@ -66,4 +66,5 @@ def test_dataset_converts_every_layout(dataset, layout, tmp_path):
         assert report.ok, report.problems
         m = read_manifest(str(out / split))
         assert m["source"]["inputs_seen"] == m["num_samples"] + m["quarantine"]["count"]
-        assert _dali_count(str(out / split), m) == m["num_samples"]
+        if all(s["path"].endswith(".tar") for s in m["shards"]):  # Arrow shards: verify read every row above
+            assert _dali_count(str(out / split), m) == m["num_samples"]

@@ -68,6 +68,7 @@ class SplitPlan:
     max_bad_fraction: float
     writer_processes: int = 1  # shards written at once per Beam worker; 0: one per core
     storage_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
+    format: str = "tar"  # or "arrow": `fields` is then the Arrow schema (column -> type), each sample one row
     benign_stages: tuple[str, ...] = ()  # quarantine stages that are a choice (a filter), not bad input
     side_table: str | None = None  # "module:function": samples' json -> pyarrow Table, one Parquet file per shard
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest keys

@@ -14,7 +14,7 @@ from pipelines.common.options import use_storage_options
 from pipelines.common.records import Pointer
 from shards import storage
 from shards.keys import shuffle_hash
-from shards.publish import sha256_of, shard_name, write_tar_shard
+from shards.publish import sha256_of, shard_name, write_arrow_shard, write_tar_shard
 from shards.quarantine import quarantine_entry
 
 __all__ = ["PROGRESS_DIR", "Encoder", "write_shard"]
@@ -87,9 +87,9 @@ def _reuse(plan: Any, progress_url: str, fingerprint: str) -> dict[str, Any] | N
         return None
     if entry is not None:
         tar = storage.join(plan.split_url, entry["path"])
-        idx = storage.join(plan.split_url, entry["idx"])
+        idx = storage.join(plan.split_url, entry["idx"]) if "idx" in entry else None
         try:
-            if not storage.exists(idx) or sha256_of(tar) != (entry["sha256"], entry["num_bytes"]):
+            if (idx and not storage.exists(idx)) or sha256_of(tar) != (entry["sha256"], entry["num_bytes"]):
                 return None
         except FileNotFoundError:
             return None
@@ -149,12 +149,19 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
             yield p.key, sample
 
     try:
-        entry: dict[str, Any] | None = write_tar_shard(plan.split_url, index, samples(), fields=plan.fields)
+        if getattr(plan, "format", "tar") == "arrow":  # each sample is one row: {column: value}
+            from shards.arrow import schema_from_json
+
+            rows = (sample for _, sample in samples())
+            entry = write_arrow_shard(plan.split_url, index, rows, schema=schema_from_json(plan.fields))
+        else:
+            entry = write_tar_shard(plan.split_url, index, samples(), fields=plan.fields)
     finally:
         reader.close()
     if entry["num_samples"] == 0:  # everything in this shard was quarantined
         storage.remove(storage.join(plan.split_url, entry["path"]))
-        storage.remove(storage.join(plan.split_url, entry["idx"]))
+        if "idx" in entry:
+            storage.remove(storage.join(plan.split_url, entry["idx"]))
         entry = None
     record = {"index": index, "fingerprint": fingerprint, "entry": entry, "quarantine": quarantine}
     if plan_side and entry is not None:

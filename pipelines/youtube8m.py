@@ -1,0 +1,284 @@
+"""`python -m pipelines youtube8m`: YouTube-8M features (TFRecords of tf.train.Example / SequenceExample) -> Arrow.
+
+Input: `<split>NNNN.tfrecord` files anywhere under `--input` (splits `train`, `validate`, `test`), video level
+(`id`, `labels`, `mean_rgb` 1024 floats, `mean_audio` 128 floats) or frame level (context `id`, `labels` and the
+Segments fields when present; feature lists `rgb` 1024 bytes and `audio` 128 bytes per second). Read without
+TensorFlow: each file is walked record by record with both CRCs checked (pipelines/common/tfrecord.py), records
+become pointers (file, offset, length, keyed by the video id), the seeded shuffle spreads them over the output
+shards (the input files are per-day or per-label clumps), and each writer ranged-reads and parses its records.
+
+Output: Arrow IPC shards. Video level: `id` string, `labels` list<int32>, `mean_rgb` fixed_size_list<float>[1024],
+`mean_audio` fixed_size_list<float>[128]. Frame level keeps the quantized bytes: `num_frames` int32, `rgb` binary
+(num_frames x 1024 uint8), `audio` binary (num_frames x 128 uint8), `segment_*` lists (null when absent); the
+loader dequantizes (`x * 4/255 + 4/512 - 2`). `--vocabulary` (vocabulary.csv, found under --input if not given)
+fills `classes` with the class names in Index order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import functools
+import io
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from pipelines.common.images import BadInput
+from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
+from pipelines.common.records import Pointer
+from pipelines.common.tfrecord import Example, SequenceExample, feature_values, iter_records
+from shards import storage
+from shards.keys import validate_key
+
+__all__ = ["LayoutError", "YouTube8MConfig", "detect_files", "encode_sample", "list_file", "main", "schema"]
+
+SPLITS = ("train", "validate", "test")
+NUM_CLASSES = 3862
+RGB, AUDIO = 1024, 128
+SEGMENT_FIELDS = ("segment_labels", "segment_start_times", "segment_end_times", "segment_scores")
+_FILE = re.compile(r"^(train|validate|test)\d*\.tfrecord$")
+
+
+class LayoutError(ValueError):
+    """No YouTube-8M TFRecords where the input points, or a requested split is missing."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class YouTube8MConfig:
+    level: str  # "video" | "frame"
+    num_classes: int = NUM_CLASSES
+
+    def params(self) -> dict[str, Any]:
+        return {"level": self.level, "num_classes": self.num_classes}
+
+
+def schema(level: str):
+    import pyarrow as pa
+
+    common = [("id", pa.string()), ("labels", pa.list_(pa.int32()))]
+    if level == "video":
+        return pa.schema(
+            [*common, ("mean_rgb", pa.list_(pa.float32(), RGB)), ("mean_audio", pa.list_(pa.float32(), AUDIO))]
+        )
+    return pa.schema(
+        [
+            *common,
+            ("num_frames", pa.int32()),
+            ("rgb", pa.binary()),
+            ("audio", pa.binary()),
+            ("segment_labels", pa.list_(pa.int32())),
+            ("segment_start_times", pa.list_(pa.int32())),
+            ("segment_end_times", pa.list_(pa.int32())),
+            ("segment_scores", pa.list_(pa.float32())),
+        ]
+    )
+
+
+def detect_files(root: str, splits: tuple[str, ...]) -> dict[str, list[str]]:
+    files: dict[str, list[str]] = {}
+    for url in storage.walk(root):
+        m = _FILE.match(url.rsplit("/", 1)[-1])
+        if m:
+            files.setdefault(m.group(1), []).append(url)
+    missing = [s for s in splits if s not in files]
+    if missing:
+        raise LayoutError(
+            f"{root}: no <split>NNNN.tfrecord files for {missing}; found {sorted(files) or 'none'} "
+            "(YouTube-8M names its files train0000.tfrecord, validate0000.tfrecord, test0000.tfrecord)"
+        )
+    return {s: files[s] for s in splits}
+
+
+def read_vocabulary(url: str) -> list[str]:
+    """Class names in `Index` order from vocabulary.csv (Index,TrainVideoCount,KnowledgeGraphId,Name,...)."""
+    rows = list(csv.DictReader(io.StringIO(storage.read_bytes(url).decode("utf-8"))))
+    if not rows or "Index" not in rows[0] or "Name" not in rows[0]:
+        raise LayoutError(f"{url}: not a YouTube-8M vocabulary (needs the columns Index and Name)")
+    by_index = {int(r["Index"]): r["Name"] for r in rows}
+    if sorted(by_index) != list(range(len(by_index))):
+        raise LayoutError(f"{url}: Index is not 0..{len(by_index) - 1}")
+    return [by_index[i] for i in range(len(by_index))]
+
+
+def _parse(payload: bytes, level: str):
+    """(id, message) of one record; BadInput when it is not the level's proto or has no id."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        msg = (Example if level == "video" else SequenceExample).FromString(payload)
+    except DecodeError as e:
+        raise BadInput(f"undecodable record: {e}", stage="parse") from None
+    features = msg.features.feature if level == "video" else msg.context.feature
+    if level == "frame" and "rgb" not in msg.feature_lists.feature_list:
+        raise BadInput("not a frame-level SequenceExample (no `rgb` feature list)", stage="parse")
+    if level == "video" and "mean_rgb" not in features:
+        raise BadInput("not a video-level Example (no `mean_rgb`)", stage="parse")
+    ids = feature_values(features["id"]) if "id" in features else []
+    if len(ids) != 1:
+        raise BadInput("record without a single `id`", stage="parse")
+    try:
+        return ids[0].decode("utf-8"), msg
+    except UnicodeDecodeError:
+        raise BadInput(f"id {ids[0]!r} is not UTF-8", stage="parse") from None
+
+
+def detect_level(url: str) -> str:
+    with storage.open_read(url, block_size=1 << 20) as f:
+        for rec in iter_records(f):
+            if rec.payload is None:
+                continue
+            with contextlib.suppress(BadInput):
+                _parse(rec.payload, "frame")
+                return "frame"
+            with contextlib.suppress(BadInput):
+                _parse(rec.payload, "video")
+                return "video"
+    raise LayoutError(f"{url}: no record is a YouTube-8M Example or SequenceExample; say --level")
+
+
+def list_file(url: str, level: str) -> Iterator[Pointer]:
+    """A pointer per record of one TFRecord file; damaged or undecodable records carry the reason."""
+    stem = url.rsplit("/", 1)[-1].split(".")[0]
+    with storage.open_read(url, block_size=8 << 20) as f:
+        for rec in iter_records(f):
+            where = {"file": url.rsplit("/", 1)[-1], "record": rec.number}
+            bad_key = f"{stem}-record{rec.number:06d}"
+            if rec.error:
+                yield Pointer(bad_key, url, rec.offset, 0, {**where, "error": rec.error, "stage": "read"})
+                continue
+            try:
+                key, _ = _parse(rec.payload, level)
+                validate_key(key, url=url)
+            except (BadInput, ValueError) as e:
+                stage = getattr(e, "stage", "parse")
+                yield Pointer(
+                    bad_key, url, rec.offset, 0, {**where, "error": f"record {rec.number}: {e}", "stage": stage}
+                )
+                continue
+            yield Pointer(key, url, rec.offset, rec.length, where)
+
+
+def _ints(feature) -> list[int]:
+    return [int(v) for v in feature_values(feature)]
+
+
+def encode_sample(p: Pointer, data: bytes, *, cfg: YouTube8MConfig) -> dict[str, Any]:
+    """One Arrow row from one record (the writer ranged-read its payload)."""
+    _, msg = _parse(data, cfg.level)
+    features = msg.features.feature if cfg.level == "video" else msg.context.feature
+    labels = sorted(set(_ints(features["labels"]))) if "labels" in features else []
+    bad = [v for v in labels if not 0 <= v < cfg.num_classes]
+    if bad:
+        raise BadInput(f"labels {bad} outside the {cfg.num_classes} classes", stage="labels")
+    row: dict[str, Any] = {"id": p.key, "labels": labels}
+    if cfg.level == "video":
+        for name, n in (("mean_rgb", RGB), ("mean_audio", AUDIO)):
+            values = feature_values(features[name]) if name in features else []
+            if len(values) != n:
+                raise BadInput(f"`{name}` has {len(values)} values, not {n}", stage="features")
+            row[name] = np.asarray(values, np.float32)
+        return row
+    lists = msg.feature_lists.feature_list
+    frames = {}
+    for name, n in (("rgb", RGB), ("audio", AUDIO)):
+        per_frame = [feature_values(f) for f in lists[name].feature] if name in lists else []
+        if any(len(v) != 1 or len(v[0]) != n for v in per_frame):
+            raise BadInput(f"`{name}` frames are not {n} bytes each", stage="features")
+        frames[name] = b"".join(v[0] for v in per_frame)
+    num_frames = len(frames["rgb"]) // RGB
+    if len(frames["audio"]) // AUDIO != num_frames:
+        raise BadInput(f"{num_frames} rgb frames but {len(frames['audio']) // AUDIO} audio frames", stage="features")
+    row.update(num_frames=num_frames, **frames)
+    for name in SEGMENT_FIELDS:
+        row[name] = feature_values(features[name]) if name in features else None
+    if row["segment_labels"] is not None:
+        row["segment_labels"] = [int(v) for v in row["segment_labels"]]
+        row["segment_start_times"] = [int(v) for v in row["segment_start_times"] or []]
+        row["segment_end_times"] = [int(v) for v in row["segment_end_times"] or []]
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    import apache_beam as beam
+
+    from pipelines.common.progress import ProgressLine, counter_summary
+    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
+    from pipelines.common.shardwriter import PROGRESS_DIR
+    from shards.arrow import schema_to_json
+    from shards.manifest import read_manifest
+
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
+    p = base_parser("python -m pipelines youtube8m", __doc__.split("\n")[0], splits="train,validate,test")
+    p.add_argument("--level", choices=["video", "frame"], help="feature level (default: detected from the records)")
+    p.add_argument("--vocabulary", help="vocabulary.csv (default: the one under --input, if any)")
+    args = p.parse_args(ours)
+    job = job_options(args, beam_args)
+    try:
+        files = detect_files(job.input, job.splits)
+        level = args.level or detect_level(files[job.splits[0]][0])
+        vocab_url = args.vocabulary or next(
+            (u for u in storage.walk(job.input) if u.rsplit("/", 1)[-1] == "vocabulary.csv"), None
+        )
+        classes = read_vocabulary(vocab_url) if vocab_url else None
+    except (LayoutError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg = YouTube8MConfig(level=level, num_classes=len(classes) if classes else NUM_CLASSES)
+    split_urls = {s: storage.join(job.output, s) for s in job.splits}
+    encode = functools.partial(encode_sample, cfg=cfg)
+
+    def listed(url: str) -> list[Pointer]:
+        use_storage_options(job.storage_options)
+        return Pointers(list_file(url, level))
+
+    pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
+    for split in job.splits:
+        plan = SplitPlan(
+            dataset="youtube8m",
+            split=split,
+            split_url=split_urls[split],
+            fields=dict(sorted(schema_to_json(schema(level)).items())),  # the manifest keeps keys sorted
+            classes=classes,
+            source={"url": job.input, "layout": f"tfrecord-{level}"},
+            params={**job.params(), **cfg.params()},
+            seed=job.seed,
+            shard_size=job.shard_size,
+            min_shards=job.min_shards,
+            max_bad_fraction=job.max_bad_fraction,
+            writer_processes=job.writer_processes,
+            storage_options=job.storage_options,
+            format="arrow",
+            extra={"level": level, "num_classes": cfg.num_classes},
+        )
+        (
+            pipeline
+            | f"Files {split}" >> beam.Create(files[split])
+            | f"Spread {split}" >> beam.Reshuffle()
+            | f"List {split}" >> beam.Map(listed).with_output_types(Pointers)
+            | f"Write {split}" >> WriteSplit(plan, encode)
+        )
+    try:
+        progress = ProgressLine("youtube8m", split_urls, PROGRESS_DIR) if job.progress else contextlib.nullcontext()
+        with progress:
+            result = pipeline.run()
+            result.wait_until_finish()
+    except Exception as e:  # the runner wraps worker errors; say what failed in one line
+        print(f"error: the youtube8m job failed: {e}", file=sys.stderr)
+        return 1
+    counters = counter_summary(result)
+    for split, url in split_urls.items():
+        m = read_manifest(url)
+        c = counters.get(f"youtube8m/{split}", {})
+        print(
+            f"{split}: {m['num_samples']} {level}-level records in {len(m['shards'])} Arrow shards "
+            f"({c.get('shards_committed', 0)} written, {c.get('shards_reused', 0)} kept from an earlier run), "
+            f"{m['quarantine']['count']} quarantined -> {url}"
+        )
+    return 0
