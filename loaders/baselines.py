@@ -17,7 +17,7 @@ import torch
 
 from loaders.reading import SampleReader, ShardCache
 
-__all__ = ["detection_batches", "bbox_crop"]
+__all__ = ["detection_batches", "bbox_crop", "arrow_feature_batches"]
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -117,3 +117,53 @@ def detection_batches(split_url: str, batch_size: int, workers: int, image_size:
         prefetch_factor=4 if workers else None,
     )
     return lambda: iter(loader)
+
+
+def arrow_feature_batches(split_url: str, batch_size: int, level: str, max_frames: int = 300, seed: int = 0):
+    """YouTube-8M without DALI: shards in a shuffled order, each memory-mapped with pyarrow, rows in shuffled
+    batches made into the loader's tensors with numpy (features, multi-hot labels; frame level dequantized and
+    zero-padded to `max_frames`). The plain loop the loader is measured against."""
+    import pyarrow as pa
+
+    from shards import storage
+    from shards.manifest import read_manifest
+
+    manifest = read_manifest(split_url)
+    classes = manifest["num_classes"]
+    paths = [storage.local_path(storage.join(split_url, e["path"])) for e in manifest["shards"]]
+    sizes = {p: e["num_bytes"] / max(1, e["num_samples"]) for p, e in zip(paths, manifest["shards"], strict=True)}
+    rng = np.random.default_rng(seed)
+
+    def multi_hot(col) -> np.ndarray:
+        col = col.combine_chunks()
+        offsets = col.offsets.to_numpy()
+        hot = np.zeros((len(col), classes), np.float32)
+        hot[np.repeat(np.arange(len(col)), np.diff(offsets)), col.values.to_numpy()] = 1
+        return hot
+
+    def batches():
+        while True:
+            for p in rng.permutation(paths).tolist():
+                table = pa.ipc.open_file(pa.memory_map(p)).read_all()
+                order = rng.permutation(table.num_rows)
+                for lo in range(0, len(order), batch_size):
+                    t = table.take(pa.array(order[lo : lo + batch_size]))
+                    n = t.num_rows
+                    batch = {"labels": torch.from_numpy(multi_hot(t.column("labels")))}
+                    if level == "video":
+                        for name, out in (("mean_rgb", "rgb"), ("mean_audio", "audio")):
+                            v = t.column(name).combine_chunks().values.to_numpy()
+                            batch[out] = torch.from_numpy(v.reshape(n, -1))
+                    else:
+                        frames = np.minimum(t.column("num_frames").to_numpy(), max_frames)
+                        for name, width in (("rgb", 1024), ("audio", 128)):
+                            padded = np.zeros((n, max_frames, width), np.float32)
+                            for k, raw in enumerate(t.column(name).to_pylist()):
+                                q = np.frombuffer(raw, np.uint8, count=frames[k] * width).reshape(-1, width)
+                                np.multiply(q, np.float32(4 / 255), out=padded[k, : frames[k]])
+                                padded[k, : frames[k]] += np.float32(4 / 512 - 2)
+                            batch[name] = torch.from_numpy(padded)
+                        batch["num_frames"] = torch.from_numpy(frames.astype(np.int32))
+                    yield {"n": n, "bytes": int(n * sizes[p]), "batch": batch}
+
+    return batches

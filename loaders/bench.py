@@ -221,11 +221,31 @@ def _measure_openimages(which: str, args: argparse.Namespace) -> dict[str, float
     return _measure(pil, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
 
 
+def _measure_youtube8m(which: str, args: argparse.Namespace) -> dict[str, float]:
+    from loaders import youtube8m_dali
+    from loaders.baselines import arrow_feature_batches
+
+    loader = youtube8m_dali(args.data, batch_size=args.batch_size, device=args.device, num_threads=args.workers)
+    per_row = sum(e["num_bytes"] for e in loader.manifest["shards"]) / max(1, loader.manifest["num_samples"])
+    if which == "loader":
+        return _measure(
+            lambda: iter(loader),
+            args.seconds,
+            args.warmup,
+            lambda b: (len(b["labels"]), int(len(b["labels"]) * per_row)),
+        )
+    level = loader.manifest["level"]
+    loop = arrow_feature_batches(loader.split_url, args.batch_size, level)
+    return _measure(loop, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+
+
 def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
     from loaders import imagenet_dali
 
     if args.dataset == "openimages":
         return _measure_openimages(which, args)
+    if args.dataset == "youtube8m":
+        return _measure_youtube8m(which, args)
 
     loader = imagenet_dali(
         args.data,
@@ -257,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     p = argparse.ArgumentParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
-    p.add_argument("dataset", choices=["imagenet", "openimages"])
+    p.add_argument("dataset", choices=["imagenet", "openimages", "youtube8m"])
     p.add_argument("--data", required=True, help="a split URL written by the dataset's pipeline")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--batch-size", type=int, default=64)
@@ -266,7 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="A-B-C rounds; figures are medians")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DALI threads = DataLoader workers")
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--baseline", choices=["pil", "none"], default="pil")
+    p.add_argument(
+        "--baseline",
+        choices=["pil", "none"],
+        default="pil",
+        help="pil: the plain baseline (a PIL DataLoader; for youtube8m a pyarrow + numpy loop)",
+    )
     p.add_argument("--json")
     p.add_argument("--plot")
     p.add_argument("--only", help=argparse.SUPPRESS)  # internal: measure one configuration in this process
@@ -275,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_measure_one(args.only, args)))
         return 0
     configs = ["loader"] + (["bare DALI"] if args.dataset == "imagenet" else [])
-    configs += ["PIL DataLoader"] if args.baseline == "pil" else []
+    baseline = "pyarrow loop" if args.dataset == "youtube8m" else "PIL DataLoader"
+    configs += [baseline] if args.baseline == "pil" else []
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
     base = [
         args.dataset,
@@ -301,16 +327,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             runs[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
     results = {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in runs.items()}
+    unit = "videos" if args.dataset == "youtube8m" else "images"
     for name, r in results.items():
         each = ", ".join(f"{x['images_per_s']:.0f}" for x in runs[name])
         print(
-            f"{name:>15}: {r['images_per_s']:8,.0f} images/s {r['MB_per_s']:7.1f} MB/s  {r['cores_busy']:.2f} cores busy  (runs: {each})"
+            f"{name:>15}: {r['images_per_s']:8,.0f} {unit}/s {r['MB_per_s'] / 1000:7.3f} GB/s  {r['cores_busy']:.2f} cores busy  (runs: {each})"
         )
     ratios = {}
     if "bare DALI" in results:
         ratios["loader_over_bare_dali"] = results["loader"]["images_per_s"] / results["bare DALI"]["images_per_s"]
     if "PIL DataLoader" in results:
         ratios["loader_over_pil"] = results["loader"]["images_per_s"] / results["PIL DataLoader"]["images_per_s"]
+    if "pyarrow loop" in results:
+        ratios["loader_over_pyarrow"] = results["loader"]["images_per_s"] / results["pyarrow loop"]["images_per_s"]
     for k, v in ratios.items():
         print(f"{k} = {v:.2f}")
     out = {

@@ -58,6 +58,16 @@ class _Source:
         self.produced[b] = (shards, samples)
         columns: list[list[np.ndarray]] = [[] for _ in L.fields]
         parsers = [L.host_fields.get(f) for f in L.fields]
+        if hasattr(L.reader, "read_batch"):  # Arrow: whole columns gathered per shard, not row by row
+            out: list[Any] = []
+            for parse, values in zip(parsers, L.reader.read_batch(shards, samples, L.fields), strict=True):
+                if getattr(parse, "batched", False):  # the parser takes the whole column, returns one array
+                    out.append(parse(values))
+                elif parse is None:
+                    out.append(values)  # a 2-D array (one row per sample) goes to DALI as it is
+                else:
+                    out.append([parse(v) for v in values])
+            return out
         for s, i in zip(shards.tolist(), samples.tolist(), strict=True):
             for col, parse, data in zip(columns, parsers, L.reader.read(s, i, L.fields), strict=True):
                 if parse is not None:

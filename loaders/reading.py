@@ -10,6 +10,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from shards import storage
 from shards.errors import ShardFormatError
 from shards.idx import parse_index
@@ -200,6 +202,7 @@ class ArrowSampleReader:
         self._files: dict[int, Any] = {}
         self._batch: dict[int, tuple[int, Any]] = {}  # shard -> (batch number, record batch), the last one read
         self._starts: dict[int, list[int]] = {}
+        self._colviews: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
 
     def sizes(self) -> list[int]:
         return [e["num_samples"] for e in self.entries]
@@ -261,6 +264,70 @@ class ArrowSampleReader:
                 out.append(col[r].as_py())
         return out
 
+    def _views(self, shard: int, name: str) -> list[tuple[Any, ...]]:
+        """Per record batch of a shard, zero-copy NumPy views of one column over the memory-mapped file:
+        ("fixed", 2-D values) or ("var", flat values, offsets) or ("py", list of Python values)."""
+        key = (shard, name)
+        if key not in self._colviews:
+            import pyarrow as pa
+
+            reader = self._file(shard)
+            views = []
+            for b in range(reader.num_record_batches):
+                col = reader.get_batch(b).column(name)
+                t = col.type
+                if pa.types.is_fixed_size_list(t):
+                    flat = col.values.to_numpy(zero_copy_only=False)[col.offset * t.list_size :]
+                    views.append(("fixed", flat[: len(col) * t.list_size].reshape(len(col), t.list_size)))
+                elif pa.types.is_list(t):
+                    views.append(("var", col.values.to_numpy(zero_copy_only=False), col.offsets.to_numpy()))
+                elif pa.types.is_binary(t):
+                    offsets = np.frombuffer(col.buffers()[1], np.int32)[col.offset : col.offset + len(col) + 1]
+                    views.append(("var", np.frombuffer(col.buffers()[2] or b"", np.uint8), offsets))
+                else:
+                    views.append(("py", col.to_pylist()))
+            if len(self._colviews) > 64 * max(1, len(self.entries)):
+                self._colviews.clear()
+            self._colviews[key] = views
+        return self._colviews[key]
+
+    def read_batch(self, shards: np.ndarray, samples: np.ndarray, fields: Sequence[str]) -> list[Any]:
+        """Per field, the values of planned rows in plan order, gathered from zero-copy views of the memory-mapped
+        record batches: a fixed-size list column as one 2-D array (a row per sample), lists and binaries as a
+        list of arrays, other columns as a list of Python values."""
+        n = len(shards)
+        out: list[Any] = [None] * len(fields)
+        for shard in np.unique(shards).tolist():
+            where = np.flatnonzero(shards == shard)
+            rows = samples[where]
+            self._file(shard)
+            starts = np.asarray(self._starts[shard])
+            if rows.size and (rows.min() < 0 or rows.max() >= starts[-1]):
+                raise ShardFormatError(f"holds {starts[-1]} rows, the plan wants #{rows.max()}", url=self.urls[shard])
+            batch_of = np.searchsorted(starts, rows, side="right") - 1
+            local = rows - starts[batch_of]
+            groups = [(b, np.flatnonzero(batch_of == b)) for b in np.unique(batch_of).tolist()]
+            for f, name in enumerate(fields):
+                views = self._views(shard, name)
+                for b, sel in groups:
+                    view, dest, at = views[b], where[sel], local[sel]
+                    if view[0] == "fixed":
+                        if out[f] is None:
+                            out[f] = np.empty((n, view[1].shape[1]), view[1].dtype)
+                        out[f][dest] = view[1][at]
+                        continue
+                    if out[f] is None:
+                        out[f] = [None] * n
+                    if view[0] == "var":
+                        flat, offsets = view[1], view[2]
+                        for d, r in zip(dest.tolist(), at.tolist(), strict=True):
+                            out[f][d] = flat[offsets[r] : offsets[r + 1]]
+                    else:
+                        for d, r in zip(dest.tolist(), at.tolist(), strict=True):
+                            out[f][d] = view[1][r]
+        return out
+
     def close(self) -> None:
         self._files.clear()
+        self._colviews.clear()
         self._batch.clear()

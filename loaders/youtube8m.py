@@ -36,7 +36,8 @@ def _graph(level: str, max_frames: int, sampling: str):
         from nvidia.dali import math as dmath
 
         on = (lambda x: x.gpu()) if device == "gpu" else (lambda x: x)
-        labels = on(encoded["labels"])
+        labels = on(encoded["labels"])  # multi-hot, made on the host in one scatter per batch (measured faster
+        # than DALI's one_hot + reduction on the CPU)
         if level == "video":
             return {"rgb": on(encoded["mean_rgb"]), "audio": on(encoded["mean_audio"]), "labels": labels}
         rgb, audio = encoded["rgb"], encoded["audio"]
@@ -50,7 +51,7 @@ def _graph(level: str, max_frames: int, sampling: str):
         for name, x in (("rgb", rgb), ("audio", audio)):
             x = fn.slice(on(x), start=start, shape=[max_frames], axes=[0], out_of_bounds_policy="trim_to_shape")
             kept = fn.cast(x.shape(dtype=types.INT32)[0], dtype=types.INT32)
-            x = fn.cast(x, dtype=types.FLOAT) * (4 / 255) + (4 / 512 - 2)
+            x = x * (4 / 255) + (4 / 512 - 2)  # uint8 in, float32 out: one fused pass, no separate cast
             out[name] = fn.pad(x, fill_value=0.0, axes=[0], shape=[max_frames])
         out["num_frames"] = on(kept)
         out["labels"] = labels
@@ -85,15 +86,19 @@ def youtube8m_dali(
         raise ValueError(f"frame_sampling must be 'first' or 'random', not {frame_sampling!r}")
     loader: DaliLoader | None = None
 
-    def multi_hot(values: np.ndarray) -> np.ndarray:
-        hot = np.zeros(loader.manifest["num_classes"], np.float32)
-        hot[values] = 1.0
-        return hot
-
     split_level: dict[str, str] = {}
 
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
         return _graph(split_level["level"], max_frames, frame_sampling)(encoded, device)
+
+    def multi_hot(rows: list[np.ndarray]) -> np.ndarray:
+        """The batch's labels as one N x classes array, built in one scatter."""
+        hot = np.zeros((len(rows), loader.manifest["num_classes"]), np.float32)
+        counts = [len(r) for r in rows]
+        hot[np.repeat(np.arange(len(rows)), counts), np.concatenate(rows) if rows else []] = 1.0
+        return hot
+
+    multi_hot.batched = True  # type: ignore[attr-defined]
 
     fields = {
         "video": {"mean_rgb": (None, "FLOAT"), "mean_audio": (None, "FLOAT")},
@@ -106,7 +111,7 @@ def youtube8m_dali(
     if level != manifest_level:
         raise ValueError(f"{url} holds {manifest_level}-level features, not {level}-level")
     split_level["level"] = level
-    parsers = {k: (p or (lambda a: a)) for k, (p, _) in fields[level].items()}
+    parsers = {k: p for k, (p, _) in fields[level].items()}  # None: the column's 2-D array as it is
     loader = DaliLoader(
         url,
         graph=graph,

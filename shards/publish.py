@@ -108,10 +108,11 @@ def write_tar_shard(
 
 
 def write_arrow_shard(
-    split_url: str, index: int, rows: Iterable[Mapping[str, Any]], *, schema, batch_rows: int = 64
+    split_url: str, index: int, rows: Iterable[Mapping[str, Any]], *, schema, batch_bytes: int = 4 << 20
 ) -> dict[str, Any]:
-    """Write rows to `<split>/shard-NNNNNN.arrow` (Arrow IPC, record batches of `batch_rows` so a reader can
-    reach one row without decoding the rest), atomically and hashed in the same pass; return the manifest entry."""
+    """Write rows to `<split>/shard-NNNNNN.arrow` (Arrow IPC, record batches of about `batch_bytes`: large enough
+    for readers to gather many rows per batch, small enough to reach one row without the rest), atomically and
+    hashed in the same pass; return the manifest entry."""
     from shards.arrow import ArrowShardWriter
 
     name = shard_name(index, "arrow")
@@ -120,11 +121,13 @@ def write_arrow_shard(
         out = HashingWriter(raw)
         with ArrowShardWriter(out, schema, url=url) as writer:
             batch: list[Mapping[str, Any]] = []
+            size = 0
             for row in rows:
                 batch.append(row)
-                if len(batch) == batch_rows:
+                size += sum(getattr(v, "nbytes", None) or len(v) if hasattr(v, "__len__") else 8 for v in row.values())
+                if size >= batch_bytes:
                     writer.write_rows(batch)
-                    batch = []
+                    batch, size = [], 0
             if batch:
                 writer.write_rows(batch)
         digest = out.hexdigest()
