@@ -122,6 +122,8 @@ def _split_of(name: str) -> str | None:
 
 def _kind(url: str) -> str | None:
     name = url.rsplit("/", 1)[-1].lower()
+    if name.endswith(".json") and "hierarchy" in name:
+        return "hierarchy"
     if name.endswith(".csv"):
         if "segmentation" in name or "relationship" in name or "narratives" in name:
             return None  # other tasks: not converted
@@ -167,17 +169,38 @@ class Layout:
     units: list[Unit]
     class_files: list[str]
     splits: set[str]
+    hierarchy_files: list[str] = dataclasses.field(default_factory=list)
+
+
+def read_hierarchy(url: str) -> dict[str, str]:
+    """{MID: parent MID} from `bbox_labels_600_hierarchy.json` (nested LabelName / Subcategory / Part)."""
+    parents: dict[str, str] = {}
+
+    def walk(node: dict, parent: str | None) -> None:
+        mid = node.get("LabelName")
+        if mid and parent and mid not in parents:
+            parents[mid] = parent
+        for child in (*node.get("Subcategory", ()), *node.get("Part", ())):
+            walk(child, mid)
+
+    try:
+        walk(json.loads(storage.read_bytes(url)), None)
+    except (ValueError, AttributeError) as e:
+        raise LayoutError(f"{url}: not a class hierarchy ({e})") from None
+    return parents
 
 
 def detect_layout(root: str, splits: tuple[str, ...], version: str | None = None) -> Layout:
     files = storage.walk(root)
-    units, class_files, dirs, found = [], [], set(), set()
+    units, class_files, hierarchy_files, dirs, found = [], [], [], set(), set()
     for url in files:
         kind = _kind(url)
         if kind is None:
             continue
         if kind == "classes":
             class_files.append(url)
+        elif kind == "hierarchy":
+            hierarchy_files.append(url)
         elif kind == "image":
             dirs.add(url.rsplit("/", 1)[0])
         else:
@@ -198,7 +221,7 @@ def detect_layout(root: str, splits: tuple[str, ...], version: str | None = None
     missing = [s for s in splits if s not in found]
     if missing:
         raise LayoutError(f"{root}: no images or annotations for split(s) {missing}; found {sorted(found) or 'none'}")
-    return Layout(version or detected, units, class_files, found)
+    return Layout(version or detected, units, class_files, found, hierarchy_files[:1])
 
 
 def read_class_descriptions(text: str) -> list[tuple[str, str]]:
@@ -587,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         layout = detect_layout(job.input, job.splits, args.version)
         classes, names = choose_classes(layout, args.classes)
+        parents = read_hierarchy(layout.hierarchy_files[0]) if layout.hierarchy_files else {}
     except (LayoutError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -634,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             storage_options=job.storage_options,
             benign_stages=("filter",),
             side_table="pipelines.openimages:side_table",
-            extra={"class_names": [names[m] for m in classes]},
+            extra={"class_names": [names[m] for m in classes], "class_parents": parents},
         )
         (
             by_split[i]

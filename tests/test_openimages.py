@@ -164,6 +164,7 @@ def test_corpus_layouts_match_their_csvs(converted):
     # whose name names no split
     m = read_manifest(str(converted["mmdetection"] / "train"))
     assert (m["classes"], m["class_names"]) == (["/m/0cmf2"], ["Airplane"])
+    assert m["class_parents"] == {"/m/0cmf2": "/m/0bl9f"}  # from bbox_labels_600_hierarchy.json
     s = read_split(converted["mmdetection"] / "train")["0001eeaf4aed83f9"]
     assert np.allclose(np.frombuffer(s["boxes"], "<f4"), [0.022673031, 0.07103825, 0.9642005, 0.80054647])
     assert np.frombuffer(s["imagelabels"], "<i4").tolist() == [0]
