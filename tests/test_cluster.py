@@ -59,6 +59,16 @@ def _group_members(pgids: tuple[int, ...]) -> list[tuple[int, str]]:
     return out
 
 
+def _tar_keys(split: Path) -> list[str]:
+    from shards.wds import iter_samples
+
+    keys = []
+    for e in read_manifest(str(split))["shards"]:
+        with open(split / e["path"], "rb") as f:
+            keys += [k for k, _ in iter_samples(f, url=e["path"])]
+    return keys
+
+
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
     return imagenet_raw.write_archives(tmp_path_factory.mktemp("raw"))
@@ -135,6 +145,24 @@ def test_s3_input_and_output_match_local_bytes_and_credentials_stay_secret(raw, 
             assert remote[name] == data.replace(prefix[0].encode(), prefix[1].encode()), name
     assert all(secret.encode() not in data for data in remote.values())
     assert verify_split("s3://test/imagenet/train").ok
+    # the loader reads the job's s3:// output through its cache: every sample once, nothing fetched twice
+    pytest.importorskip("nvidia.dali", reason="DALI is not installed (pip install '.[dali]')")
+    from loaders import imagenet_dali
+
+    loader = imagenet_dali(
+        "s3://test/imagenet/train",
+        batch_size=4,
+        train=False,
+        image_size=32,
+        device="cpu",
+        return_keys=True,
+        drop_last=False,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    keys = [k for b in loader for k in b["key"]]
+    m = read_manifest("s3://test/imagenet/train")
+    assert sorted(keys) == sorted(_tar_keys(local_out / "train")) and len(keys) == m["num_samples"]
+    assert loader.cache.bytes_fetched == sum(e["num_bytes"] for e in m["shards"])
 
 
 def test_local_input_to_s3_output_is_byte_identical(raw, local_out, s3_endpoint):
