@@ -1,4 +1,4 @@
-"""PIL + torch DataLoader baselines for the benchmark (`python -m loaders.bench`): what people write today, doing
+"""PIL / pyarrow + torch DataLoader baselines for the benchmark (`python -m loaders.bench`): what people write today, doing
 the same work as a loader's train graph, over the same shards.
 
 Detection (Open Images): decode with PIL; a bbox-aware random crop drawn like DALI's `random_bbox_crop` (scale
@@ -10,17 +10,19 @@ centre leaves it; a horizontal flip of pixels and boxes; resize to S x S; normal
 from __future__ import annotations
 
 import io
+import math
 import random
 
 import numpy as np
 import torch
 
+from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from loaders.reading import SampleReader, ShardCache
 
-__all__ = ["detection_batches", "bbox_crop", "arrow_feature_batches"]
+__all__ = ["arrow_feature_batches", "bbox_crop", "detection_batches", "imagenet_batches"]
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+MEAN = np.array(IMAGENET_MEAN, np.float32) * 255
+STD = np.array(IMAGENET_STD, np.float32) * 255
 THRESHOLDS = (None, 0.1, 0.3, 0.5, 0.7, 0.9)
 
 
@@ -57,7 +59,12 @@ def bbox_crop(boxes: np.ndarray, labels: np.ndarray, rng: random.Random):
     return crop, out.astype(np.float32), labels[keep]
 
 
-class _PilDetection(torch.utils.data.IterableDataset):
+class _PilShards(torch.utils.data.IterableDataset):
+    """A torch IterableDataset over a split's shards, samples shuffled and split among the DataLoader workers;
+    subclasses turn one sample into tensors in `make`."""
+
+    fields: tuple[str, ...] = ()
+
     def __init__(self, split_url: str, image_size: int, epochs: int = 1000):
         super().__init__()
         from shards.manifest import read_manifest
@@ -66,39 +73,102 @@ class _PilDetection(torch.utils.data.IterableDataset):
         self.split_url, self.image_size, self.epochs = split_url, image_size, epochs
 
     def __iter__(self):
-        from PIL import Image
-
         info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         reader = SampleReader(self.split_url, self.manifest, ShardCache(None, 1 << 40))
         rng = random.Random(wid)
         samples = [(s, i) for s, n in enumerate(reader.sizes()) for i in range(n)]
-        S = self.image_size
         for _ in range(self.epochs):
             rng.shuffle(samples)
             for s, i in samples[wid::nw]:
-                jpg, raw_boxes, raw_labels = reader.read(s, i, ["jpg", "boxes", "labels"])
-                boxes = np.frombuffer(raw_boxes, "<f4").reshape(-1, 4)
-                labels = np.frombuffer(raw_labels, "<i4")
-                crop, boxes, labels = bbox_crop(boxes, labels, rng)
-                with Image.open(io.BytesIO(jpg)) as im:
-                    im = im.convert("RGB")
-                    w, h = im.size
-                    box = (crop[0] * w, crop[1] * h, crop[2] * w, crop[3] * h)
-                    arr = np.asarray(im.resize((S, S), Image.BILINEAR, box=box), dtype=np.float32)
-                if rng.random() < 0.5:
-                    arr = arr[:, ::-1]
-                    boxes = (
-                        np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1)
-                        if len(boxes)
-                        else boxes
-                    )
-                arr = ((arr - MEAN) / STD).transpose(2, 0, 1)
-                yield torch.from_numpy(np.ascontiguousarray(arr)), torch.from_numpy(boxes.copy()), len(jpg)
+                yield self.make(reader.read(s, i, self.fields), rng)
+
+    def make(self, fields: list[bytes], rng: random.Random):
+        raise NotImplementedError
+
+
+def _batches(dataset: torch.utils.data.IterableDataset, batch_size: int, workers: int, collate):
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
+    return lambda: iter(loader)
+
+
+def _normalized(arr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(((arr - MEAN) / STD).transpose(2, 0, 1)))
+
+
+def _random_resized_crop(w: int, h: int, rng: random.Random) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop parameters (scale 0.08-1, ratio 3/4-4/3), with its centre fallback."""
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(0.08, 1.0)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            return rng.randint(0, w - cw), rng.randint(0, h - ch), cw, ch
+    s = min(w, h)
+    return (w - s) // 2, (h - s) // 2, s, s
+
+
+class _PilImageNet(_PilShards):
+    """PIL decode + random-resized-crop, resize, flip, normalize: the imagenet_dali train graph's work."""
+
+    fields = ("jpg", "cls")
+
+    def make(self, fields: list[bytes], rng: random.Random):
+        from PIL import Image
+
+        jpg, cls = fields
+        S = self.image_size
+        with Image.open(io.BytesIO(jpg)) as im:
+            im = im.convert("RGB")
+            x, y, cw, ch = _random_resized_crop(im.width, im.height, rng)
+            arr = np.asarray(im.resize((S, S), Image.BILINEAR, box=(x, y, x + cw, y + ch)), dtype=np.float32)
+        if rng.random() < 0.5:
+            arr = arr[:, ::-1]
+        return _normalized(arr), int(cls), len(jpg)
+
+
+def imagenet_batches(split_url: str, batch_size: int, workers: int, image_size: int):
+    """A callable returning an iterator of {image, label, bytes} batches."""
+
+    def collate(items):
+        images, labels, sizes = zip(*items, strict=True)
+        return {"image": torch.stack(images), "label": torch.tensor(labels), "bytes": sum(sizes)}
+
+    return _batches(_PilImageNet(split_url, image_size), batch_size, workers, collate)
+
+
+class _PilDetection(_PilShards):
+    fields = ("jpg", "boxes", "labels")
+
+    def make(self, fields: list[bytes], rng: random.Random):
+        from PIL import Image
+
+        jpg, raw_boxes, raw_labels = fields
+        boxes = np.frombuffer(raw_boxes, "<f4").reshape(-1, 4)
+        crop, boxes, _ = bbox_crop(boxes, np.frombuffer(raw_labels, "<i4"), rng)
+        S = self.image_size
+        with Image.open(io.BytesIO(jpg)) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            box = (crop[0] * w, crop[1] * h, crop[2] * w, crop[3] * h)
+            arr = np.asarray(im.resize((S, S), Image.BILINEAR, box=box), dtype=np.float32)
+        if rng.random() < 0.5:
+            arr = arr[:, ::-1]
+            if len(boxes):
+                boxes = np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], 1)
+        return _normalized(arr), torch.from_numpy(boxes.copy()), len(jpg)
 
 
 def detection_batches(split_url: str, batch_size: int, workers: int, image_size: int):
-    """A callable returning an iterator of {image, boxes (padded), num_boxes, bytes} batches."""
+    """A callable returning an iterator of {image, boxes (padded), n, bytes} batches."""
 
     def collate(items):
         images, boxes, sizes = zip(*items, strict=True)
@@ -108,15 +178,7 @@ def detection_batches(split_url: str, batch_size: int, workers: int, image_size:
             padded[j, : len(b)] = b
         return {"image": torch.stack(images), "boxes": padded, "n": len(images), "bytes": sum(sizes)}
 
-    loader = torch.utils.data.DataLoader(
-        _PilDetection(split_url, image_size),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=collate,
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers else None,
-    )
-    return lambda: iter(loader)
+    return _batches(_PilDetection(split_url, image_size), batch_size, workers, collate)
 
 
 def arrow_feature_batches(split_url: str, batch_size: int, level: str, max_frames: int = 300, seed: int = 0):

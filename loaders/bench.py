@@ -18,25 +18,18 @@ from /proc for the whole process tree) are printed, with the ratios, to JSON and
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import math
 import os
-import random
 import statistics
 import time
 from typing import Any
 
 import numpy as np
-import torch
 
-from loaders.reading import SampleReader, ShardCache
+from loaders.baselines import imagenet_batches
 from shards.procs import tree_usage
 
 __all__ = ["main"]
-
-MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
-STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
 def _tree_cpu_seconds(root: int) -> float:
@@ -66,71 +59,6 @@ def _measure(batches, seconds: float, warmup: float, nbytes_of) -> dict[str, flo
     dt = time.perf_counter() - t0
     cores = (_tree_cpu_seconds(os.getpid()) - cpu0) / dt
     return {"images_per_s": images / dt, "MB_per_s": nbytes / dt / 1e6, "cores_busy": cores, "seconds": dt}
-
-
-# ---------------------------------------------------------------- the PIL + DataLoader baseline
-
-
-def _random_resized_crop(w: int, h: int, rng: random.Random) -> tuple[int, int, int, int]:
-    """torchvision's RandomResizedCrop parameters (scale 0.08-1, ratio 3/4-4/3), with its centre fallback."""
-    area = w * h
-    for _ in range(10):
-        target = area * rng.uniform(0.08, 1.0)
-        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
-        if 0 < cw <= w and 0 < ch <= h:
-            return rng.randint(0, w - cw), rng.randint(0, h - ch), cw, ch
-    s = min(w, h)
-    return (w - s) // 2, (h - s) // 2, s, s
-
-
-class _PilShards(torch.utils.data.IterableDataset):
-    """A torch IterableDataset over the same shards: PIL decode + numpy augmentation, split among workers."""
-
-    def __init__(self, split_url: str, image_size: int, epochs: int = 1000):
-        super().__init__()
-        from shards.manifest import read_manifest
-
-        self.manifest = read_manifest(split_url)
-        self.split_url, self.image_size, self.epochs = split_url, image_size, epochs
-
-    def __iter__(self):
-        from PIL import Image
-
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        reader = SampleReader(self.split_url, self.manifest, ShardCache(None, 1 << 40))
-        rng = random.Random(wid)
-        samples = [(s, i) for s, n in enumerate(reader.sizes()) for i in range(n)]
-        for _ in range(self.epochs):
-            rng.shuffle(samples)
-            for s, i in samples[wid::nw]:
-                jpg, cls = reader.read(s, i, ["jpg", "cls"])
-                with Image.open(io.BytesIO(jpg)) as im:
-                    im = im.convert("RGB")
-                    x, y, cw, ch = _random_resized_crop(im.width, im.height, rng)
-                    im = im.resize((self.image_size, self.image_size), Image.BILINEAR, box=(x, y, x + cw, y + ch))
-                    arr = np.asarray(im, dtype=np.float32)
-                if rng.random() < 0.5:
-                    arr = arr[:, ::-1]
-                arr = ((arr - MEAN) / STD).transpose(2, 0, 1)
-                yield torch.from_numpy(np.ascontiguousarray(arr)), int(cls), len(jpg)
-
-
-def _pil_batches(split_url: str, batch_size: int, workers: int, image_size: int):
-    def collate(items):
-        images, labels, sizes = zip(*items, strict=True)
-        return {"image": torch.stack(images), "label": torch.tensor(labels), "bytes": sum(sizes)}
-
-    loader = torch.utils.data.DataLoader(
-        _PilShards(split_url, image_size),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=collate,
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers else None,
-    )
-    return lambda: iter(loader)
 
 
 # ---------------------------------------------------------------- the bare DALI graph
@@ -268,7 +196,7 @@ def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
             loader.split_url, loader.manifest, args.batch_size, args.workers, args.image_size, args.device
         )
         return _measure(bare, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
-    pil = _pil_batches(loader.split_url, args.batch_size, args.workers, args.image_size)
+    pil = imagenet_batches(loader.split_url, args.batch_size, args.workers, args.image_size)
     return _measure(pil, args.seconds, args.warmup, lambda b: (len(b["label"]), b["bytes"]))
 
 

@@ -190,8 +190,8 @@ class SampleReader:
 
 
 class ArrowSampleReader:
-    """Reads planned rows of Arrow IPC shards, memory-mapped from local disk (remote shards via the cache): a
-    record batch is located once, a row's columns are zero-copy NumPy views where the type allows."""
+    """Reads planned rows of Arrow IPC shards, memory-mapped from local disk (remote shards via the cache), a batch
+    at a time (`read_batch`) from zero-copy NumPy views of each record batch's columns."""
 
     def __init__(self, split_url: str, manifest: dict[str, Any], cache: ShardCache, key_column: str = "id"):
         self.split_url = split_url
@@ -200,7 +200,6 @@ class ArrowSampleReader:
         self._cache = cache
         self._key = key_column
         self._files: dict[int, Any] = {}
-        self._batch: dict[int, tuple[int, Any]] = {}  # shard -> (batch number, record batch), the last one read
         self._starts: dict[int, list[int]] = {}
         self._colviews: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
 
@@ -209,7 +208,6 @@ class ArrowSampleReader:
 
     def _file(self, shard: int):
         if shard not in self._files:
-            import numpy as np
             import pyarrow as pa
 
             path = self._cache.path(self.urls[shard], self.entries[shard]["num_bytes"])
@@ -224,45 +222,13 @@ class ArrowSampleReader:
             self._files[shard] = reader
         return self._files[shard]
 
-    def _row(self, shard: int, sample: int):
+    def key(self, shard: int, sample: int) -> str:
         import bisect
 
-        reader = self._file(shard)
+        self._file(shard)
         starts = self._starts[shard]
-        if not 0 <= sample < starts[-1]:
-            raise ShardFormatError(f"holds {starts[-1]} rows, the plan wants #{sample}", url=self.urls[shard])
         b = bisect.bisect_right(starts, sample) - 1
-        cached = self._batch.get(shard)
-        if cached is None or cached[0] != b:
-            cached = self._batch[shard] = (b, reader.get_batch(b))
-        return cached[1], sample - starts[b]
-
-    def key(self, shard: int, sample: int) -> str:
-        batch, r = self._row(shard, sample)
-        return str(batch.column(self._key)[r].as_py())
-
-    def read(self, shard: int, sample: int, fields: Sequence[str]) -> list[Any]:
-        """Per field: a NumPy array (fixed-size lists, lists, binary as uint8) or a Python scalar."""
-        import numpy as np
-        import pyarrow as pa
-
-        batch, r = self._row(shard, sample)
-        out = []
-        for name in fields:
-            col = batch.column(name)
-            t = col.type
-            if pa.types.is_fixed_size_list(t):
-                n = t.list_size
-                out.append(col.values.to_numpy(zero_copy_only=False)[(col.offset + r) * n : (col.offset + r + 1) * n])
-            elif pa.types.is_list(t):
-                v = col[r].values
-                out.append(np.zeros(0, np.int32) if v is None else v.to_numpy(zero_copy_only=False))
-            elif pa.types.is_binary(t):
-                buf = col[r].as_buffer()
-                out.append(np.zeros(0, np.uint8) if buf is None else np.frombuffer(buf, np.uint8))
-            else:
-                out.append(col[r].as_py())
-        return out
+        return str(self._views(shard, self._key)[b][1][sample - starts[b]])
 
     def _views(self, shard: int, name: str) -> list[tuple[Any, ...]]:
         """Per record batch of a shard, zero-copy NumPy views of one column over the memory-mapped file:
@@ -286,8 +252,6 @@ class ArrowSampleReader:
                     views.append(("var", np.frombuffer(col.buffers()[2] or b"", np.uint8), offsets))
                 else:
                     views.append(("py", col.to_pylist()))
-            if len(self._colviews) > 64 * max(1, len(self.entries)):
-                self._colviews.clear()
             self._colviews[key] = views
         return self._colviews[key]
 
@@ -330,4 +294,3 @@ class ArrowSampleReader:
     def close(self) -> None:
         self._files.clear()
         self._colviews.clear()
-        self._batch.clear()

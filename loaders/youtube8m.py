@@ -83,37 +83,30 @@ def youtube8m_dali(
     loaders (features have no augmentation)."""
     if frame_sampling not in ("first", "random"):
         raise ValueError(f"frame_sampling must be 'first' or 'random', not {frame_sampling!r}")
-    loader: DaliLoader | None = None
+    from shards.manifest import read_manifest, split_url_of
 
-    split_level: dict[str, str] = {}
-
-    def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
-        return _graph(split_level["level"], max_frames, frame_sampling)(encoded, device)
+    manifest = read_manifest(split_url_of(url))
+    level = level or manifest.get("level")
+    if level != manifest.get("level"):
+        raise ValueError(f"{url} holds {manifest.get('level')}-level features, not {level}-level")
+    num_classes = manifest["num_classes"]
 
     def multi_hot(rows: list[np.ndarray]) -> np.ndarray:
         """The batch's labels as one N x classes array, built in one scatter."""
-        hot = np.zeros((len(rows), loader.manifest["num_classes"]), np.float32)
-        counts = [len(r) for r in rows]
-        hot[np.repeat(np.arange(len(rows)), counts), np.concatenate(rows) if rows else []] = 1.0
+        hot = np.zeros((len(rows), num_classes), np.float32)
+        hot[np.repeat(np.arange(len(rows)), [len(r) for r in rows]), np.concatenate(rows) if rows else []] = 1.0
         return hot
 
-    multi_hot.batched = True  # type: ignore[attr-defined]
+    multi_hot.batched = True  # type: ignore[attr-defined]  # DaliLoader: gets the whole column (loaders/core.py)
 
     fields = {
         "video": {"mean_rgb": (None, "FLOAT"), "mean_audio": (None, "FLOAT")},
         "frame": {"rgb": (lambda q: q.reshape(-1, RGB), "UINT8"), "audio": (lambda q: q.reshape(-1, AUDIO), "UINT8")},
     }
-    from shards.manifest import read_manifest, split_url_of
-
-    manifest_level = read_manifest(split_url_of(url)).get("level")
-    level = level or manifest_level
-    if level != manifest_level:
-        raise ValueError(f"{url} holds {manifest_level}-level features, not {level}-level")
-    split_level["level"] = level
     parsers = {k: p for k, (p, _) in fields[level].items()}  # None: the column's 2-D array as it is
-    loader = DaliLoader(
+    return DaliLoader(
         url,
-        graph=graph,
+        graph=_graph(level, max_frames, frame_sampling),
         fields=(*fields[level], "labels"),
         host_fields={**parsers, "labels": multi_hot},
         host_dtypes={**{k: t for k, (_, t) in fields[level].items()}, "labels": "FLOAT"},
@@ -128,7 +121,6 @@ def youtube8m_dali(
         drop_last=drop_last,
         return_keys=return_keys,
     )
-    return loader
 
 
 def reference_eval(sample: dict[str, Any], *, level: str = "video", max_frames: int = 300) -> dict[str, Any]:

@@ -7,7 +7,6 @@ name, original width and height, what was fixed). Archives are read in place by 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import io
@@ -283,10 +282,8 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: ImageNetConfig) -> dict[str, 
 def main(argv: list[str] | None = None) -> int:
     import apache_beam as beam
 
-    from pipelines.common.progress import ProgressLine, counter_summary
+    from pipelines.common.progress import run_and_report
     from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
-    from pipelines.common.shardwriter import PROGRESS_DIR
-    from shards.manifest import read_manifest
 
     # worker warnings that the local runner forwards (unparseable args and the like) are noise to users
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
@@ -335,21 +332,4 @@ def main(argv: list[str] | None = None) -> int:
             | f"List {split}" >> beam.Map(_list_unit, job.storage_options).with_output_types(Pointers)
             | f"Write {split}" >> WriteSplit(plan, encode)
         )
-    try:
-        progress = ProgressLine("imagenet", split_urls, PROGRESS_DIR) if job.progress else contextlib.nullcontext()
-        with progress:
-            result = pipeline.run()
-            result.wait_until_finish()
-    except Exception as e:  # the runner wraps worker errors; say what failed in one line
-        print(f"error: the imagenet job failed: {e}", file=sys.stderr)
-        return 1
-    counters = counter_summary(result)
-    for split, url in split_urls.items():
-        m = read_manifest(url)
-        c = counters.get(f"imagenet/{split}", {})
-        print(
-            f"{split}: {m['num_samples']} samples in {len(m['shards'])} shards "
-            f"({c.get('shards_committed', 0)} written, {c.get('shards_reused', 0)} kept from an earlier run), "
-            f"{m['quarantine']['count']} quarantined -> {url}"
-        )
-    return 0
+    return run_and_report(pipeline, "imagenet", split_urls, progress=job.progress)

@@ -207,11 +207,9 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: YouTube8MConfig) -> dict[str,
 def main(argv: list[str] | None = None) -> int:
     import apache_beam as beam
 
-    from pipelines.common.progress import ProgressLine, counter_summary
+    from pipelines.common.progress import run_and_report
     from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
-    from pipelines.common.shardwriter import PROGRESS_DIR
     from shards.arrow import schema_to_json
-    from shards.manifest import read_manifest
 
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
@@ -264,21 +262,4 @@ def main(argv: list[str] | None = None) -> int:
             | f"List {split}" >> beam.Map(listed).with_output_types(Pointers)
             | f"Write {split}" >> WriteSplit(plan, encode)
         )
-    try:
-        progress = ProgressLine("youtube8m", split_urls, PROGRESS_DIR) if job.progress else contextlib.nullcontext()
-        with progress:
-            result = pipeline.run()
-            result.wait_until_finish()
-    except Exception as e:  # the runner wraps worker errors; say what failed in one line
-        print(f"error: the youtube8m job failed: {e}", file=sys.stderr)
-        return 1
-    counters = counter_summary(result)
-    for split, url in split_urls.items():
-        m = read_manifest(url)
-        c = counters.get(f"youtube8m/{split}", {})
-        print(
-            f"{split}: {m['num_samples']} {level}-level records in {len(m['shards'])} Arrow shards "
-            f"({c.get('shards_committed', 0)} written, {c.get('shards_reused', 0)} kept from an earlier run), "
-            f"{m['quarantine']['count']} quarantined -> {url}"
-        )
-    return 0
+    return run_and_report(pipeline, "youtube8m", split_urls, progress=job.progress)

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipelines.openimages import parse_csv, read_class_descriptions, reason_counts, rotate_boxes
+from pipelines.common.progress import reason_counts
+from pipelines.openimages import parse_csv, read_class_descriptions, rotate_boxes
 from shards.manifest import read_manifest
 from shards.quarantine import read_quarantine
 from shards.verify import verify_split
@@ -209,7 +210,9 @@ def test_detection_loader_keeps_boxes_on_their_pixels(converted):
                 seen += 1
         assert seen == len(samples)
     url = str(converted["generated"] / "train")
-    mean, std = np.array(raw_mean()), np.array(raw_std())
+    from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
     train = openimages_dali(url, batch_size=4, train=True, image_size=size, device="cpu", seed=3)
     checked = 0
     for _ in range(3):  # epochs: different crops and flips
@@ -225,18 +228,6 @@ def test_detection_loader_keeps_boxes_on_their_pixels(converted):
                     assert np.abs(px - raw.RED).max() < 60, px
                     checked += 1
     assert checked > 30
-
-
-def raw_mean():
-    from loaders.imagenet import IMAGENET_MEAN
-
-    return IMAGENET_MEAN
-
-
-def raw_std():
-    from loaders.imagenet import IMAGENET_STD
-
-    return IMAGENET_STD
 
 
 def test_classification_targets_are_the_positive_labels(converted):

@@ -13,7 +13,7 @@ import time
 
 from shards import storage
 
-__all__ = ["ProgressLine", "counter_summary"]
+__all__ = ["ProgressLine", "counter_summary", "reason_counts", "run_and_report"]
 
 
 class ProgressLine:
@@ -88,3 +88,49 @@ def counter_summary(result) -> dict[str, dict[str, int]]:
     except Exception:  # some runners do not report metrics
         return {}
     return out
+
+
+def reason_counts(quarantine_url: str) -> str:
+    """'3x filter: no boxes and no image-level labels; 1x annotations: 14 fields, expected 13', most first: the
+    quarantine grouped by stage and reason, with the file, line and record positions taken out."""
+    import re
+
+    from shards.quarantine import read_quarantine
+
+    counts: dict[str, int] = {}
+    for q in read_quarantine(quarantine_url):
+        reason = re.sub(
+            r"\(.*?\)|malformed annotation row |[\w.-]+\.csv:\d+: |record \d+( at byte \d+)?: ", "", q["reason"]
+        ).strip()
+        key = f"{q['stage']}: {reason}"
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{n}x {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def run_and_report(pipeline, dataset: str, split_urls: dict[str, str], *, progress: bool) -> int:
+    """Run a conversion job with its live progress line, then print one line per split (samples, shards written
+    or kept, quarantined, with counts per reason); the job's exit status."""
+    import contextlib
+
+    from pipelines.common.shardwriter import PROGRESS_DIR
+    from shards.manifest import read_manifest
+
+    try:
+        with ProgressLine(dataset, split_urls, PROGRESS_DIR) if progress else contextlib.nullcontext():
+            result = pipeline.run()
+            result.wait_until_finish()
+    except Exception as e:  # the runner wraps worker errors; say what failed in one line
+        print(f"error: the {dataset} job failed: {e}", file=sys.stderr)
+        return 1
+    counters = counter_summary(result)
+    for split, url in split_urls.items():
+        m = read_manifest(url)
+        c = counters.get(f"{dataset}/{split}", {})
+        print(
+            f"{split}: {m['num_samples']} samples in {len(m['shards'])} shards "
+            f"({c.get('shards_committed', 0)} written, {c.get('shards_reused', 0)} kept from an earlier run), "
+            f"{m['quarantine']['count']} quarantined -> {url}"
+        )
+        if m["quarantine"]["count"]:
+            print(f"  quarantined by reason: {reason_counts(storage.join(url, m['quarantine']['path']))}")
+    return 0
