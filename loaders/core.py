@@ -39,15 +39,17 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 
 class _Source:
-    """DALI external_source callable: batch `next_batch` of the current epoch plan, as encoded bytes + labels."""
+    """DALI external_source callable: batch `next_batch` of the current epoch plan, as encoded bytes + labels.
+    Columns of `tensor_fields` are kept beside the batch's plan rows (in `produced`) instead of going to DALI."""
 
     def __init__(self, loader: DaliLoader):
         self.loader = loader
         self.plan: EpochPlan | None = None
         self.next_batch = 0
-        self.produced: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # batch -> (shards, samples), until consumed
+        # batch -> (shards, samples, {tensor field: column}), until consumed
+        self.produced: dict[int, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
 
-    def __call__(self) -> list[list[np.ndarray]]:
+    def __call__(self) -> list[Any]:
         L = self.loader
         b = self.next_batch
         if b >= L.batches_per_epoch:
@@ -55,26 +57,25 @@ class _Source:
         self.next_batch += 1
         lo, hi = b * L.batch_size, min((b + 1) * L.batch_size, len(self.plan))
         shards, samples = self.plan.shard[lo:hi], self.plan.sample[lo:hi]
-        self.produced[b] = (shards, samples)
-        columns: list[list[np.ndarray]] = [[] for _ in L.fields]
-        parsers = [L.host_fields.get(f) for f in L.fields]
         if hasattr(L.reader, "read_batch"):  # Arrow: whole columns gathered per shard, not row by row
-            out: list[Any] = []
-            for parse, values in zip(parsers, L.reader.read_batch(shards, samples, L.fields), strict=True):
-                if getattr(parse, "batched", False):  # the parser takes the whole column, returns one array
-                    out.append(parse(values))
-                elif parse is None:
-                    out.append(values)  # a 2-D array (one row per sample) goes to DALI as it is
-                else:
-                    out.append([parse(v) for v in values])
-            return out
-        for s, i in zip(shards.tolist(), samples.tolist(), strict=True):
-            for col, parse, data in zip(columns, parsers, L.reader.read(s, i, L.fields), strict=True):
-                if parse is not None:
-                    col.append(parse(data))
-                else:  # tar members arrive as bytes; Arrow columns as arrays already
-                    col.append(data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8))
-        return columns
+            read = L.reader.read_batch(shards, samples, L.fields, ragged=set(L.tensor_fields))
+            columns = dict(zip(L.fields, read, strict=True))
+        else:
+            columns = {f: [] for f in L.fields}
+            for s, i in zip(shards.tolist(), samples.tolist(), strict=True):
+                for f, data in zip(L.fields, L.reader.read(s, i, L.fields), strict=True):
+                    columns[f].append(data)
+        self.produced[b] = (shards, samples, {f: columns[f] for f in L.tensor_fields})
+        out: list[Any] = []
+        for f in L.dali_fields:
+            parse, values = L.host_fields.get(f), columns[f]
+            if parse is not None:
+                out.append([parse(v) for v in values])
+            elif isinstance(values, np.ndarray):
+                out.append(values)  # a 2-D array (one row per sample) goes to DALI as it is
+            else:  # tar members arrive as bytes; Arrow columns as arrays already
+                out.append([v if isinstance(v, np.ndarray) else np.frombuffer(v, dtype=np.uint8) for v in values])
+        return out
 
 
 class DaliLoader:
@@ -92,6 +93,7 @@ class DaliLoader:
         batch_size: int,
         host_fields: dict[str, Callable[[bytes], np.ndarray]] | None = None,
         host_dtypes: dict[str, str] | None = None,
+        tensor_fields: dict[str, Callable[[Any, str], Any]] | None = None,
         device: str = "gpu",
         seed: int = 0,
         rank: int | None = None,
@@ -111,6 +113,12 @@ class DaliLoader:
         # fields parsed in Python as they are read (small ones: labels, boxes); the rest reach DALI as bytes
         self.host_fields = dict(host_fields or {})
         self.host_dtypes = dict(host_dtypes or {})  # field -> DALI type name of its parsed array (default INT64)
+        # fields made into tensors by torch on the output device, not by DALI: `make(column, torch_device)`, where
+        # the column is the batch's values (from Arrow: `reading.Ragged` for list columns). DALI has no scatter, so
+        # multi-hot labels are built here from their few class ids (the dense rows would be ~4x the features' bytes
+        # through DALI's queues and, on the GPU, over PCIe).
+        self.tensor_fields = dict(tensor_fields or {})
+        self.dali_fields = [f for f in self.fields if f not in self.tensor_fields]
         missing = [f for f in self.fields if f not in self.manifest["fields"]]
         if missing:
             raise ValueError(
@@ -169,14 +177,15 @@ class DaliLoader:
         def pipe():
             encoded = fn.external_source(
                 source=self._source,
-                num_outputs=len(self.fields),
+                num_outputs=len(self.dali_fields),
                 batch=True,
+                no_copy=True,
                 dtype=[
                     getattr(types, self.host_dtypes.get(f, "INT64")) if f in self.host_fields else types.UINT8
-                    for f in self.fields
+                    for f in self.dali_fields
                 ],
             )
-            outputs = self._graph(dict(zip(self.fields, encoded, strict=True)), self.device)
+            outputs = self._graph(dict(zip(self.dali_fields, encoded, strict=True)), self.device)
             self.output_names = list(outputs)
             return tuple(outputs.values())
 
@@ -217,8 +226,11 @@ class DaliLoader:
                 raise ShardFormatError(
                     f"{e}\nwhile making batch {self._consumed} from {self._where(self._consumed)}", url=self.split_url
                 ) from None
-            batch = {n: _to_torch(o) for n, o in zip(self.output_names, outs, strict=True)}
-            shards, samples = self._source.produced.pop(self._consumed)
+            copy = not getattr(self._pipe, "exec_dynamic", False)
+            batch = {n: _to_torch(o, copy) for n, o in zip(self.output_names, outs, strict=True)}
+            shards, samples, columns = self._source.produced.pop(self._consumed)
+            for name, make in self.tensor_fields.items():
+                batch[name] = make(columns[name], self._torch_device())
             if self.return_keys:
                 batch["key"] = [self.reader.key(s, i) for s, i in zip(shards.tolist(), samples.tolist(), strict=True)]
             self._consumed += 1
@@ -227,8 +239,11 @@ class DaliLoader:
             with contextlib.suppress(StopIteration):  # let DALI see the epoch end, so reset() starts the next
                 self._pipe.run()
 
+    def _torch_device(self) -> str:
+        return f"cuda:{self.rank % max(1, self._local_ranks())}" if self.device == "gpu" else "cpu"
+
     def _where(self, batch: int) -> str:
-        shards, samples = self._source.produced.get(batch, (np.zeros(0, int), np.zeros(0, int)))
+        shards, samples, _ = self._source.produced.get(batch, (np.zeros(0, int), np.zeros(0, int), {}))
         keys = [
             f"{self.reader.urls[s]}:{self.reader.key(s, i)}"
             for s, i in zip(shards.tolist(), samples.tolist(), strict=True)
@@ -255,18 +270,24 @@ class DaliLoader:
         self._plan_for(self.epoch)
 
 
-def _to_torch(out: Any):
-    """One copy from DALI's buffer into a torch tensor (DALI reuses its buffers for the next batches). On the CPU
-    through NumPy, measured faster here than feed_ndarray into a fresh tensor; on the GPU with feed_ndarray."""
+def _to_torch(out: Any, copy: bool):
+    """A DALI output as a torch tensor. Under DALI's dynamic executor (the default since DALI 1.44) outputs are
+    reference-counted and never recycled, so the tensor shares DALI's buffer through DLPack, as DALI's own PyTorch
+    plugin does; otherwise DALI reuses its buffers and the batch is copied out (on the CPU through NumPy, measured
+    faster here than feed_ndarray into a fresh tensor)."""
     import torch
 
     if not out.is_dense_tensor():
         raise ValueError("the graph produced samples of different shapes; add a resize or crop")
     t = out.as_tensor()
-    if type(out).__name__ == "TensorListGPU":
+    gpu = type(out).__name__ == "TensorListGPU"
+    if not copy:
+        with torch.device(f"cuda:{t.device_id()}" if gpu else "cpu"):
+            return torch.from_dlpack(t)
+    if gpu:
         from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
         dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device="cuda")
-        feed_ndarray(t, dst)
+        feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream())
         return dst
     return torch.from_numpy(np.array(t))

@@ -7,8 +7,8 @@ import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Sequence, Set
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -189,6 +189,31 @@ class SampleReader:
         self._fds.clear()
 
 
+class Ragged(NamedTuple):
+    """A list column of a batch in two arrays: every row's values one after another (plan order), and each row's
+    count."""
+
+    values: np.ndarray
+    lengths: np.ndarray
+
+    def row_ids(self) -> np.ndarray:
+        """For each value, the batch row it belongs to."""
+        return np.repeat(np.arange(len(self.lengths)), self.lengths)
+
+
+def _gather_ragged(n: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> Ragged:
+    """One `Ragged` from (batch rows, value starts, lengths, flat values) per record batch, with no loop per row."""
+    lengths = np.zeros(n, np.int64)
+    for dest, _, count, _ in parts:
+        lengths[dest] = count
+    out_start = np.concatenate([[0], np.cumsum(lengths)])
+    values = np.empty(int(out_start[-1]), parts[0][3].dtype if parts else np.int64)
+    for dest, start, count, flat in parts:
+        within = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)  # 0.. inside each row
+        values[np.repeat(out_start[dest], count) + within] = flat[np.repeat(start, count) + within]
+    return Ragged(values, lengths)
+
+
 class ArrowSampleReader:
     """Reads planned rows of Arrow IPC shards, memory-mapped from local disk (remote shards via the cache), a batch
     at a time (`read_batch`) from zero-copy NumPy views of each record batch's columns."""
@@ -255,12 +280,15 @@ class ArrowSampleReader:
             self._colviews[key] = views
         return self._colviews[key]
 
-    def read_batch(self, shards: np.ndarray, samples: np.ndarray, fields: Sequence[str]) -> list[Any]:
+    def read_batch(
+        self, shards: np.ndarray, samples: np.ndarray, fields: Sequence[str], ragged: Set[str] = frozenset()
+    ) -> list[Any]:
         """Per field, the values of planned rows in plan order, gathered from zero-copy views of the memory-mapped
-        record batches: a fixed-size list column as one 2-D array (a row per sample), lists and binaries as a
-        list of arrays, other columns as a list of Python values."""
+        record batches: a fixed-size list column as one 2-D array (a row per sample), a list column named in
+        `ragged` as one `Ragged`, other lists and binaries as a list of arrays, other columns as Python values."""
         n = len(shards)
         out: list[Any] = [None] * len(fields)
+        pieces: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # ragged field -> parts
         for shard in np.unique(shards).tolist():
             where = np.flatnonzero(shards == shard)
             rows = samples[where]
@@ -279,16 +307,21 @@ class ArrowSampleReader:
                         if out[f] is None:
                             out[f] = np.empty((n, view[1].shape[1]), view[1].dtype)
                         out[f][dest] = view[1][at]
-                        continue
-                    if out[f] is None:
-                        out[f] = [None] * n
-                    if view[0] == "var":
+                    elif view[0] == "var" and name in ragged:
                         flat, offsets = view[1], view[2]
-                        for d, r in zip(dest.tolist(), at.tolist(), strict=True):
-                            out[f][d] = flat[offsets[r] : offsets[r + 1]]
+                        pieces.setdefault(f, []).append((dest, offsets[at], offsets[at + 1] - offsets[at], flat))
                     else:
-                        for d, r in zip(dest.tolist(), at.tolist(), strict=True):
-                            out[f][d] = view[1][r]
+                        if out[f] is None:
+                            out[f] = [None] * n
+                        if view[0] == "var":
+                            flat, offsets = view[1], view[2]
+                            for d, r in zip(dest.tolist(), at.tolist(), strict=True):
+                                out[f][d] = flat[offsets[r] : offsets[r + 1]]
+                        else:
+                            for d, r in zip(dest.tolist(), at.tolist(), strict=True):
+                                out[f][d] = view[1][r]
+        for f, parts in pieces.items():
+            out[f] = _gather_ragged(n, parts)
         return out
 
     def close(self) -> None:

@@ -118,7 +118,9 @@ def test_loader_round_trip_equals_the_tfrecord_values(converted):
         str(out / "train"), batch_size=8, device="cpu", return_keys=True, drop_last=False, max_frames=300
     )
     seen = set()
-    for batch in loader:
+    # every batch is held until the epoch ends: the tensors share DALI's output buffers (no copy), and a batch
+    # the user keeps must not change while later ones are made
+    for batch in list(loader):
         for j, key in enumerate(batch["key"]):
             f = want[key]
             hot = np.zeros(3862, np.float32)
