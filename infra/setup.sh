@@ -12,4 +12,4 @@ fi
 # torch==2.13.0 is the CPU build that installs here; on a GPU machine install the CUDA build you need.
 # DALI: the `dali` extra pulls nvidia-dali-cuda130 (CUDA 13 drivers); for CUDA 12 drivers install
 # nvidia-dali-cuda120 instead. DALI's CPU pipelines run without any GPU.
-"$VENV/bin/python" -m pip install --quiet "torch==2.13.0" -e ".[beam,dali,torch,gcs,dev]"
+"$VENV/bin/python" -m pip install --quiet "torch==2.13.0" -e ".[beam,dali,torch,gcs,audio,dev]"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import io
 import re
 import tarfile
-import zipfile
 from collections.abc import Iterator
 from typing import Any
 
+from pipelines.common.archives import zip_members
 from pipelines.common.records import Pointer
 from pipelines.openimages.annotations import parse_csv
 from pipelines.openimages.layout import IMAGE_EXT, LayoutError, Unit, split_of
@@ -97,18 +97,11 @@ def _list_images(unit: Unit, staging: str) -> Iterator[tuple[str, str, int, int,
     url = _stage_targz(unit.url, staging) if unit.kind == "targz" else unit.url
     with storage.open_read(url, block_size=1 << 16) as f:
         if unit.kind == "zip":
-            with zipfile.ZipFile(f) as z:
-                for info in z.infolist():
-                    if info.is_dir() or not info.filename.lower().endswith(IMAGE_EXT):
-                        continue
-                    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                        raise LayoutError(f"{unit.url}: {info.filename}: unsupported zip compression")
-                    f.seek(info.header_offset)
-                    local = f.read(30)  # the local header's name and extra lengths can differ from the central's
-                    start = info.header_offset + 30 + int.from_bytes(local[26:28], "little")
-                    start += int.from_bytes(local[28:30], "little")
-                    deflated = info.compress_type == zipfile.ZIP_DEFLATED
-                    yield info.filename, url, start, info.compress_size, deflated
+            try:
+                for m in zip_members(f, unit.url, lambda name: name.lower().endswith(IMAGE_EXT)):
+                    yield m[0], url, m[1], m[2], m[3]
+            except ValueError as e:
+                raise LayoutError(str(e)) from None
             return
         with tarfile.open(fileobj=f, mode="r:") as t:
             for m in t:

@@ -7,12 +7,12 @@ import dataclasses
 import functools
 import io
 import json
-import zlib
 from typing import Any
 
 import numpy as np
 
-from pipelines.common.images import BadInput, prepare_image
+from pipelines.common.archives import inflate
+from pipelines.common.images import prepare_image
 from pipelines.common.records import Pointer
 from pipelines.openimages.annotations import FLAGS, rotate_boxes
 
@@ -61,10 +61,7 @@ def _rotation(meta: dict[str, Any]) -> int:
 
 def encode_sample(p: Pointer, data: bytes, *, cfg: OpenImagesConfig) -> dict[str, bytes]:
     if p.meta.get("inflate"):
-        try:
-            data = zlib.decompress(data, -15)
-        except zlib.error as e:
-            raise BadInput(f"zip member will not inflate: {e}", stage="read") from None
+        data = inflate(data)
     ann = p.meta["ann"]
     meta = ann["meta"]
     rotation = _rotation(meta)

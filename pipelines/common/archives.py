@@ -1,0 +1,46 @@
+"""Members of zip archives read in place: where each member's bytes start, so a writer can ranged-read one
+member of a 90 GB zip on object storage without extracting anything."""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from typing import IO
+
+from pipelines.common.images import BadInput
+
+__all__ = ["ZipMember", "inflate", "zip_members"]
+
+
+class ZipMember(tuple):
+    """(name, data offset, stored length, deflated)."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, offset: int, length: int, deflated: bool):
+        return super().__new__(cls, (name, offset, length, deflated))
+
+
+def zip_members(f: IO[bytes], url: str, accept: Callable[[str], bool]) -> Iterator[ZipMember]:
+    """Every accepted file member of the zip open as `f` (seekable), with the offset of its data: the local header
+    is read for that, since its name and extra lengths can differ from the central directory's."""
+    with zipfile.ZipFile(f) as z:
+        for info in z.infolist():
+            if info.is_dir() or not accept(info.filename):
+                continue
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise ValueError(f"{url}: {info.filename}: unsupported zip compression {info.compress_type}")
+            f.seek(info.header_offset)
+            local = f.read(30)
+            start = info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+            start += int.from_bytes(local[28:30], "little")
+            yield ZipMember(info.filename, start, info.compress_size, info.compress_type == zipfile.ZIP_DEFLATED)
+
+
+def inflate(data: bytes) -> bytes:
+    """A deflated zip member's bytes, inflated; BadInput (stage "read") when they will not inflate."""
+    try:
+        return zlib.decompress(data, -15)
+    except zlib.error as e:
+        raise BadInput(f"zip member will not inflate: {e}", stage="read") from None
