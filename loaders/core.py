@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from loaders.plan import EpochPlan, plan_epoch
-from loaders.reading import ArrowSampleReader, SampleReader, ShardCache
+from loaders.reading import ArrowSampleReader, Ragged, SampleReader, ShardCache
 from shards.errors import ShardFormatError
 from shards.manifest import read_manifest, split_url_of
 
-__all__ = ["DaliLoader", "resolve_rank"]
+__all__ = ["DaliLoader", "multi_hot", "resolve_rank"]
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -36,6 +36,25 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return int(os.environ.get("RANK", 0) if rank is None else rank), int(
         os.environ.get("WORLD_SIZE", 1) if world_size is None else world_size
     )
+
+
+def multi_hot(labels: Ragged, num_classes: int, device: str):
+    """A batch's label ids as one N x classes float32 tensor on `device`, made by one scatter: on the GPU by torch
+    there (only the ids cross PCIe); on the CPU by NumPy, since a torch op here would wake torch's OpenMP pool,
+    whose spinning threads take the cores from DALI's (measured: 1.7x slower). A `tensor_fields` maker."""
+    import torch
+
+    rows, ids = labels.row_ids(), labels.values.astype(np.int64, copy=False)
+    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+        bad = sorted(set(ids[(ids < 0) | (ids >= num_classes)].tolist()))
+        raise ValueError(f"label ids outside 0..{num_classes - 1}: {bad}")
+    if device == "cpu":
+        hot = np.zeros((len(labels.lengths), num_classes), np.float32)
+        hot[rows, ids] = 1.0
+        return torch.from_numpy(hot)
+    hot = torch.zeros((len(labels.lengths), num_classes), dtype=torch.float32, device=device)
+    hot[torch.from_numpy(rows).to(device), torch.from_numpy(ids).to(device)] = 1.0
+    return hot
 
 
 class _Source:
@@ -228,9 +247,14 @@ class DaliLoader:
                 ) from None
             copy = not getattr(self._pipe, "exec_dynamic", False)
             batch = {n: _to_torch(o, copy) for n, o in zip(self.output_names, outs, strict=True)}
-            shards, samples, columns = self._source.produced.pop(self._consumed)
-            for name, make in self.tensor_fields.items():
-                batch[name] = make(columns[name], self._torch_device())
+            try:
+                for name, make in self.tensor_fields.items():
+                    batch[name] = make(self._source.produced[self._consumed][2][name], self._torch_device())
+            except ValueError as e:
+                raise ShardFormatError(
+                    f"{e}\nwhile making batch {self._consumed} from {self._where(self._consumed)}", url=self.split_url
+                ) from None
+            shards, samples, _ = self._source.produced.pop(self._consumed)
             if self.return_keys:
                 batch["key"] = [self.reader.key(s, i) for s, i in zip(shards.tolist(), samples.tolist(), strict=True)]
             self._consumed += 1

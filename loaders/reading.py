@@ -200,6 +200,12 @@ class Ragged(NamedTuple):
         """For each value, the batch row it belongs to."""
         return np.repeat(np.arange(len(self.lengths)), self.lengths)
 
+    @classmethod
+    def of_buffers(cls, buffers: Sequence[bytes], dtype: str) -> Ragged:
+        """From one buffer of packed values per row (a tar member such as `<key>.genres`, int32 little-endian)."""
+        itemsize = np.dtype(dtype).itemsize
+        return cls(np.frombuffer(b"".join(buffers), dtype), np.array([len(b) // itemsize for b in buffers], np.int64))
+
 
 def _gather_ragged(n: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> Ragged:
     """One `Ragged` from (batch rows, value starts, lengths, flat values) per record batch, with no loop per row."""

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from loaders.core import DaliLoader
-from loaders.reading import Ragged
+from loaders.core import DaliLoader, multi_hot
 
 __all__ = ["youtube8m_dali", "reference_eval", "dequantize"]
 
@@ -90,21 +89,6 @@ def youtube8m_dali(
         raise ValueError(f"{url} holds {manifest.get('level')}-level features, not {level}-level")
     num_classes = manifest["num_classes"]
 
-    def multi_hot(labels: Ragged, device: str):
-        """The batch's labels as one N x classes float32 tensor on `device`, made by one scatter from the class
-        ids: on the GPU by torch there (only the ids cross PCIe); on the CPU by NumPy, since a torch op here would
-        wake torch's OpenMP pool, whose spinning threads take the cores from DALI's (measured: 1.7x slower)."""
-        import torch
-
-        rows, ids = labels.row_ids(), labels.values.astype(np.int64, copy=False)
-        if device == "cpu":
-            hot = np.zeros((len(labels.lengths), num_classes), np.float32)
-            hot[rows, ids] = 1.0
-            return torch.from_numpy(hot)
-        hot = torch.zeros((len(labels.lengths), num_classes), dtype=torch.float32, device=device)
-        hot[torch.from_numpy(rows).to(device), torch.from_numpy(ids).to(device)] = 1.0
-        return hot
-
     fields = {
         "video": {"mean_rgb": (None, "FLOAT"), "mean_audio": (None, "FLOAT")},
         "frame": {"rgb": (lambda q: q.reshape(-1, RGB), "UINT8"), "audio": (lambda q: q.reshape(-1, AUDIO), "UINT8")},
@@ -116,7 +100,7 @@ def youtube8m_dali(
         fields=(*fields[level], "labels"),
         host_fields=parsers,
         host_dtypes={k: t for k, (_, t) in fields[level].items()},
-        tensor_fields={"labels": multi_hot},
+        tensor_fields={"labels": lambda labels, device: multi_hot(labels, num_classes, device)},
         batch_size=batch_size,
         device=device,
         seed=seed,

@@ -28,14 +28,14 @@ TOP = [  # FMA's 16 top-level genres
 SUB = [(1, "Avant-Garde", 38), (25, "Punk", 12), (76, "Experimental Pop", 10), (236, "Ambient Electronic", 15)]
 
 COLUMNS = (
-    [("album", c) for c in "comments date_created date_released engineer favorites id information listens "
-     "producer tags title tracks type".split()]
-    + [("artist", c) for c in "active_year_begin active_year_end associated_labels bio comments date_created "
-       "favorites id latitude location longitude members name related_projects tags website wikipedia_page".split()]
+    [("album", c) for c in str.split("comments date_created date_released engineer favorites id information listens "
+     "producer tags title tracks type")]
+    + [("artist", c) for c in str.split("active_year_begin active_year_end associated_labels bio comments date_created "
+       "favorites id latitude location longitude members name related_projects tags website wikipedia_page")]
     + [("set", "split"), ("set", "subset")]
-    + [("track", c) for c in "bit_rate comments composer date_created date_recorded duration favorites genre_top "
+    + [("track", c) for c in str.split("bit_rate comments composer date_created date_recorded duration favorites genre_top "
        "genres genres_all information interest language_code license listens lyricist number publisher tags "
-       "title".split()]
+       "title")]
 )  # fmt: skip
 
 # tid -> (split, subset, genre_top, genres, genres_all, audio); audio: what fma_small/ holds for it
@@ -207,6 +207,7 @@ LAYOUTS = {"folders": write_folders, "zips": write_zips}
 EXTRA_ARGS = ["--min-seconds", "20"]
 LOADER = {
     "kwargs": {"clip_seconds": 4.0, "n_mels": 64},
-    # dB of the log-mel spectrogram: DALI's FFT and mel filters in float32 vs NumPy's in float64
-    "tolerance": {"mel": (0.02, 0.1)},
+    # dB of the log-mel spectrogram, DALI (float32 FFT and filters) vs NumPy (float64): mean and 99th percentile of
+    # the absolute difference; measured here: mean < 0.0001, p99 <= 0.0002, max 0.001 dB
+    "tolerance": {"mel": (0.005, 0.01)},
 }
