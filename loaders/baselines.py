@@ -19,7 +19,7 @@ import torch
 from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from loaders.reading import SampleReader, ShardCache
 
-__all__ = ["arrow_feature_batches", "bbox_crop", "detection_batches", "imagenet_batches"]
+__all__ = ["arrow_feature_batches", "audio_batches", "bbox_crop", "detection_batches", "imagenet_batches"]
 
 MEAN = np.array(IMAGENET_MEAN, np.float32) * 255
 STD = np.array(IMAGENET_STD, np.float32) * 255
@@ -229,3 +229,51 @@ def arrow_feature_batches(split_url: str, batch_size: int, level: str, max_frame
                     yield {"n": n, "bytes": int(n * sizes[p]), "batch": batch}
 
     return batches
+
+
+class _AudioShards(_PilShards):
+    """soundfile decode, mono, a random crop, then a NumPy STFT -> mel -> dB (float32): the fma_dali train graph's
+    work as a plain loop writes it."""
+
+    fields = ("flac", "cls", "genres")
+
+    def __init__(self, split_url: str, clip_seconds: float, n_mels: int, n_fft: int = 2048, hop: int = 512):
+        super().__init__(split_url, 0)
+        from loaders.fma import hann, mel_filters
+
+        self.rate = int(self.manifest["audio"]["sample_rate"])
+        self.fields = (self.manifest["audio"]["codec"], "cls", "genres")
+        self.clip, self.n_fft, self.hop = round(clip_seconds * self.rate), n_fft, hop
+        self.window = hann(n_fft)
+        self.filters = mel_filters(self.rate, n_fft, n_mels).astype(np.float32)
+        self.num_genres = len(self.manifest["genres"])
+
+    def make(self, fields: list[bytes], rng: random.Random):
+        import soundfile as sf
+
+        audio, cls, genres = fields
+        x, _ = sf.read(io.BytesIO(audio), dtype="float32", always_2d=True)
+        x = x.mean(axis=1)
+        start = rng.randint(0, max(0, len(x) - self.clip))
+        x = x[start : start + self.clip]
+        x = np.pad(x, (0, self.clip - len(x)))
+        padded = np.pad(x, self.n_fft // 2, mode="reflect")
+        frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft)[:: self.hop]
+        spec = np.fft.rfft(frames * self.window, axis=1)
+        mel = self.filters @ (spec.real**2 + spec.imag**2).T.astype(np.float32)
+        db = 10 * np.log10(np.maximum(mel / max(float(mel.max()), 1e-30), 1e-8))
+        hot = np.zeros(self.num_genres, np.float32)
+        hot[np.frombuffer(genres, "<i4")] = 1
+        return torch.from_numpy(db.astype(np.float32)), int(cls), torch.from_numpy(hot), len(audio)
+
+
+def audio_batches(split_url: str, batch_size: int, workers: int, clip_seconds: float, n_mels: int):
+    """A callable returning an iterator of {mel, label, genres, n, bytes} batches."""
+
+    def collate(items):
+        mel, cls, hot, size = zip(*items, strict=True)
+        n = len(items)
+        return {"mel": torch.stack(mel), "label": torch.tensor(cls), "genres": torch.stack(hot), "n": n,
+                "bytes": sum(size)}  # fmt: skip
+
+    return _batches(_AudioShards(split_url, clip_seconds, n_mels), batch_size, workers, collate)

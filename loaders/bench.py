@@ -167,6 +167,20 @@ def _measure_youtube8m(which: str, args: argparse.Namespace) -> dict[str, float]
     return _measure(loop, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
 
 
+def _measure_fma(which: str, args: argparse.Namespace) -> dict[str, float]:
+    from loaders import fma_dali
+    from loaders.baselines import audio_batches
+
+    kw = dict(clip_seconds=args.clip_seconds, n_mels=args.n_mels)
+    loader = fma_dali(args.data, batch_size=args.batch_size, device=args.device, num_threads=args.workers, **kw)
+    if which == "loader":
+        per_clip = sum(e["num_bytes"] for e in loader.manifest["shards"]) / max(1, loader.manifest["num_samples"])
+        n_of = lambda b: (len(b["label"]), int(len(b["label"]) * per_clip))  # noqa: E731
+        return _measure(lambda: iter(loader), args.seconds, args.warmup, n_of)
+    loop = audio_batches(loader.split_url, args.batch_size, args.workers, args.clip_seconds, args.n_mels)
+    return _measure(loop, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+
+
 def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
     from loaders import imagenet_dali
 
@@ -174,6 +188,8 @@ def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
         return _measure_openimages(which, args)
     if args.dataset == "youtube8m":
         return _measure_youtube8m(which, args)
+    if args.dataset == "fma":
+        return _measure_fma(which, args)
 
     loader = imagenet_dali(
         args.data,
@@ -205,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     p = argparse.ArgumentParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
-    p.add_argument("dataset", choices=["imagenet", "openimages", "youtube8m"])
+    p.add_argument("dataset", choices=["imagenet", "openimages", "youtube8m", "fma"])
     p.add_argument("--data", required=True, help="a split URL written by the dataset's pipeline")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--batch-size", type=int, default=64)
@@ -214,11 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="A-B-C rounds; figures are medians")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DALI threads = DataLoader workers")
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--clip-seconds", type=float, default=10.0, help="fma: seconds of audio per clip")
+    p.add_argument("--n-mels", type=int, default=128, help="fma: mel bands")
     p.add_argument(
         "--baseline",
         choices=["pil", "none"],
         default="pil",
-        help="pil: the plain baseline (a PIL DataLoader; for youtube8m a pyarrow + numpy loop)",
+        help="pil: the plain baseline (a PIL DataLoader; for youtube8m a pyarrow + numpy loop; for fma a soundfile + "
+        "NumPy STFT/mel DataLoader)",
     )
     p.add_argument("--json")
     p.add_argument("--plot")
@@ -228,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_measure_one(args.only, args)))
         return 0
     configs = ["loader"] + (["bare DALI"] if args.dataset == "imagenet" else [])
-    baseline = "pyarrow loop" if args.dataset == "youtube8m" else "PIL DataLoader"
+    baseline = {"youtube8m": "pyarrow loop", "fma": "soundfile+numpy"}.get(args.dataset, "PIL DataLoader")
     configs += [baseline] if args.baseline == "pil" else []
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
     base = [
@@ -247,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         str(args.workers),
         "--image-size",
         str(args.image_size),
+        "--clip-seconds",
+        str(args.clip_seconds),
+        "--n-mels",
+        str(args.n_mels),
     ]
     for _ in range(args.rounds):
         for c in configs:  # one process per measurement: nothing of one configuration runs during another
@@ -255,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             runs[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
     results = {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in runs.items()}
-    unit = "videos" if args.dataset == "youtube8m" else "images"
+    unit = {"youtube8m": "videos", "fma": "clips"}.get(args.dataset, "images")
     for name, r in results.items():
         each = ", ".join(f"{x['images_per_s']:.0f}" for x in runs[name])
         print(
@@ -266,6 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         ratios["loader_over_bare_dali"] = results["loader"]["images_per_s"] / results["bare DALI"]["images_per_s"]
     if "PIL DataLoader" in results:
         ratios["loader_over_pil"] = results["loader"]["images_per_s"] / results["PIL DataLoader"]["images_per_s"]
+    if "soundfile+numpy" in results:
+        ratios["loader_over_soundfile_numpy"] = (
+            results["loader"]["images_per_s"] / results["soundfile+numpy"]["images_per_s"]
+        )
+    if args.dataset == "fma":
+        for name, r in results.items():
+            r["audio_seconds_per_s"] = r["images_per_s"] * args.clip_seconds
+            print(f"{name:>15}: {r['audio_seconds_per_s']:8,.0f} audio-seconds/s ({args.clip_seconds:g} s clips)")
     if "pyarrow loop" in results:
         ratios["loader_over_pyarrow"] = results["loader"]["images_per_s"] / results["pyarrow loop"]["images_per_s"]
     for k, v in ratios.items():

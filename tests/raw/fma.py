@@ -125,8 +125,8 @@ def audio_bytes(tid: str) -> bytes:
     return data[: len(data) * 15 // 100] if kind == "truncated" else data
 
 
-def _row(tid: str) -> list[str]:
-    split, subset, top, genres, genres_all, _ = TRACKS[tid]
+def _row(tid: str, track: tuple) -> list[str]:
+    split, subset, top, genres, genres_all, _ = track
     n = int(tid)
     values = {
         ("album", "id"): str(n // 3),
@@ -160,7 +160,7 @@ def _row(tid: str) -> list[str]:
     return [str(n), *(values.get(c, "") for c in COLUMNS)]
 
 
-def write_metadata(root: Path) -> None:
+def write_metadata(root: Path, tracks: dict[str, tuple] = TRACKS) -> None:
     meta = root / "fma_metadata"
     meta.mkdir(parents=True, exist_ok=True)
     with open(meta / "tracks.csv", "w", newline="") as f:
@@ -168,8 +168,8 @@ def write_metadata(root: Path) -> None:
         w.writerow(["", *(a for a, _ in COLUMNS)])
         w.writerow(["", *(b for _, b in COLUMNS)])
         w.writerow(["track_id", *([""] * len(COLUMNS))])
-        for tid in sorted(TRACKS):
-            w.writerow(_row(tid))
+        for tid in sorted(tracks):
+            w.writerow(_row(tid, tracks[tid]))
     with open(meta / "genres.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["genre_id", "#tracks", "parent", "title", "top_level"])
@@ -200,6 +200,17 @@ def write_zips(root: Path) -> Path:
     with zipfile.ZipFile(root / "fma_small.zip", "a", compression=zipfile.ZIP_DEFLATED) as z:  # one member deflated
         z.writestr("fma_small/000/000213.mp3", audio_bytes("000213"))
     shutil.rmtree(tmp)
+    return root
+
+
+def write_many(root: Path, n: int) -> Path:
+    """n synthetic 30 s training tracks (for benchmarks): metadata and MP3s in the folder layout."""
+    tracks = {f"{1000 + i:06d}": ("training", "small", "Pop", [10], [10, 76], "music") for i in range(n)}
+    write_metadata(root, tracks)
+    for tid in tracks:
+        path = root / "fma_small" / tid[:3] / f"{tid}.mp3"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(mp3(*_synth(tid, "music")))
     return root
 
 
