@@ -129,6 +129,18 @@ def _plot(results: dict[str, dict[str, float]], path: str, title: str) -> None:
     img.save(path)
 
 
+def _measure_loader(loader, args: argparse.Namespace, output: str) -> dict[str, float]:
+    """A loader's rate; its bytes are the samples times the split's mean stored bytes per sample."""
+    per_sample = sum(e["num_bytes"] for e in loader.manifest["shards"]) / max(1, loader.manifest["num_samples"])
+    count = lambda b: (len(b[output]), int(len(b[output]) * per_sample))  # noqa: E731
+    return _measure(lambda: iter(loader), args.seconds, args.warmup, count)
+
+
+def _measure_loop(batches, args: argparse.Namespace) -> dict[str, float]:
+    """A baseline's rate: its batches say their samples (`n`) and bytes."""
+    return _measure(batches, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+
+
 def _measure_openimages(which: str, args: argparse.Namespace) -> dict[str, float]:
     from loaders import openimages_dali
     from loaders.baselines import detection_batches
@@ -142,11 +154,8 @@ def _measure_openimages(which: str, args: argparse.Namespace) -> dict[str, float
         image_size=args.image_size,
     )
     if which == "loader":
-        mean_jpeg = sum(e["num_bytes"] for e in loader.manifest["shards"]) / max(1, loader.manifest["num_samples"])
-        n_of = lambda b: (len(b["num_boxes"]), int(len(b["num_boxes"]) * mean_jpeg))  # noqa: E731
-        return _measure(lambda: iter(loader), args.seconds, args.warmup, n_of)
-    pil = detection_batches(loader.split_url, args.batch_size, args.workers, args.image_size)
-    return _measure(pil, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+        return _measure_loader(loader, args, "num_boxes")
+    return _measure_loop(detection_batches(loader.split_url, args.batch_size, args.workers, args.image_size), args)
 
 
 def _measure_youtube8m(which: str, args: argparse.Namespace) -> dict[str, float]:
@@ -154,17 +163,9 @@ def _measure_youtube8m(which: str, args: argparse.Namespace) -> dict[str, float]
     from loaders.baselines import arrow_feature_batches
 
     loader = youtube8m_dali(args.data, batch_size=args.batch_size, device=args.device, num_threads=args.workers)
-    per_row = sum(e["num_bytes"] for e in loader.manifest["shards"]) / max(1, loader.manifest["num_samples"])
     if which == "loader":
-        return _measure(
-            lambda: iter(loader),
-            args.seconds,
-            args.warmup,
-            lambda b: (len(b["labels"]), int(len(b["labels"]) * per_row)),
-        )
-    level = loader.manifest["level"]
-    loop = arrow_feature_batches(loader.split_url, args.batch_size, level)
-    return _measure(loop, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+        return _measure_loader(loader, args, "labels")
+    return _measure_loop(arrow_feature_batches(loader.split_url, args.batch_size, loader.manifest["level"]), args)
 
 
 def _measure_fma(which: str, args: argparse.Namespace) -> dict[str, float]:
@@ -174,11 +175,10 @@ def _measure_fma(which: str, args: argparse.Namespace) -> dict[str, float]:
     kw = dict(clip_seconds=args.clip_seconds, n_mels=args.n_mels)
     loader = fma_dali(args.data, batch_size=args.batch_size, device=args.device, num_threads=args.workers, **kw)
     if which == "loader":
-        per_clip = sum(e["num_bytes"] for e in loader.manifest["shards"]) / max(1, loader.manifest["num_samples"])
-        n_of = lambda b: (len(b["label"]), int(len(b["label"]) * per_clip))  # noqa: E731
-        return _measure(lambda: iter(loader), args.seconds, args.warmup, n_of)
-    loop = audio_batches(loader.split_url, args.batch_size, args.workers, args.clip_seconds, args.n_mels)
-    return _measure(loop, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+        return _measure_loader(loader, args, "label")
+    return _measure_loop(
+        audio_batches(loader.split_url, args.batch_size, args.workers, args.clip_seconds, args.n_mels), args
+    )
 
 
 def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
@@ -200,18 +200,12 @@ def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
         image_size=args.image_size,
     )
     if which == "loader":
-        mean_jpeg = sum(e["num_bytes"] for e in loader.manifest["shards"]) / max(1, loader.manifest["num_samples"])
-        return _measure(
-            lambda: iter(loader),
-            args.seconds,
-            args.warmup,
-            lambda b: (len(b["label"]), int(len(b["label"]) * mean_jpeg)),
-        )
+        return _measure_loader(loader, args, "label")
     if which == "bare DALI":
         bare = _bare_dali_batches(
             loader.split_url, loader.manifest, args.batch_size, args.workers, args.image_size, args.device
         )
-        return _measure(bare, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+        return _measure_loop(bare, args)
     pil = imagenet_batches(loader.split_url, args.batch_size, args.workers, args.image_size)
     return _measure(pil, args.seconds, args.warmup, lambda b: (len(b["label"]), b["bytes"]))
 

@@ -10,7 +10,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from loaders.reading import ArrowSampleReader, Ragged, SampleReader, ShardCache
 from shards.errors import ShardFormatError
 from shards.manifest import read_manifest, split_url_of
 
-__all__ = ["DaliLoader", "multi_hot", "resolve_rank"]
+__all__ = ["DaliLoader", "LoaderOptions", "class_label", "multi_hot", "resolve_rank"]
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -36,6 +36,25 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return int(os.environ.get("RANK", 0) if rank is None else rank), int(
         os.environ.get("WORLD_SIZE", 1) if world_size is None else world_size
     )
+
+
+class LoaderOptions(TypedDict, total=False):
+    """The options every dataset loader takes and hands to `DaliLoader` unchanged (defaults there)."""
+
+    seed: int  # the plan's and DALI's seed (default 0)
+    rank: int | None  # default: torch.distributed, else RANK, else 0
+    world_size: int | None  # default: torch.distributed, else WORLD_SIZE, else 1
+    num_threads: int | None  # DALI threads (default: the cores, shared among the node's ranks)
+    cache_dir: str | None  # local cache for remote shards (default: a temporary one)
+    cache_bytes: int  # its size limit (default 64 GiB)
+    drop_last: bool  # default True: every batch full, the same count on every rank
+    open_shards: int  # shards read at once per rank (default 8)
+    return_keys: bool  # also give each batch's sample keys (default False)
+
+
+def class_label(data: bytes) -> np.ndarray:
+    """A `cls` member (ASCII decimal) as DALI's int64 input: a `host_fields` parser."""
+    return np.array([int(data)], dtype=np.int64)
 
 
 def multi_hot(labels: Ragged, num_classes: int, device: str):
@@ -77,14 +96,14 @@ class _Source:
         lo, hi = b * L.batch_size, min((b + 1) * L.batch_size, len(self.plan))
         shards, samples = self.plan.shard[lo:hi], self.plan.sample[lo:hi]
         if hasattr(L.reader, "read_batch"):  # Arrow: whole columns gathered per shard, not row by row
-            read = L.reader.read_batch(shards, samples, L.fields, ragged=set(L.tensor_fields))
+            read = L.reader.read_batch(shards, samples, L.fields, ragged=L.tensor_columns)
             columns = dict(zip(L.fields, read, strict=True))
         else:
             columns = {f: [] for f in L.fields}
             for s, i in zip(shards.tolist(), samples.tolist(), strict=True):
                 for f, data in zip(L.fields, L.reader.read(s, i, L.fields), strict=True):
                     columns[f].append(data)
-        self.produced[b] = (shards, samples, {f: columns[f] for f in L.tensor_fields})
+        self.produced[b] = (shards, samples, {f: columns[f] for f in L.tensor_columns})
         out: list[Any] = []
         for f in L.dali_fields:
             parse, values = L.host_fields.get(f), columns[f]
@@ -112,7 +131,7 @@ class DaliLoader:
         batch_size: int,
         host_fields: dict[str, Callable[[bytes], np.ndarray]] | None = None,
         host_dtypes: dict[str, str] | None = None,
-        tensor_fields: dict[str, Callable[[Any, str], Any]] | None = None,
+        tensor_fields: dict[str, tuple[str, Callable[[Any, str], Any]]] | None = None,
         device: str = "gpu",
         seed: int = 0,
         rank: int | None = None,
@@ -132,12 +151,13 @@ class DaliLoader:
         # fields parsed in Python as they are read (small ones: labels, boxes); the rest reach DALI as bytes
         self.host_fields = dict(host_fields or {})
         self.host_dtypes = dict(host_dtypes or {})  # field -> DALI type name of its parsed array (default INT64)
-        # fields made into tensors by torch on the output device, not by DALI: `make(column, torch_device)`, where
-        # the column is the batch's values (from Arrow: `reading.Ragged` for list columns). DALI has no scatter, so
-        # multi-hot labels are built here from their few class ids (the dense rows would be ~4x the features' bytes
-        # through DALI's queues and, on the GPU, over PCIe).
+        # outputs made from a field on the output device, not by DALI: {output: (field, make(column, device))},
+        # where the column is the batch's values of the field (from Arrow: `reading.Ragged` for list columns).
+        # DALI has no scatter, so multi-hot labels are built here from their few class ids (`multi_hot`; the
+        # dense rows would be ~4x a YouTube-8M video's feature bytes through DALI's queues and over PCIe).
         self.tensor_fields = dict(tensor_fields or {})
-        self.dali_fields = [f for f in self.fields if f not in self.tensor_fields]
+        self.tensor_columns = {f for f, _ in self.tensor_fields.values()}
+        self.dali_fields = [f for f in self.fields if f not in self.tensor_columns]
         missing = [f for f in self.fields if f not in self.manifest["fields"]]
         if missing:
             raise ValueError(
@@ -248,8 +268,8 @@ class DaliLoader:
             copy = not getattr(self._pipe, "exec_dynamic", False)
             batch = {n: _to_torch(o, copy) for n, o in zip(self.output_names, outs, strict=True)}
             try:
-                for name, make in self.tensor_fields.items():
-                    batch[name] = make(self._source.produced[self._consumed][2][name], self._torch_device())
+                for name, (field, make) in self.tensor_fields.items():
+                    batch[name] = make(self._source.produced[self._consumed][2][field], self._torch_device())
             except ValueError as e:
                 raise ShardFormatError(
                     f"{e}\nwhile making batch {self._consumed} from {self._where(self._consumed)}", url=self.split_url

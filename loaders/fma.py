@@ -16,11 +16,11 @@ relative to each clip's maximum, floored at -`top_db` (librosa's `power_to_db(re
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
-from loaders.core import DaliLoader, multi_hot
+from loaders.core import DaliLoader, LoaderOptions, class_label, multi_hot
 from loaders.reading import Ragged
 
 __all__ = ["fma_dali", "hann", "mel_filters", "reference_eval"]
@@ -63,10 +63,6 @@ def _graph(*, train: bool, codec: str, rate: int, clip: int, features: str, n_ff
     return graph
 
 
-def _label(data: bytes) -> np.ndarray:
-    return np.array([int(data)], dtype=np.int64)
-
-
 def fma_dali(
     url: str,
     batch_size: int = 64,
@@ -79,16 +75,10 @@ def fma_dali(
     top_db: float = 80.0,
     train: bool = True,
     device: str = "gpu",
-    seed: int = 0,
-    rank: int | None = None,
-    world_size: int | None = None,
-    num_threads: int | None = None,
-    cache_dir: str | None = None,
-    cache_bytes: int = 64 << 30,
-    drop_last: bool = True,
-    return_keys: bool = False,
+    **options: Unpack[LoaderOptions],
 ) -> DaliLoader:
-    """A loader over an FMA split written by `python -m pipelines fma` (its folder or manifest URL).
+    """A loader over an FMA split written by `python -m pipelines fma` (its folder or manifest URL); `options`:
+    seed, rank, world_size, cache_dir, ... (`loaders.core.LoaderOptions`).
 
     Outputs: `mel` (float32 N x n_mels x frames, frames = 1 + clip // hop_length) or `waveform` (float32 N x clip,
     or N x clip x 2 for stereo shards), `label` (int64 top-level genre; -1 for tracks with several) and `genres`
@@ -122,18 +112,13 @@ def fma_dali(
         url,
         graph=graph,
         fields=(codec, "cls", "genres"),
-        host_fields={"cls": _label},
-        tensor_fields={"genres": lambda col, dev: multi_hot(Ragged.of_buffers(col, "<i4"), num_genres, dev)},
+        host_fields={"cls": class_label},
+        tensor_fields={
+            "genres": ("genres", lambda col, dev: multi_hot(Ragged.of_buffers(col, "<i4"), num_genres, dev))
+        },
         batch_size=batch_size,
         device=device,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        num_threads=num_threads,
-        cache_dir=cache_dir,
-        cache_bytes=cache_bytes,
-        drop_last=drop_last,
-        return_keys=return_keys,
+        **options,
     )
 
 

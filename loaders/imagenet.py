@@ -13,9 +13,9 @@ with DALI's mixed decoder (nvJPEG and the hardware JPEG engines); `device="cpu"`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
-from loaders.core import DaliLoader
+from loaders.core import DaliLoader, LoaderOptions, class_label
 
 __all__ = ["imagenet_dali", "reference_eval", "classification_images", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -78,12 +78,6 @@ def _graph(*, train: bool, image_size: int, mean, std, dtype: str, channels_last
     return graph
 
 
-def _label(data: bytes):
-    import numpy as np
-
-    return np.array([int(data)], dtype=np.int64)
-
-
 def imagenet_dali(
     url: str,
     batch_size: int = 256,
@@ -91,20 +85,14 @@ def imagenet_dali(
     train: bool = True,
     image_size: int = 224,
     device: str = "gpu",
-    seed: int = 0,
-    rank: int | None = None,
-    world_size: int | None = None,
-    num_threads: int | None = None,
-    cache_dir: str | None = None,
-    cache_bytes: int = 64 << 30,
     dtype: str = "float32",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     channels_last: bool = False,
-    drop_last: bool = True,
-    return_keys: bool = False,
+    **options: Unpack[LoaderOptions],
 ) -> DaliLoader:
-    """A loader over an ImageNet split written by `python -m pipelines imagenet` (its folder or manifest URL)."""
+    """A loader over an ImageNet split written by `python -m pipelines imagenet` (its folder or manifest URL);
+    `options`: seed, rank, world_size, cache_dir, ... (`loaders.core.LoaderOptions`)."""
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
     graph = _graph(train=train, image_size=image_size, mean=mean, std=std, dtype=dtype, channels_last=channels_last)
@@ -112,17 +100,10 @@ def imagenet_dali(
         url,
         graph=graph,
         fields=("jpg", "cls"),
-        host_fields={"cls": _label},
+        host_fields={"cls": class_label},
         batch_size=batch_size,
         device=device,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        num_threads=num_threads,
-        cache_dir=cache_dir,
-        cache_bytes=cache_bytes,
-        drop_last=drop_last,
-        return_keys=return_keys,
+        **options,
     )
 
 

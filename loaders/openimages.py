@@ -17,12 +17,13 @@ from the shards' numeric fields, never from JSON.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
-from loaders.core import DaliLoader
+from loaders.core import DaliLoader, LoaderOptions, multi_hot
 from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD, classification_images
+from loaders.reading import Ragged
 
 __all__ = ["openimages_dali", "reference_eval"]
 
@@ -85,38 +86,21 @@ def openimages_dali(
     train: bool = True,
     image_size: int | None = None,
     device: str = "gpu",
-    seed: int = 0,
-    rank: int | None = None,
-    world_size: int | None = None,
-    num_threads: int | None = None,
-    cache_dir: str | None = None,
-    cache_bytes: int = 64 << 30,
     dtype: str = "float32",
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     channels_last: bool = False,
-    drop_last: bool = True,
-    return_keys: bool = False,
+    **options: Unpack[LoaderOptions],
 ) -> DaliLoader:
-    """A loader over an Open Images split written by `python -m pipelines openimages` (its folder or manifest URL).
+    """A loader over an Open Images split written by `python -m pipelines openimages` (its folder or manifest URL);
+    `options`: seed, rank, world_size, cache_dir, ... (`loaders.core.LoaderOptions`).
 
     image_size defaults to 512 for detection and 224 for classification."""
     if task not in ("detection", "classification"):
         raise ValueError(f"task must be 'detection' or 'classification', not {task!r}")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
-    common = dict(
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        num_threads=num_threads,
-        cache_dir=cache_dir,
-        cache_bytes=cache_bytes,
-        drop_last=drop_last,
-        return_keys=return_keys,
-    )
+    common = dict(batch_size=batch_size, device=device, **options)
     look = dict(mean=mean, std=std, dtype=dtype, channels_last=channels_last)
     if task == "detection":
         graph = _detection_graph(train=train, image_size=image_size or 512, **look)
@@ -130,23 +114,17 @@ def openimages_dali(
         )
     loader: DaliLoader | None = None
 
-    def targets(data: bytes) -> np.ndarray:
-        hot = np.zeros(len(loader.manifest["classes"]), np.float32)
-        hot[_ints(data)] = 1.0
-        return hot
+    def targets(column: list[bytes], device: str):
+        """The multi-hot of the human-verified labels, made on the output device (`loaders.core.multi_hot`)."""
+        return multi_hot(Ragged.of_buffers(column, "<i4"), len(loader.manifest["classes"]), device)
 
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
-        images = classification_images(encoded["jpg"], device, train=train, image_size=image_size or 224, **look)
-        target = encoded["imagelabels"]  # multi-hot, made on the host (see `targets`)
-        return {"image": images, "target": target.gpu() if device == "gpu" else target}
+        return {
+            "image": classification_images(encoded["jpg"], device, train=train, image_size=image_size or 224, **look)
+        }
 
     loader = DaliLoader(
-        url,
-        graph=graph,
-        fields=("jpg", "imagelabels"),
-        host_fields={"imagelabels": targets},
-        host_dtypes={"imagelabels": "FLOAT"},
-        **common,
+        url, graph=graph, fields=("jpg", "imagelabels"), tensor_fields={"target": ("imagelabels", targets)}, **common
     )
     return loader
 

@@ -14,11 +14,11 @@ part of the checkpoint and resumes exactly) — and pads to `max_frames`; `num_f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
-from loaders.core import DaliLoader, multi_hot
+from loaders.core import DaliLoader, LoaderOptions, multi_hot
 
 __all__ = ["youtube8m_dali", "reference_eval", "dequantize"]
 
@@ -66,16 +66,10 @@ def youtube8m_dali(
     frame_sampling: str = "first",
     train: bool = True,
     device: str = "gpu",
-    seed: int = 0,
-    rank: int | None = None,
-    world_size: int | None = None,
-    num_threads: int | None = None,
-    cache_dir: str | None = None,
-    cache_bytes: int = 64 << 30,
-    drop_last: bool = True,
-    return_keys: bool = False,
+    **options: Unpack[LoaderOptions],
 ) -> DaliLoader:
-    """A loader over a YouTube-8M split written by `python -m pipelines youtube8m` (its folder or manifest URL).
+    """A loader over a YouTube-8M split written by `python -m pipelines youtube8m` (its folder or manifest URL);
+    `options`: seed, rank, world_size, cache_dir, ... (`loaders.core.LoaderOptions`).
 
     `level` must match the split's (default: the split's own); `train` is accepted for symmetry with the other
     loaders (features have no augmentation)."""
@@ -100,17 +94,10 @@ def youtube8m_dali(
         fields=(*fields[level], "labels"),
         host_fields=parsers,
         host_dtypes={k: t for k, (_, t) in fields[level].items()},
-        tensor_fields={"labels": lambda labels, device: multi_hot(labels, num_classes, device)},
+        tensor_fields={"labels": ("labels", lambda labels, device: multi_hot(labels, num_classes, device))},
         batch_size=batch_size,
         device=device,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        num_threads=num_threads,
-        cache_dir=cache_dir,
-        cache_bytes=cache_bytes,
-        drop_last=drop_last,
-        return_keys=return_keys,
+        **options,
     )
 
 

@@ -310,20 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     encode = functools.partial(encode_sample, cfg=cfg)
     pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
     for split in job.splits:
-        plan = SplitPlan(
+        plan = SplitPlan.for_job(
+            job,
+            split,
             dataset="imagenet",
-            split=split,
-            split_url=split_urls[split],
             fields=FIELDS,
             classes=WNIDS,
             source={"url": job.input, "layout": layout.name},
-            params={**job.params(), **cfg.params()},
-            seed=job.seed,
-            shard_size=job.shard_size,
-            min_shards=job.min_shards,
-            max_bad_fraction=job.max_bad_fraction,
-            writer_processes=job.writer_processes,
-            storage_options=job.storage_options,
+            params=cfg.params(),
         )
         (
             pipeline

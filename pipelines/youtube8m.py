@@ -238,20 +238,14 @@ def main(argv: list[str] | None = None) -> int:
 
     pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
     for split in job.splits:
-        plan = SplitPlan(
+        plan = SplitPlan.for_job(
+            job,
+            split,
             dataset="youtube8m",
-            split=split,
-            split_url=split_urls[split],
             fields=dict(sorted(schema_to_json(schema(level)).items())),  # the manifest keeps keys sorted
             classes=classes,
             source={"url": job.input, "layout": f"tfrecord-{level}"},
-            params={**job.params(), **cfg.params()},
-            seed=job.seed,
-            shard_size=job.shard_size,
-            min_shards=job.min_shards,
-            max_bad_fraction=job.max_bad_fraction,
-            writer_processes=job.writer_processes,
-            storage_options=job.storage_options,
+            params=cfg.params(),
             format="arrow",
             extra={"level": level, "num_classes": cfg.num_classes},
         )

@@ -6,20 +6,20 @@ from __future__ import annotations
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, NamedTuple
 
 from pipelines.common.images import BadInput
 
 __all__ = ["ZipMember", "inflate", "zip_members"]
 
 
-class ZipMember(tuple):
-    """(name, data offset, stored length, deflated)."""
+class ZipMember(NamedTuple):
+    """Where one member's stored bytes are inside its zip."""
 
-    __slots__ = ()
-
-    def __new__(cls, name: str, offset: int, length: int, deflated: bool):
-        return super().__new__(cls, (name, offset, length, deflated))
+    name: str
+    offset: int
+    length: int
+    deflated: bool
 
 
 def zip_members(f: IO[bytes], url: str, accept: Callable[[str], bool]) -> Iterator[ZipMember]:

@@ -16,7 +16,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.common.options import use_storage_options
+from pipelines.common.options import JobOptions, use_storage_options
 from pipelines.common.records import Pointer
 from pipelines.common.shardwriter import Encoder, write_shard
 from shards import storage
@@ -24,7 +24,7 @@ from shards.keys import shuffle_hash
 from shards.manifest import build_manifest, write_manifest
 from shards.quarantine import QUARANTINE_NAME, dumps_quarantine
 
-__all__ = ["Pointers", "SplitPlan", "WriteSplit", "num_shards", "writer_context"]
+__all__ = ["BatchPointers", "Pointers", "SplitPlan", "WriteSplit", "num_shards", "writer_context"]
 
 
 class Pointers(list):
@@ -72,6 +72,23 @@ class SplitPlan:
     benign_stages: tuple[str, ...] = ()  # quarantine stages that are a choice (a filter), not bad input
     side_table: str | None = None  # "module:function": samples' json -> pyarrow Table, one Parquet file per shard
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest keys
+
+    @classmethod
+    def for_job(cls, job: JobOptions, split: str, *, params: dict[str, Any], **fields: Any) -> SplitPlan:
+        """The plan of one split with what the job's common options decide filled in: the split's URL under
+        --output, the job's params beside the dataset's, seed, shard sizes, bad fraction, writers, storage."""
+        return cls(
+            split=split,
+            split_url=storage.join(job.output, split),
+            params={**job.params(), **params},
+            seed=job.seed,
+            shard_size=job.shard_size,
+            min_shards=job.min_shards,
+            max_bad_fraction=job.max_bad_fraction,
+            writer_processes=job.writer_processes,
+            storage_options=job.storage_options,
+            **fields,
+        )
 
 
 def num_shards(num_samples: int, total_bytes: int, shard_size: int, min_shards: int) -> int:
@@ -221,6 +238,19 @@ def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: Spli
     # Progress records stay in _progress/: a re-run with the same input and options then re-checks and keeps
     # every shard instead of rewriting it. Readers never look there; the manifest is the truth.
     return {"split": plan.split, "samples": written, "quarantined": len(quarantine), "shards": len(entries)}
+
+
+class BatchPointers(beam.PTransform):
+    """PCollection[(split, Pointer)] of one split (after a join) -> PCollection[Pointers], a few lists, which is
+    what WriteSplit takes."""
+
+    def expand(self, pairs):
+        return (
+            pairs
+            | "Pointers" >> beam.Map(lambda kv: kv[1])
+            | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
+            | "List" >> beam.Map(Pointers).with_output_types(Pointers)
+        )
 
 
 class WriteSplit(beam.PTransform):

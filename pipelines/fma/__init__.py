@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import apache_beam as beam
 
     from pipelines.common.progress import run_and_report
-    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
+    from pipelines.common.sharding import BatchPointers, SplitPlan, WriteSplit
 
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
@@ -120,31 +120,19 @@ def main(argv: list[str] | None = None) -> int:
         lambda kv, n: job.splits.index(kv[0]) if kv[0] in job.splits else n - 1, len(job.splits) + 1
     )
     for i, split in enumerate(job.splits):
-        plan = SplitPlan(
+        plan = SplitPlan.for_job(
+            job,
+            split,
             dataset="fma",
-            split=split,
-            split_url=split_urls[split],
             fields=fields(cfg.codec, cfg.keep_original),
             classes=[title for _, title in top],
             source={"url": job.input, "layout": layout.kind},
-            params={**job.params(), **cfg.params()},
-            seed=job.seed,
-            shard_size=job.shard_size,
-            min_shards=job.min_shards,
-            max_bad_fraction=job.max_bad_fraction,
-            writer_processes=job.writer_processes,
-            storage_options=job.storage_options,
+            params=cfg.params(),
             extra={
                 "subset": cfg.subset,
                 "audio": {"codec": cfg.codec, "sample_rate": cfg.sample_rate, "channels": cfg.channels},
                 "genres": [{"id": g, **genres[g]} for g in genre_ids],
             },
         )
-        (
-            by_split[i]
-            | f"Pointers {split}" >> beam.Map(lambda kv: kv[1])
-            | f"Batch {split}" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
-            | f"List {split}" >> beam.Map(Pointers).with_output_types(Pointers)
-            | f"Write {split}" >> WriteSplit(plan, encode)
-        )
+        (by_split[i] | f"Batch {split}" >> BatchPointers() | f"Write {split}" >> WriteSplit(plan, encode))
     return run_and_report(pipeline, "fma", split_urls, progress=job.progress)

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import apache_beam as beam
 
     from pipelines.common.progress import run_and_report
-    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
+    from pipelines.common.sharding import BatchPointers, SplitPlan, WriteSplit
 
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
@@ -103,29 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         lambda kv, n: job.splits.index(kv[0]) if kv[0] in job.splits else 0, len(job.splits)
     )
     for i, split in enumerate(job.splits):
-        plan = SplitPlan(
+        plan = SplitPlan.for_job(
+            job,
+            split,
             dataset="openimages",
-            split=split,
-            split_url=split_urls[split],
             fields=FIELDS,
             classes=list(classes),
             source={"url": job.input, "layout": layout.version},
-            params={**job.params(), **cfg.params(), "classes": args.classes},
-            seed=job.seed,
-            shard_size=job.shard_size,
-            min_shards=job.min_shards,
-            max_bad_fraction=job.max_bad_fraction,
-            writer_processes=job.writer_processes,
-            storage_options=job.storage_options,
+            params={**cfg.params(), "classes": args.classes},
             benign_stages=("filter",),
             side_table="pipelines.openimages.samples:side_table",
             extra={"class_names": [names[m] for m in classes], "class_parents": parents},
         )
-        (
-            by_split[i]
-            | f"Pointers {split}" >> beam.Map(lambda kv: kv[1])
-            | f"Batch {split}" >> beam.BatchElements(min_batch_size=64, max_batch_size=2048)
-            | f"List {split}" >> beam.Map(Pointers).with_output_types(Pointers)
-            | f"Write {split}" >> WriteSplit(plan, encode)
-        )
+        (by_split[i] | f"Batch {split}" >> BatchPointers() | f"Write {split}" >> WriteSplit(plan, encode))
     return run_and_report(pipeline, "openimages", split_urls, progress=job.progress)
