@@ -16,12 +16,15 @@ relative to each clip's maximum, floored at -`top_db` (librosa's `power_to_db(re
 from __future__ import annotations
 
 import io
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from loaders.core import DaliLoader, LoaderOptions, class_label, multi_hot
 from loaders.reading import Ragged
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
+    from typing import Unpack
 
 __all__ = ["fma_dali", "hann", "mel_filters", "reference_eval"]
 

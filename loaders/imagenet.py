@@ -13,9 +13,12 @@ with DALI's mixed decoder (nvJPEG and the hardware JPEG engines); `device="cpu"`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any
 
 from loaders.core import DaliLoader, LoaderOptions, class_label
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
+    from typing import Unpack
 
 __all__ = ["imagenet_dali", "reference_eval", "classification_images", "IMAGENET_MEAN", "IMAGENET_STD"]
 

@@ -17,13 +17,16 @@ from the shards' numeric fields, never from JSON.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from loaders.core import DaliLoader, LoaderOptions, multi_hot
 from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD, classification_images
 from loaders.reading import Ragged
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
+    from typing import Unpack
 
 __all__ = ["openimages_dali", "reference_eval"]
 

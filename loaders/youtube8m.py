@@ -14,11 +14,14 @@ part of the checkpoint and resumes exactly) — and pads to `max_frames`; `num_f
 
 from __future__ import annotations
 
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from loaders.core import DaliLoader, LoaderOptions, multi_hot
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
+    from typing import Unpack
 
 __all__ = ["youtube8m_dali", "reference_eval", "dequantize"]
 
