@@ -36,8 +36,39 @@ def _tree_cpu_seconds(root: int) -> float:
     return tree_usage(root)[1]
 
 
-def _measure(batches, seconds: float, warmup: float, nbytes_of) -> dict[str, float]:
-    """Images/s, MB/s and cores busy over `seconds` after `warmup`, iterating `batches` (restarted as needed)."""
+class _GpuSampler:
+    """`nvidia-smi dmon -s u` in the background while a configuration is measured: the mean utilization of the SMs
+    and of the hardware JPEG decoders (`jpg`), in percent; nothing where there is no nvidia-smi."""
+
+    def __init__(self, device: str):
+        import shutil
+        import subprocess
+
+        self.proc = None
+        if device == "gpu" and shutil.which("nvidia-smi"):
+            cmd = ["nvidia-smi", "dmon", "-s", "u", "-d", "1", "-i", "0"]
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def stop(self) -> dict[str, float]:
+        if self.proc is None:
+            return {}
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        lines = out.splitlines()
+        header = next((ln.lstrip("#").split() for ln in lines if ln.startswith("# gpu")), [])
+        rows = [ln.split() for ln in lines if ln.strip() and not ln.startswith("#")]
+        means = {}
+        for name in ("sm", "jpg", "dec"):
+            if name in header:
+                vals = [float(r[header.index(name)]) for r in rows if r[header.index(name)].replace(".", "").isdigit()]
+                if vals:
+                    means[f"{name}_util_pct"] = sum(vals) / len(vals)
+        return means
+
+
+def _measure(batches, seconds: float, warmup: float, nbytes_of, device: str = "cpu") -> dict[str, float]:
+    """Images/s, MB/s and cores busy over `seconds` after `warmup`, iterating `batches` (restarted as needed);
+    on the GPU also the SM and JPEG-engine utilization (`_GpuSampler`)."""
     it = batches()
     deadline = time.perf_counter() + warmup
     while time.perf_counter() < deadline:
@@ -46,6 +77,7 @@ def _measure(batches, seconds: float, warmup: float, nbytes_of) -> dict[str, flo
         except StopIteration:
             it = batches()
     images = nbytes = 0
+    sampler = _GpuSampler(device)
     cpu0, t0 = _tree_cpu_seconds(os.getpid()), time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         try:
@@ -58,14 +90,23 @@ def _measure(batches, seconds: float, warmup: float, nbytes_of) -> dict[str, flo
         nbytes += size
     dt = time.perf_counter() - t0
     cores = (_tree_cpu_seconds(os.getpid()) - cpu0) / dt
-    return {"images_per_s": images / dt, "MB_per_s": nbytes / dt / 1e6, "cores_busy": cores, "seconds": dt}
+    out = {"images_per_s": images / dt, "MB_per_s": nbytes / dt / 1e6, "cores_busy": cores, "seconds": dt}
+    return out | sampler.stop()
 
 
 # ---------------------------------------------------------------- the bare DALI graph
 
 
 def _bare_dali_batches(
-    split_url: str, manifest: dict[str, Any], batch_size: int, workers: int, image_size: int, device: str
+    split_url: str,
+    manifest: dict[str, Any],
+    batch_size: int,
+    workers: int,
+    image_size: int,
+    device: str,
+    *,
+    train: bool = True,
+    hw_decoder_load: float | None = None,
 ):
     from nvidia.dali import fn, pipeline_def, types
 
@@ -80,22 +121,24 @@ def _bare_dali_batches(
         jpg, cls = fn.readers.webdataset(
             paths=tars, index_paths=idxs, ext=["jpg", "cls"], random_shuffle=True, name="r"
         )
-        images = fn.decoders.image_random_crop(
-            jpg,
-            device="mixed" if device == "gpu" else "cpu",
-            output_type=types.RGB,
-            random_area=[0.08, 1.0],
-            random_aspect_ratio=[3 / 4, 4 / 3],
-            num_attempts=100,
-        )
-        images = fn.resize(images, resize_x=image_size, resize_y=image_size, antialias=True)
+        decoder = {"device": "mixed" if device == "gpu" else "cpu", "output_type": types.RGB}
+        if hw_decoder_load is not None and device == "gpu":
+            decoder["hw_decoder_load"] = hw_decoder_load
+        if train:
+            images = fn.decoders.image_random_crop(
+                jpg, random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=100, **decoder
+            )
+            images = fn.resize(images, resize_x=image_size, resize_y=image_size, antialias=True)
+        else:
+            images = fn.resize(fn.decoders.image(jpg, **decoder), resize_shorter=round(image_size / 0.875))
         images = fn.crop_mirror_normalize(
             images,
             dtype=types.FLOAT,
             output_layout="CHW",
+            crop=None if train else (image_size, image_size),
             mean=[m * 255 for m in IMAGENET_MEAN],
             std=[s * 255 for s in IMAGENET_STD],
-            mirror=fn.random.coin_flip(probability=0.5),
+            mirror=fn.random.coin_flip(probability=0.5) if train else 0,
         )
         return images, cls, jpg.shape()
 
@@ -133,12 +176,12 @@ def _measure_loader(loader, args: argparse.Namespace, output: str) -> dict[str, 
     """A loader's rate; its bytes are the samples times the split's mean stored bytes per sample."""
     per_sample = sum(e["num_bytes"] for e in loader.manifest["shards"]) / max(1, loader.manifest["num_samples"])
     count = lambda b: (len(b[output]), int(len(b[output]) * per_sample))  # noqa: E731
-    return _measure(lambda: iter(loader), args.seconds, args.warmup, count)
+    return _measure(lambda: iter(loader), args.seconds, args.warmup, count, args.device)
 
 
 def _measure_loop(batches, args: argparse.Namespace) -> dict[str, float]:
     """A baseline's rate: its batches say their samples (`n`) and bytes."""
-    return _measure(batches, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]))
+    return _measure(batches, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]), args.device)
 
 
 def _measure_openimages(which: str, args: argparse.Namespace) -> dict[str, float]:
@@ -148,7 +191,7 @@ def _measure_openimages(which: str, args: argparse.Namespace) -> dict[str, float
     loader = openimages_dali(
         args.data,
         batch_size=args.batch_size,
-        train=True,
+        train=not args.eval,
         device=args.device,
         num_threads=args.workers,
         image_size=args.image_size,
@@ -194,20 +237,30 @@ def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
     loader = imagenet_dali(
         args.data,
         batch_size=args.batch_size,
-        train=True,
+        train=not args.eval,
         device=args.device,
         num_threads=args.workers,
         image_size=args.image_size,
     )
     if which == "loader":
         return _measure_loader(loader, args, "label")
-    if which == "bare DALI":
+    if which.startswith("bare DALI"):
         bare = _bare_dali_batches(
-            loader.split_url, loader.manifest, args.batch_size, args.workers, args.image_size, args.device
+            loader.split_url,
+            loader.manifest,
+            args.batch_size,
+            args.workers,
+            args.image_size,
+            args.device,
+            train=not args.eval,
+            hw_decoder_load=0.0 if which == NO_HW else None,
         )
         return _measure_loop(bare, args)
     pil = imagenet_batches(loader.split_url, args.batch_size, args.workers, args.image_size)
     return _measure(pil, args.seconds, args.warmup, lambda b: (len(b["label"]), b["bytes"]))
+
+
+NO_HW = "bare DALI, no HW decoder"  # hw_decoder_load=0: every image on nvJPEG's CUDA path, none on the engines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="A-B-C rounds; figures are medians")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DALI threads = DataLoader workers")
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--eval", action="store_true", help="imagenet/openimages: the eval graph (default: train)")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="fma: seconds of audio per clip")
     p.add_argument("--n-mels", type=int, default=128, help="fma: mel bands")
     p.add_argument(
@@ -241,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_measure_one(args.only, args)))
         return 0
     configs = ["loader"] + (["bare DALI"] if args.dataset == "imagenet" else [])
+    if args.dataset == "imagenet" and args.device == "gpu":
+        configs.append(NO_HW)  # what the hardware JPEG decoders add
     baseline = {"youtube8m": "pyarrow loop", "fma": "soundfile+numpy"}.get(args.dataset, "PIL DataLoader")
     configs += [baseline] if args.baseline == "pil" else []
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
@@ -264,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         str(args.clip_seconds),
         "--n-mels",
         str(args.n_mels),
+        *(["--eval"] if args.eval else []),
     ]
     for _ in range(args.rounds):
         for c in configs:  # one process per measurement: nothing of one configuration runs during another
@@ -277,10 +334,13 @@ def main(argv: list[str] | None = None) -> int:
         each = ", ".join(f"{x['images_per_s']:.0f}" for x in runs[name])
         print(
             f"{name:>15}: {r['images_per_s']:8,.0f} {unit}/s {r['MB_per_s'] / 1000:7.3f} GB/s  {r['cores_busy']:.2f} cores busy  (runs: {each})"
+            + "".join(f"  {k.split('_')[0]} {r[k]:.0f}%" for k in ("sm_util_pct", "jpg_util_pct") if k in r)
         )
     ratios = {}
     if "bare DALI" in results:
         ratios["loader_over_bare_dali"] = results["loader"]["images_per_s"] / results["bare DALI"]["images_per_s"]
+    if NO_HW in results:
+        ratios["hw_decoder_speedup"] = results["bare DALI"]["images_per_s"] / results[NO_HW]["images_per_s"]
     if "PIL DataLoader" in results:
         ratios["loader_over_pil"] = results["loader"]["images_per_s"] / results["PIL DataLoader"]["images_per_s"]
     if "soundfile+numpy" in results:
@@ -301,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "batch_size": args.batch_size,
         "image_size": args.image_size,
+        "graph": "eval" if args.eval else "train",
         "data": args.data,
         "rounds": args.rounds,
         "results": results,

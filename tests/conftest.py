@@ -13,10 +13,12 @@ DATA = Path(__file__).parent / "data"
 
 
 def pytest_collection_modifyitems(config, items):
+    from tests.devices import FORCED_TO_CPU
+
     try:
         import torch
 
-        has_cuda = torch.cuda.is_available()
+        has_cuda = torch.cuda.is_available() or FORCED_TO_CPU  # forced: the rehearsal of the GPU check
     except ImportError:
         has_cuda = False
     skip = pytest.mark.skip(reason="needs a CUDA GPU; run on the GPU machine (see README, GPU checks)")

@@ -15,6 +15,7 @@ from shards.manifest import build_manifest, write_manifest
 from shards.photos import photo_jpeg
 from shards.publish import write_tar_shard
 from shards.wds import iter_samples
+from tests.devices import GPU
 
 pytest.importorskip("nvidia.dali", reason="DALI is not installed (pip install '.[dali]')")
 
@@ -51,7 +52,7 @@ def _keys(loader) -> list[list[str]]:
     return [b["key"] for b in loader]
 
 
-DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)]
+DEVICES = ["cpu", pytest.param(GPU, marks=pytest.mark.gpu, id="gpu")]
 
 
 @pytest.mark.parametrize("device", DEVICES)
