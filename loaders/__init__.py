@@ -8,7 +8,20 @@ from typing import Any
 
 __all__ = ["available"]
 
-_SHARED = {"baselines", "bench", "common", "core", "plan", "reading", "source", "ops", "stream"}
+_SHARED = {
+    "baselines",
+    "bench",
+    "bench_reading",
+    "cache",
+    "common",
+    "core",
+    "integrity",
+    "plan",
+    "reading",
+    "source",
+    "ops",
+    "stream",
+}
 
 
 def available() -> list[str]:

@@ -16,8 +16,9 @@ import random
 import numpy as np
 import torch
 
+from loaders.cache import ShardCache
 from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from loaders.reading import SampleReader, ShardCache
+from loaders.reading import SampleReader
 
 __all__ = ["arrow_feature_batches", "audio_batches", "bbox_crop", "detection_batches", "imagenet_batches"]
 

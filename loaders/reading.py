@@ -1,192 +1,217 @@
-"""Reading planned samples out of shards: a bounded local cache for remote shards, and one pread per field."""
+"""Reading planned samples out of shards a batch at a time, with no work per sample beyond a slice.
+
+Tar shards are memory-mapped once per process: every field of a batch is a zero-copy view of the mapped shard,
+handed to DALI as it is (`external_source(no_copy=True)`), so the bytes are paged in by DALI's worker threads
+while they decode, not by the training process's main thread. Each shard's index is parsed and checked against
+the tar once (keys, fields, spans inside the file), and small fields parsed on the host (labels, boxes) are
+parsed once per shard, then gathered per batch with NumPy. Arrow shards are memory-mapped and gathered by
+column. Remote shards come through `loaders.cache.ShardCache`.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
+import mmap
 import os
-import threading
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from loaders.cache import ShardCache, ShardJob
 from shards import storage
-from shards.errors import ShardFormatError
+from shards.errors import KeyError_, ShardFormatError
 from shards.idx import parse_index
-from shards.keys import split_member_name
+from shards.keys import split_member_name, validate_key
 
-__all__ = ["ShardCache", "SampleReader", "ArrowSampleReader"]
+__all__ = ["SampleReader", "ArrowSampleReader", "Ragged"]
 
 
-class ShardCache:
-    """Local copies of remote shards, at most `max_bytes` on disk, least recently used evicted first.
+def _map(path: str, url: str, expected: int) -> np.ndarray:
+    """A read-only memory map of a whole shard as a uint8 array; its size must be the manifest's."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise ShardFormatError("shard is missing", url=url) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size != expected:
+            raise ShardFormatError(f"is {size} bytes, the manifest says {expected} (truncated or replaced?)", url=url)
+        return np.frombuffer(mmap.mmap(fd, 0, prot=mmap.PROT_READ), np.uint8) if size else np.zeros(0, np.uint8)
+    finally:
+        os.close(fd)
 
-    Local shards are used in place. A remote shard is downloaded whole (one streamed GET) the first time it is
-    needed, or ahead of time by `prefetch`, so later epochs read local disk.
-    """
 
-    def __init__(self, cache_dir: str | None, max_bytes: int):
-        import tempfile
-
-        self._dir = cache_dir or os.path.join(tempfile.gettempdir(), "shardkit-cache")
-        self._max = max_bytes
-        self._lock = threading.Lock()
-        self._inflight: dict[str, threading.Event] = {}
-        self.bytes_fetched = 0
-
-    def path(self, url: str, size: int) -> str:
-        if storage.is_local(url):
-            return storage.local_path(url)
-        name = hashlib.sha256(url.encode()).hexdigest()[:24] + "-" + url.rsplit("/", 1)[-1]
-        local = os.path.join(self._dir, name)
-        with self._lock:
-            event = self._inflight.get(local)
-            mine = event is None and not (os.path.exists(local) and os.path.getsize(local) == size)
-            if mine:
-                event = self._inflight[local] = threading.Event()
-        if not mine:
-            if event is not None:
-                event.wait()
-            try:
-                os.utime(local)  # recently used
-                return local
-            except FileNotFoundError:  # another rank sharing this cache evicted it meanwhile: fetch it again
-                return self.path(url, size)
-        try:
-            os.makedirs(self._dir, exist_ok=True)
-            # ranks of one node share the directory: a lock per shard makes one of them fetch it, and the others
-            # find it there when they get the lock
-            with open(f"{local}.lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                if os.path.exists(local) and os.path.getsize(local) == size:
-                    os.utime(local)
-                    return local
-                self._evict(size)
-                tmp = f"{local}.part-{os.getpid()}-{threading.get_ident()}"
-                with storage.open_read(url, block_size=8 << 20) as src, open(tmp, "wb") as dst:
-                    while chunk := src.read(8 << 20):
-                        dst.write(chunk)
-                        self.bytes_fetched += len(chunk)
-                os.replace(tmp, local)
-        except FileNotFoundError:
-            raise ShardFormatError("shard is missing", url=url) from None
-        finally:
-            with self._lock:
-                self._inflight.pop(local).set()
-        return local
-
-    def _evict(self, incoming: int) -> None:
-        """Remove least recently used copies until `incoming` fits. Ranks of one node may share the directory,
-        so a file can vanish between listing and removal: that is not an error."""
-        if not os.path.isdir(self._dir):
-            return
-        files = []
-        for name in os.listdir(self._dir):
-            if ".part-" in name or name.endswith(".lock"):
-                continue
-            try:
-                st = os.stat(os.path.join(self._dir, name))
-            except FileNotFoundError:
-                continue
-            files.append((st.st_mtime, st.st_size, os.path.join(self._dir, name)))
-        files.sort()
-        total = sum(size for _, size, _ in files)
-        for _, size, path in files:
-            if total + incoming <= self._max:
-                break
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            total -= size
-
-    def prefetch(self, jobs: Sequence[tuple[str, int]]) -> threading.Thread:
-        """Download shards in the background, in the order they will be read."""
-
-        def run() -> None:
-            for url, size in jobs:
-                if not storage.is_local(url):
-                    try:
-                        self.path(url, size)
-                    except Exception:  # the reader raises a clear error when it gets there
-                        return
-
-        t = threading.Thread(target=run, name="shard-prefetch", daemon=True)
-        t.start()
-        return t
+class _TarShard(NamedTuple):
+    data: np.ndarray  # the mapped tar
+    keys: list[str]
+    members: list[dict[str, tuple[int, int]]]  # per sample: ext -> (offset, size)
 
 
 class SampleReader:
-    """Reads the fields of planned samples: the shard's index is parsed once, each field is one pread."""
+    """Reads planned samples of tar shards, a batch at a time (`read_batch`)."""
 
     def __init__(self, split_url: str, manifest: dict[str, Any], cache: ShardCache):
         self.split_url = split_url
         self.entries = [e for e in manifest["shards"] if e["path"].endswith(".tar")]
         self.urls = [storage.join(split_url, e["path"]) for e in self.entries]
         self._cache = cache
-        self._index: dict[int, list] = {}
-        self._fds: dict[int, int] = {}
-        self._spans: dict[tuple[int, tuple[str, ...]], list[tuple[tuple[int, int], ...]]] = {}
+        self._shards: dict[int, _TarShard] = {}
+        self._spans: dict[tuple[int, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
+        self._parsed: dict[tuple[int, str], Any] = {}
 
     def sizes(self) -> list[int]:
         return [e["num_samples"] for e in self.entries]
 
-    def _members(self, shard: int) -> list:
-        if shard not in self._index:
-            e = self.entries[shard]
+    def job(self, shard: int) -> ShardJob:
+        e = self.entries[shard]
+        return ShardJob(self.urls[shard], e["num_bytes"], e.get("sha256"))
+
+    def _shard(self, shard: int) -> _TarShard:
+        if shard not in self._shards:
+            url, e = self.urls[shard], self.entries[shard]
             idx_url = storage.join(self.split_url, e["idx"])
             try:
-                self._index[shard] = parse_index(storage.read_bytes(idx_url), url=idx_url)
+                index = parse_index(storage.read_bytes(idx_url), url=idx_url)
             except FileNotFoundError:
                 raise ShardFormatError("index file is missing", url=idx_url) from None
-        return self._index[shard]
-
-    def _fd(self, shard: int) -> int:
-        if shard not in self._fds:
-            path = self._cache.path(self.urls[shard], self.entries[shard]["num_bytes"])
-            try:
-                self._fds[shard] = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise ShardFormatError("shard is missing", url=self.urls[shard]) from None
-        return self._fds[shard]
+            data = _map(self._cache.path(self.job(shard)), url, e["num_bytes"])
+            self._shards[shard] = _checked(index, len(data), url, data)
+        return self._shards[shard]
 
     def key(self, shard: int, sample: int) -> str:
-        return split_member_name(self._members(shard)[sample][0].name)[0]
+        return self._shard(shard).keys[sample]
 
-    def _field_spans(self, shard: int, exts: tuple[str, ...]) -> list[tuple[tuple[int, int], ...]]:
-        """Per sample, (offset, size) of each wanted field: resolved once per shard, so a read is a pread each."""
+    def _field_spans(self, shard: int, exts: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Start and stop byte of each wanted field of every sample (samples x fields): once per shard."""
         spans = self._spans.get((shard, exts))
         if spans is None:
-            spans = []
-            for members in self._members(shard):
-                by_ext = {split_member_name(m.name)[1]: (m.offset, m.size) for m in members}
-                missing = [e for e in exts if e not in by_ext]
-                if missing:
-                    key = split_member_name(members[0].name)[0]
-                    raise ShardFormatError(f"sample {key!r} has no field(s) {missing}", url=self.urls[shard])
-                spans.append(tuple(by_ext[e] for e in exts))
-            self._spans[(shard, exts)] = spans
+            t = self._shard(shard)
+            start = np.empty((len(t.keys), len(exts)), np.int64)
+            size = np.empty_like(start)
+            for i, members in enumerate(t.members):
+                for j, ext in enumerate(exts):
+                    if ext not in members:
+                        raise ShardFormatError(f"sample {t.keys[i]!r} has no field {ext!r}", url=self.urls[shard])
+                    start[i, j], size[i, j] = members[ext]
+            spans = self._spans[(shard, exts)] = (start, start + size)
         return spans
 
-    def read(self, shard: int, sample: int, exts: Sequence[str]) -> list[bytes]:
-        spans = self._field_spans(shard, tuple(exts))
-        if sample >= len(spans):
-            raise ShardFormatError(f"index lists {len(spans)} samples, the plan wants #{sample}", url=self.urls[shard])
-        fd = self._fd(shard)
-        out = []
-        for offset, size in spans[sample]:
-            data = os.pread(fd, size, offset)
-            if len(data) != size:
+    def _parsed_field(self, shard: int, field: str, j: int, parse: Callable[[Any], np.ndarray]) -> Any:
+        """A host field parsed for every sample of the shard, once: a 2-D array when every sample's value has
+        the same shape (gathered per batch by indexing), else a list of arrays."""
+        key = (shard, field)
+        if key not in self._parsed:
+            start, stop = self._field_spans(shard, (field,))
+            data = self._shard(shard).data
+            try:
+                values = [parse(data[a:b]) for a, b in zip(start[:, 0].tolist(), stop[:, 0].tolist(), strict=True)]
+            except ValueError as e:
+                raise ShardFormatError(f"field {field!r} does not parse: {e}", url=self.urls[shard]) from None
+            same = len({(v.shape, v.dtype) for v in values}) == 1
+            self._parsed[key] = np.stack(values) if same and values else values
+        return self._parsed[key]
+
+    def read_batch(
+        self,
+        shards: np.ndarray,
+        samples: np.ndarray,
+        fields: Sequence[str],
+        *,
+        parsers: Mapping[str, Callable[[Any], np.ndarray]] | None = None,
+        ragged: Set[str] = frozenset(),
+    ) -> list[Any]:
+        """Per field, the planned samples' values in plan order: a list of zero-copy uint8 views of the mapped
+        shards, or for a field in `parsers`, its parsed values (one 2-D array where they share a shape)."""
+        parsers = parsers or {}
+        n = len(shards)
+        raw = tuple(f for f in fields if f not in parsers)
+        start, stop = np.empty((n, len(raw)), np.int64), np.empty((n, len(raw)), np.int64)
+        parsed: dict[str, Any] = {}
+        datas: dict[int, np.ndarray] = {}
+        for shard in np.unique(shards).tolist():
+            where = np.flatnonzero(shards == shard)
+            rows = samples[where]
+            if rows.size and rows.max() >= len(self._shard(shard).keys):
                 raise ShardFormatError(
-                    f"sample {self.key(shard, sample)!r}: shard ends early (truncated?)", url=self.urls[shard]
+                    f"index lists {len(self._shard(shard).keys)} samples, the plan wants #{rows.max()}",
+                    url=self.urls[shard],
                 )
-            out.append(data)
+            datas[shard] = self._shard(shard).data
+            if raw:
+                a, b = self._field_spans(shard, raw)
+                start[where], stop[where] = a[rows], b[rows]
+            for f in parsers:
+                if f not in fields:
+                    continue
+                values = self._parsed_field(shard, f, 0, parsers[f])
+                if isinstance(values, np.ndarray):
+                    if f not in parsed:
+                        parsed[f] = np.empty((n, *values.shape[1:]), values.dtype)
+                    parsed[f][where] = values[rows]
+                else:
+                    if f not in parsed or isinstance(parsed[f], np.ndarray):
+                        parsed[f] = list(parsed[f]) if f in parsed else [None] * n
+                    for d, r in zip(where.tolist(), rows.tolist(), strict=True):
+                        parsed[f][d] = values[r]
+        out: list[Any] = []
+        shard_list = shards.tolist()
+        for f in fields:
+            if f in parsed:
+                out.append(parsed[f])
+                continue
+            j = raw.index(f)
+            out.append(
+                [datas[s][a:b] for s, a, b in zip(shard_list, start[:, j].tolist(), stop[:, j].tolist(), strict=True)]
+            )
         return out
 
+    def read(self, shard: int, sample: int, fields: Sequence[str]) -> list[bytes]:
+        """One sample's fields as bytes (for code that wants no views; the loaders read whole batches)."""
+        one = np.array([shard]), np.array([sample])
+        return [bytes(values[0]) for values in self.read_batch(*one, fields)]
+
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self._shards.clear()
+        self._spans.clear()
+        self._parsed.clear()
+
+
+def _checked(index: list, size: int, url: str, data: np.ndarray) -> _TarShard:
+    """The index's samples, checked as `verify` checks them: valid keys, one key per sample, ordinary members
+    whose data lies inside the tar after their header; a hostile or stale index is refused naming the member."""
+    keys: list[str] = []
+    members: list[dict[str, tuple[int, int]]] = []
+    names, offsets, sizes = [], [], []
+    for sample in index:
+        key = None
+        fields: dict[str, tuple[int, int]] = {}
+        for m in sample:
+            k, ext = split_member_name(m.name)
+            if key is None:
+                key = k
+                try:
+                    validate_key(k, url=url)
+                except KeyError_ as e:
+                    raise ShardFormatError(f"index names an invalid key: {e}", url=url, member=m.name) from None
+            if k != key or not ext or ext in fields:
+                raise ShardFormatError("index mixes members of different samples", url=url, member=m.name)
+            fields[ext] = (m.offset, m.size)
+            names.append(m.name)
+            offsets.append(m.offset)
+            sizes.append(m.size)
+        keys.append(key or "")
+        members.append(fields)
+    off, length = np.array(offsets, np.int64), np.array(sizes, np.int64)
+    outside = np.flatnonzero((off < 512) | (length < 0) | (off + length > size))
+    if outside.size:
+        i = int(outside[0])
+        raise ShardFormatError(f"index span {off[i]}+{length[i]} is not inside the {size}-byte tar", url=url,
+                               member=names[i])  # fmt: skip
+    typeflag = data[off - 356]  # byte 156 of each member's own header, just before its data
+    odd = np.flatnonzero((typeflag != ord("0")) & (typeflag != 0))
+    if odd.size:
+        raise ShardFormatError("index points at a member that is not a regular file", url=url, member=names[odd[0]])
+    return _TarShard(data, keys, members)
 
 
 class Ragged(NamedTuple):
@@ -241,7 +266,7 @@ class ArrowSampleReader:
         if shard not in self._files:
             import pyarrow as pa
 
-            path = self._cache.path(self.urls[shard], self.entries[shard]["num_bytes"])
+            path = self._cache.path(self.job(shard))
             try:
                 reader = pa.ipc.open_file(pa.memory_map(path, "r"))
             except FileNotFoundError:
@@ -286,8 +311,18 @@ class ArrowSampleReader:
             self._colviews[key] = views
         return self._colviews[key]
 
+    def job(self, shard: int) -> ShardJob:
+        e = self.entries[shard]
+        return ShardJob(self.urls[shard], e["num_bytes"], e.get("sha256"))
+
     def read_batch(
-        self, shards: np.ndarray, samples: np.ndarray, fields: Sequence[str], ragged: Set[str] = frozenset()
+        self,
+        shards: np.ndarray,
+        samples: np.ndarray,
+        fields: Sequence[str],
+        *,
+        parsers: Mapping[str, Callable[[Any], np.ndarray] | None] | None = None,
+        ragged: Set[str] = frozenset(),
     ) -> list[Any]:
         """Per field, the values of planned rows in plan order, gathered from zero-copy views of the memory-mapped
         record batches: a fixed-size list column as one 2-D array (a row per sample), a list column named in
@@ -328,6 +363,10 @@ class ArrowSampleReader:
                                 out[f][d] = view[1][r]
         for f, parts in pieces.items():
             out[f] = _gather_ragged(n, parts)
+        for f, name in enumerate(fields):
+            parse = (parsers or {}).get(name)
+            if parse is not None and isinstance(out[f], list):
+                out[f] = [parse(v) for v in out[f]]
         return out
 
     def close(self) -> None:

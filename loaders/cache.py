@@ -1,0 +1,276 @@
+"""Local copies of remote shards: fetched by several streams at once in plan order, checked against the manifest's
+sha256 before use, kept within a size limit without evicting a shard that is about to be read.
+
+One GPU consumes ~1.3 GB/s of ImageNet JPEGs while one S3 stream serves ~50-100 MB/s, so a rank fetches
+`streams` shards (or byte ranges of one large shard) at a time. A shard is written to a `.part` file, hashed,
+compared with the manifest's sha256 and only then renamed into place: a copy in the cache is always a verified
+one. A corrupt download is fetched once more, then raises `ShardFormatError` naming the shard; transient store
+errors (a dropped connection, a short read) are retried with backoff, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+from shards import storage
+from shards.errors import ShardFormatError
+
+__all__ = ["DEFAULT_STREAMS", "ShardCache", "ShardJob"]
+
+DEFAULT_STREAMS = 8  # concurrent GETs per rank: 8 x 50-100 MB/s covers one GPU's ~1.3 GB/s of JPEGs
+RANGE_BYTES = 64 << 20  # a shard larger than two of these is fetched as concurrent ranged GETs
+RETRIES = 4  # attempts per GET on a transient error (backoff 0.25, 0.5, 1 s)
+
+
+class ShardJob(NamedTuple):
+    """A remote shard to have locally: its URL, size and expected sha256 (from the manifest)."""
+
+    url: str
+    size: int
+    sha256: str | None
+
+
+class _Transient(Exception):
+    """A fetch failed in a way worth retrying (short read, dropped connection)."""
+
+
+class ShardCache:
+    """Local copies of remote shards, at most `max_bytes` on disk, least recently used evicted first (never a
+    pinned one: the shards the current epoch has still to read). Local shards are used in place.
+
+    Ranks of one node may share the directory: a lock file per shard makes one of them fetch it and the others
+    find it there."""
+
+    def __init__(self, cache_dir: str | None, max_bytes: int, *, streams: int = DEFAULT_STREAMS):
+        import tempfile
+
+        if streams < 1:
+            raise ValueError(f"fetch_streams must be at least 1, not {streams}")
+        self._dir = cache_dir or os.path.join(tempfile.gettempdir(), "shardkit-cache")
+        if os.path.exists(self._dir) and not os.path.isdir(self._dir):
+            raise NotADirectoryError(f"cache_dir {self._dir} is not a directory")
+        self._max = max_bytes
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # signalled when pinned bytes shrink
+        self._inflight: dict[str, threading.Event] = {}
+        self._pinned: dict[str, int] = {}  # local path -> bytes, not to be evicted
+        self._gets = threading.BoundedSemaphore(streams)  # every GET, whole or ranged, holds one
+        self._pool = ThreadPoolExecutor(streams, thread_name_prefix="shard-fetch")
+        self._ranges = ThreadPoolExecutor(streams, thread_name_prefix="shard-range")
+        self._generation = 0  # bumped by prefetch: older prefetch loops stop
+        self.streams = streams
+        self.bytes_fetched = 0
+
+    def local_name(self, url: str) -> str:
+        import hashlib as h
+
+        return os.path.join(self._dir, h.sha256(url.encode()).hexdigest()[:24] + "-" + url.rsplit("/", 1)[-1])
+
+    def path(self, job: ShardJob) -> str:
+        """The local path of a shard, fetching (and verifying) it first if needed; blocks until it is there."""
+        if storage.is_local(job.url):
+            return storage.local_path(job.url)
+        local = self.local_name(job.url)
+        with self._lock:
+            event = self._inflight.get(local)
+            mine = event is None and not _complete(local, job.size)
+            if mine:
+                event = self._inflight[local] = threading.Event()
+        if not mine:
+            if event is not None:
+                event.wait()
+            try:
+                os.utime(local)  # recently used
+                return local
+            except FileNotFoundError:  # another rank sharing this cache evicted it meanwhile: fetch it again
+                return self.path(job)
+        try:
+            self._fetch_locked(job, local)
+        finally:
+            with self._lock:
+                self._inflight.pop(local).set()
+        return local
+
+    def _fetch_locked(self, job: ShardJob, local: str) -> None:
+        try:
+            os.makedirs(self._dir, exist_ok=True)
+            with open(f"{local}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if _complete(local, job.size):
+                    os.utime(local)
+                    return
+                self._evict(job.size)
+                for attempt in (1, 2):  # a corrupt download is fetched once more
+                    tmp = f"{local}.part-{os.getpid()}-{threading.get_ident()}"
+                    try:
+                        digest = self._download(job, tmp)
+                        if job.sha256 is None or digest == job.sha256:
+                            os.replace(tmp, local)
+                            return
+                    finally:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(tmp)
+                    if attempt == 2:
+                        raise ShardFormatError(
+                            f"downloaded bytes hash to sha256 {digest}, the manifest says {job.sha256} "
+                            "(fetched twice; the stored shard is corrupt)",
+                            url=job.url,
+                        )
+        except FileNotFoundError:
+            raise ShardFormatError("shard is missing", url=job.url) from None
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise OSError(e.errno, f"cache {self._dir} is full while fetching {job.url}") from None
+            if isinstance(e, NotADirectoryError | FileExistsError | PermissionError):
+                raise OSError(e.errno, f"cache {self._dir} cannot hold {job.url}: {e.strerror}") from None
+            raise
+
+    def _download(self, job: ShardJob, tmp: str) -> str:
+        """Fetch the shard into `tmp` (ranged and concurrent when large) and return its sha256."""
+        if job.size <= 2 * RANGE_BYTES:
+            return self._retrying(job, lambda: self._get_whole(job, tmp))
+        with open(tmp, "wb") as f:
+            f.truncate(job.size)
+        starts = range(0, job.size, RANGE_BYTES)
+        fd = os.open(tmp, os.O_WRONLY)
+        try:
+            futures = [self._ranges.submit(self._retrying, job, self._range_writer(job, fd, s)) for s in starts]
+            for fut in futures:
+                fut.result()
+        finally:
+            os.close(fd)
+        h = hashlib.sha256()
+        with open(tmp, "rb") as f:
+            while chunk := f.read(8 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def _range_writer(self, job: ShardJob, fd: int, start: int):
+        def fetch() -> None:
+            length = min(RANGE_BYTES, job.size - start)
+            with self._gets:
+                data = storage.read_range(job.url, start, length)
+            if len(data) != length:
+                raise _Transient(f"range {start}+{length} returned {len(data)} bytes")
+            os.pwrite(fd, data, start)
+            with self._lock:
+                self.bytes_fetched += length
+
+        return fetch
+
+    def _get_whole(self, job: ShardJob, tmp: str) -> str:
+        h, got = hashlib.sha256(), 0
+        with self._gets, storage.open_read(job.url, block_size=8 << 20) as src, open(tmp, "wb") as dst:
+            while chunk := src.read(8 << 20):
+                h.update(chunk)
+                dst.write(chunk)
+                got += len(chunk)
+                with self._lock:
+                    self.bytes_fetched += len(chunk)
+        if got != job.size:
+            raise _Transient(f"download ended after {got} of {job.size} bytes")
+        return h.hexdigest()
+
+    def _retrying(self, job: ShardJob, fetch):
+        for attempt in range(RETRIES):
+            try:
+                return fetch()
+            except FileNotFoundError:
+                raise
+            except (_Transient, OSError, ConnectionError, TimeoutError) as e:
+                if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EACCES, errno.ENOTDIR):
+                    raise
+                if attempt == RETRIES - 1:
+                    raise ShardFormatError(f"fetch failed {RETRIES} times, last: {e}", url=job.url) from None
+                time.sleep(0.25 * 2**attempt)
+            except Exception as e:  # the store's own exception types (botocore, aiohttp) are transient here too
+                if attempt == RETRIES - 1:
+                    raise ShardFormatError(f"fetch failed {RETRIES} times, last: {e!r}", url=job.url) from None
+                time.sleep(0.25 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _evict(self, incoming: int) -> None:
+        """Remove least recently used copies until `incoming` fits, never a pinned one. Ranks of one node may
+        share the directory, so a file can vanish between listing and removal: that is not an error."""
+        if not os.path.isdir(self._dir):
+            return
+        files = []
+        for name in os.listdir(self._dir):
+            if ".part-" in name or name.endswith(".lock"):
+                continue
+            path = os.path.join(self._dir, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime, st.st_size, path))
+        files.sort()
+        total = sum(size for _, size, _ in files)
+        with self._lock:
+            pinned = set(self._pinned)
+        for _, size, path in files:
+            if total + incoming <= self._max:
+                break
+            if path in pinned:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            total -= size
+
+    def prefetch(self, jobs: Sequence[ShardJob]) -> None:
+        """Fetch remote shards in the background, `streams` at a time, in the given (plan) order, pinning each
+        until `release`; it runs ahead only as far as the size limit allows. A new call replaces the last."""
+        remote = [j for j in jobs if not storage.is_local(j.url)]
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+            self._pinned = {self.local_name(j.url): j.size for j in remote if self.local_name(j.url) in self._pinned}
+            self._room.notify_all()
+        if not remote:
+            return
+
+        def fetch(job: ShardJob) -> None:
+            local = self.local_name(job.url)
+            with self._lock:  # run ahead only while the pinned shards and this one fit the limit
+                while self._generation == generation and self._pinned and local not in self._pinned:
+                    if sum(self._pinned.values()) + job.size <= self._max:
+                        break
+                    self._room.wait(timeout=1)
+                if self._generation != generation:
+                    return
+                self._pinned[local] = job.size
+            with contextlib.suppress(Exception):  # the reader raises a clear error when it gets there
+                self.path(job)
+
+        for job in remote:  # the pool takes them first in, first out: plan order
+            self._pool.submit(fetch, job)
+
+    def release(self, urls: Sequence[str]) -> None:
+        """The epoch has read these shards: they may be evicted again."""
+        with self._lock:
+            for url in urls:
+                self._pinned.pop(self.local_name(url), None)
+            self._room.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._room.notify_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._ranges.shutdown(wait=False, cancel_futures=True)
+
+
+def _complete(path: str, size: int) -> bool:
+    try:
+        return os.path.getsize(path) == size
+    except FileNotFoundError:
+        return False
