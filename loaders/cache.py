@@ -15,10 +15,10 @@ import errno
 import fcntl
 import hashlib
 import os
+import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from shards import storage
@@ -45,7 +45,9 @@ class _Transient(Exception):
 
 class ShardCache:
     """Local copies of remote shards, at most `max_bytes` on disk, least recently used evicted first (never a
-    pinned one: the shards the current epoch has still to read). Local shards are used in place.
+    pinned one: the shards the current epoch has still to read). Local shards are used in place. The limit
+    gives way only where the shards a rank reads at once (`open_shards`, twice that where the read-ahead crosses
+    into the next group) do not fit in it.
 
     Ranks of one node may share the directory: a lock file per shard makes one of them fetch it and the others
     find it there."""
@@ -63,9 +65,11 @@ class ShardCache:
         self._room = threading.Condition(self._lock)  # signalled when pinned bytes shrink
         self._inflight: dict[str, threading.Event] = {}
         self._pinned: dict[str, int] = {}  # local path -> bytes, not to be evicted
+        self._released: set[str] = set()  # read this epoch and let go: not to be prefetched again
+        self._downloading: dict[str, int] = {}  # local path -> bytes, being fetched by this process
         self._gets = threading.BoundedSemaphore(streams)  # every GET, whole or ranged, holds one
-        self._pool = ThreadPoolExecutor(streams, thread_name_prefix="shard-fetch")
-        self._ranges = ThreadPoolExecutor(streams, thread_name_prefix="shard-range")
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # prefetch work, taken first in, first out
+        self._workers: list[threading.Thread] = []  # started at the first prefetch of a remote shard
         self._generation = 0  # bumped by prefetch: older prefetch loops stop
         self.streams = streams
         self.bytes_fetched = 0
@@ -90,17 +94,26 @@ class ShardCache:
                 event.wait()
             try:
                 os.utime(local)  # recently used
-                return local
             except FileNotFoundError:  # another rank sharing this cache evicted it meanwhile: fetch it again
                 return self.path(job)
-        try:
-            self._fetch_locked(job, local)
-        finally:
-            with self._lock:
-                self._inflight.pop(local).set()
+        else:
+            try:
+                self._fetch_locked(job, local)
+            finally:
+                with self._lock:
+                    self._inflight.pop(local).set()
+        with self._lock:  # in use until released
+            self._pinned[local] = job.size
         return local
 
     def _fetch_locked(self, job: ShardJob, local: str) -> None:
+        try:
+            self._fetch_into(job, local)
+        finally:
+            with self._lock:
+                self._downloading.pop(local, None)
+
+    def _fetch_into(self, job: ShardJob, local: str) -> None:
         try:
             os.makedirs(self._dir, exist_ok=True)
             with open(f"{local}.lock", "a") as lock:
@@ -108,7 +121,9 @@ class ShardCache:
                 if _complete(local, job.size):
                     os.utime(local)
                     return
-                self._evict(job.size)
+                with self._lock:
+                    self._downloading[local] = job.size
+                self._evict(job.size, local)
                 for attempt in (1, 2):  # a corrupt download is fetched once more
                     tmp = f"{local}.part-{os.getpid()}-{threading.get_ident()}"
                     try:
@@ -140,14 +155,34 @@ class ShardCache:
             return self._retrying(job, lambda: self._get_whole(job, tmp))
         with open(tmp, "wb") as f:
             f.truncate(job.size)
-        starts = range(0, job.size, RANGE_BYTES)
+        starts = list(range(0, job.size, RANGE_BYTES))
         fd = os.open(tmp, os.O_WRONLY)
+        errors: list[BaseException] = []
+        todo = queue.SimpleQueue()
+        for s in starts:
+            todo.put(s)
+
+        def ranges() -> None:  # up to `streams` threads take the ranges; each GET holds a stream
+            while not errors:
+                try:
+                    start = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    self._retrying(job, self._range_writer(job, fd, start))
+                except BaseException as e:
+                    errors.append(e)
+
+        threads = [threading.Thread(target=ranges, daemon=True) for _ in range(min(self.streams, len(starts)))]
         try:
-            futures = [self._ranges.submit(self._retrying, job, self._range_writer(job, fd, s)) for s in starts]
-            for fut in futures:
-                fut.result()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
         finally:
             os.close(fd)
+        if errors:
+            raise errors[0]
         h = hashlib.sha256()
         with open(tmp, "rb") as f:
             while chunk := f.read(8 << 20):
@@ -198,7 +233,7 @@ class ShardCache:
                 time.sleep(0.25 * 2**attempt)
         raise AssertionError("unreachable")
 
-    def _evict(self, incoming: int) -> None:
+    def _evict(self, incoming: int, local: str) -> None:
         """Remove least recently used copies until `incoming` fits, never a pinned one. Ranks of one node may
         share the directory, so a file can vanish between listing and removal: that is not an error."""
         if not os.path.isdir(self._dir):
@@ -214,9 +249,10 @@ class ShardCache:
                 continue
             files.append((st.st_mtime, st.st_size, path))
         files.sort()
-        total = sum(size for _, size, _ in files)
         with self._lock:
             pinned = set(self._pinned)
+            # other downloads of this process will land too: count them as if they were there
+            total = sum(size for _, size, _ in files) + sum(n for p, n in self._downloading.items() if p != local)
         for _, size, path in files:
             if total + incoming <= self._max:
                 break
@@ -234,6 +270,7 @@ class ShardCache:
             self._generation += 1
             generation = self._generation
             self._pinned = {self.local_name(j.url): j.size for j in remote if self.local_name(j.url) in self._pinned}
+            self._released.clear()
             self._room.notify_all()
         if not remote:
             return
@@ -245,28 +282,38 @@ class ShardCache:
                     if sum(self._pinned.values()) + job.size <= self._max:
                         break
                     self._room.wait(timeout=1)
-                if self._generation != generation:
+                if self._generation != generation or local in self._released:  # read (and let go) meanwhile
                     return
                 self._pinned[local] = job.size
             with contextlib.suppress(Exception):  # the reader raises a clear error when it gets there
                 self.path(job)
 
-        for job in remote:  # the pool takes them first in, first out: plan order
-            self._pool.submit(fetch, job)
+        for job in remote:  # the workers take them first in, first out: plan order
+            self._jobs.put((generation, fetch, job))
+        while len(self._workers) < self.streams:  # daemon threads: a waiting prefetch never holds up the exit
+            t = threading.Thread(target=self._work, name="shard-fetch", daemon=True)
+            t.start()
+            self._workers.append(t)
+
+    def _work(self) -> None:
+        while True:
+            generation, fetch, job = self._jobs.get()
+            if generation == self._generation:
+                fetch(job)
 
     def release(self, urls: Sequence[str]) -> None:
         """The epoch has read these shards: they may be evicted again."""
         with self._lock:
             for url in urls:
                 self._pinned.pop(self.local_name(url), None)
+                self._released.add(self.local_name(url))
             self._room.notify_all()
 
     def close(self) -> None:
+        """Stop prefetching (the worker threads stay, idle)."""
         with self._lock:
             self._generation += 1
             self._room.notify_all()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._ranges.shutdown(wait=False, cancel_futures=True)
 
 
 def _complete(path: str, size: int) -> bool:

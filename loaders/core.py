@@ -83,7 +83,8 @@ def multi_hot(labels: Ragged, num_classes: int, device: str):
 
 class _Source:
     """DALI external_source callable: batch `next_batch` of the current epoch plan, as encoded bytes + labels.
-    Columns of `tensor_fields` are kept beside the batch's plan rows (in `produced`) instead of going to DALI.
+    Columns of `tensor_fields` (and the keys, with `return_keys`) are kept beside the batch's plan rows (in
+    `produced`) instead of going to DALI.
 
     The batches are made by one background thread, `AHEAD` batches ahead of DALI's requests: a batch is a pure
     function of (plan, batch index), so the thread needs no state but the plan, and a resume or a new epoch only
@@ -117,12 +118,10 @@ class _Source:
         # one call per batch: spans and parsed fields are gathered with NumPy, bytes are views of mapped shards
         read = L.reader.read_batch(shards, samples, L.fields, parsers=L.host_fields, ragged=L.tensor_columns)
         columns = dict(zip(L.fields, read, strict=True))
-        return (
-            shards,
-            samples,
-            {f: columns[f] for f in L.tensor_columns},
-            [_for_dali(columns[f]) for f in L.dali_fields],
-        )
+        tensors = {f: columns[f] for f in L.tensor_columns}
+        if L.return_keys:  # looked up here too, not on the main thread
+            tensors["__key__"] = [L.reader.key(s, i) for s, i in zip(shards.tolist(), samples.tolist(), strict=True)]
+        return shards, samples, tensors, [_for_dali(columns[f]) for f in L.dali_fields]
 
     def __call__(self) -> list[Any]:
         L = self.loader
@@ -325,14 +324,17 @@ class DaliLoader:
                 raise ShardFormatError(
                     f"{e}\nwhile making batch {self._consumed} from {self._where(self._consumed)}", url=self.split_url
                 ) from None
-            shards, samples, _ = self._source.produced.pop(self._consumed)
+            shards, _, extra = self._source.produced.pop(self._consumed)
             for s in np.unique(shards).tolist():  # a shard that fails its check never reaches the caller
                 if s not in self._verified:
                     self.verifier.wait(self.reader.job(s))
                     self._verified.add(s)
-            self.cache.release([self.reader.urls[s] for s in self._done_after.get(self._consumed, ())])
             if self.return_keys:
-                batch["key"] = [self.reader.key(s, i) for s, i in zip(shards.tolist(), samples.tolist(), strict=True)]
+                batch["key"] = extra["__key__"]
+            done = self._done_after.get(self._consumed, ())
+            if done:  # the epoch has read these: the cache may evict them, the reader unmaps remote ones
+                self.cache.release([self.reader.urls[s] for s in done])
+                self.reader.forget(done)
             self._consumed += 1
             yield batch
         if self._consumed >= self.batches_per_epoch:

@@ -170,6 +170,13 @@ class SampleReader:
         one = np.array([shard]), np.array([sample])
         return [bytes(values[0]) for values in self.read_batch(*one, fields)]
 
+    def forget(self, shards: Sequence[int]) -> None:
+        """Unmap remote shards the epoch has finished with, so that the cache's evictions free their disk space
+        (batches still holding views keep their pages until they go); local shards stay mapped."""
+        for s in shards:
+            if not storage.is_local(self.urls[s]):
+                self._shards.pop(s, None)
+
     def close(self) -> None:
         self._shards.clear()
         self._spans.clear()
@@ -368,6 +375,14 @@ class ArrowSampleReader:
             if parse is not None and isinstance(out[f], list):
                 out[f] = [parse(v) for v in out[f]]
         return out
+
+    def forget(self, shards: Sequence[int]) -> None:
+        """Close remote shards the epoch has finished with (see `SampleReader.forget`)."""
+        for s in shards:
+            if not storage.is_local(self.urls[s]):
+                self._files.pop(s, None)
+                for key in [k for k in self._colviews if k[0] == s]:
+                    del self._colviews[key]
 
     def close(self) -> None:
         self._files.clear()
