@@ -18,7 +18,7 @@ import time
 
 __all__ = ["Throttle"]
 
-CHUNK = 64 << 10
+CHUNK = 256 << 10
 
 
 class Throttle:

@@ -5,7 +5,7 @@
   shards and `.idx` files, in interleaved rounds, each in its own process.
 - `main-thread`: the CPU seconds the training process's main thread spends per 10,000 samples on the real ImageNet
   train graph (`time.thread_time()` around the iteration: what the reading path takes from the thread that also
-  drives the training step).
+  drives the training step), for our loader and for the same graph fed by DALI's own reader (DALI's part).
 - `integrity`: the ImageNet train graph with shard verification on and off, interleaved.
 - `cold`: a cold `s3://` epoch (null graph) through a throttled loopback endpoint (`infra/throttle.py`: first-byte
   latency and bandwidth per connection), with one stream and with the default number of streams; wall time and
@@ -102,29 +102,41 @@ def measure_one(which: str, a: argparse.Namespace) -> dict[str, float]:
             return {"samples_per_s": _rate(p.run, a.seconds, a.warmup, a.batch_size)}
         loader = _our_null(a.data, a.batch_size)
         return {"samples_per_s": _rate(_looping(loader), a.seconds, a.warmup, a.batch_size)}
+    if which == "main-thread-dali":  # the same train graph fed by DALI's own reader: DALI's part of the cost
+        from loaders.bench import _bare_dali_batches
+        from shards.manifest import read_manifest, split_url_of
+
+        split = split_url_of(a.data)
+        batches = _bare_dali_batches(split, read_manifest(split), a.batch_size, a.workers, 224, "cpu")()
+        step = lambda: next(batches)  # noqa: E731
+        return _main_thread(step, a)
     from loaders import imagenet_dali
 
     options = {"verify": which != "verify-off"} if which.startswith("verify") else {}
     loader = imagenet_dali(a.data, batch_size=a.batch_size, train=True, device="cpu", num_threads=a.workers, **options)
     step = _looping(loader)
     if which == "main-thread":
-        _rate(step, 0, a.warmup, a.batch_size)
-        n, c0, t0 = 0, time.thread_time(), time.perf_counter()
-        while time.perf_counter() - t0 < a.seconds:
-            step()
-            n += a.batch_size
-        cpu = time.thread_time() - c0
-        return {"main_thread_s_per_10k": cpu / n * 10_000, "samples_per_s": n / (time.perf_counter() - t0)}
+        return _main_thread(step, a)
     return {"samples_per_s": _rate(step, a.seconds, a.warmup, a.batch_size)}
+
+
+def _main_thread(step, a: argparse.Namespace) -> dict[str, float]:
+    """CPU seconds of this (the main) thread per 10,000 samples, after the warm-up."""
+    _rate(step, 0, a.warmup, a.batch_size)
+    n, c0, t0 = 0, time.thread_time(), time.perf_counter()
+    while time.perf_counter() - t0 < a.seconds:
+        step()
+        n += a.batch_size
+    cpu = time.thread_time() - c0
+    return {"main_thread_s_per_10k": cpu / n * 10_000, "samples_per_s": n / (time.perf_counter() - t0)}
 
 
 def _cold(a: argparse.Namespace) -> dict[str, Any]:
     """A cold s3:// epoch through the throttle, with 1 stream and with the default."""
     import tempfile
 
-    from infra.throttle import Throttle
-
     from infra.local_s3 import local_s3
+    from infra.throttle import Throttle
     from loaders.cache import DEFAULT_STREAMS
     from shards import storage
     from shards.manifest import read_manifest, split_url_of
@@ -182,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_cold_epoch(a)))
         return 0
     what = a.what.split(",")
-    groups = {"null": ["ours-null", "dali-null"], "main-thread": ["main-thread"], "integrity": ["verify-on", "verify-off"]}  # fmt: skip
+    groups = {"null": ["ours-null", "dali-null"], "main-thread": ["main-thread", "main-thread-dali"], "integrity": ["verify-on", "verify-off"]}  # fmt: skip
     configs = [c for w in what for c in groups.get(w, [])]
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
     base = ["--data", a.data, "--batch-size", str(a.batch_size), "--seconds", str(a.seconds), "--warmup", str(a.warmup), "--workers", str(a.workers)]  # fmt: skip

@@ -325,10 +325,11 @@ class DaliLoader:
                     f"{e}\nwhile making batch {self._consumed} from {self._where(self._consumed)}", url=self.split_url
                 ) from None
             shards, _, extra = self._source.produced.pop(self._consumed)
-            for s in np.unique(shards).tolist():  # a shard that fails its check never reaches the caller
-                if s not in self._verified:
-                    self.verifier.wait(self.reader.job(s))
-                    self._verified.add(s)
+            if len(self._verified) < len(self.reader.urls):  # a shard that fails its check never reaches the caller
+                for s in np.unique(shards).tolist():
+                    if s not in self._verified:
+                        self.verifier.wait(self.reader.job(s))
+                        self._verified.add(s)
             if self.return_keys:
                 batch["key"] = extra["__key__"]
             done = self._done_after.get(self._consumed, ())
@@ -384,7 +385,9 @@ def _to_torch(out: Any, copy: bool):
     t = out.as_tensor()
     gpu = type(out).__name__ == "TensorListGPU"
     if not copy:
-        with torch.device(f"cuda:{t.device_id()}" if gpu else "cpu"):
+        if not gpu:
+            return torch.from_dlpack(t)
+        with torch.device(f"cuda:{t.device_id()}"):  # torch's current stream there waits for DALI's
             return torch.from_dlpack(t)
     if gpu:
         from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
