@@ -1,5 +1,5 @@
-"""`python -m loaders.bench imagenet|openimages`: our loader, the bare DALI graph, and a PIL + torch DataLoader
-baseline, on the same shards with the same number of CPU workers, in one run.
+"""`python -m loaders.bench imagenet|openimages|youtube8m|fma`: our loader, the bare DALI graph, and a plain
+baseline, on the same shards with the same number of CPU workers, in one run (`reading`: see bench_reading.py).
 
 openimages: `openimages_dali(task="detection", train=True)` against the PIL detection baseline of
 loaders/baselines.py (the same bbox-aware crop, box transforms, flip, resize and normalize); no bare-DALI run.
@@ -267,8 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     import subprocess
     import sys
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["reading"]:  # the reading path alone: loaders/bench_reading.py
+        from loaders.bench_reading import main as reading
+
+        return reading(argv[1:])
+
     p = argparse.ArgumentParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
-    p.add_argument("dataset", choices=["imagenet", "openimages", "youtube8m", "fma"])
+    p.add_argument("dataset", choices=["imagenet", "openimages", "youtube8m", "fma", "reading"])
     p.add_argument("--data", required=True, help="a split URL written by the dataset's pipeline")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--batch-size", type=int, default=64)

@@ -73,6 +73,7 @@ class ShardCache:
         self._generation = 0  # bumped by prefetch: older prefetch loops stop
         self.streams = streams
         self.bytes_fetched = 0
+        self.fetch_window: tuple[float, float] | None = None  # (first download's start, last one's end)
 
     def local_name(self, url: str) -> str:
         import hashlib as h
@@ -150,6 +151,16 @@ class ShardCache:
             raise
 
     def _download(self, job: ShardJob, tmp: str) -> str:
+        """Fetch the shard into `tmp` and return its sha256; `fetch_window` spans every download's start and end."""
+        start = time.monotonic()
+        try:
+            return self._download_into(job, tmp)
+        finally:
+            with self._lock:
+                first = self.fetch_window[0] if self.fetch_window else start
+                self.fetch_window = (min(first, start), time.monotonic())
+
+    def _download_into(self, job: ShardJob, tmp: str) -> str:
         """Fetch the shard into `tmp` (ranged and concurrent when large) and return its sha256."""
         if job.size <= 2 * RANGE_BYTES:
             return self._retrying(job, lambda: self._get_whole(job, tmp))

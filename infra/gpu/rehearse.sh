@@ -5,7 +5,8 @@
 #   bash infra/gpu/rehearse.sh
 #
 # 1. A virtual environment holding only what the GPU machine has (torch, numpy, pyarrow, fsspec, pillow,
-#    scikit-image, pandas, scipy, pytest, pytest-timeout, hypothesis: no DALI, no Beam, no s3fs, no PyAV).
+#    scikit-image, pandas, scipy, pytest, pytest-timeout, hypothesis, six, packaging, pyyaml, protobuf: no DALI,
+#    no Beam, no s3fs, no moto, no PyAV).
 # 2. infra/gpu/stage.sh for this machine's Python, into a temporary folder.
 # 3. The device calls, simulated: every part but the last copied to a temporary stage folder, then
 #    infra/gpu/check.sh with the last part, `--device cpu --scale small`. Its output and the time it took are
@@ -21,7 +22,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q torch==2.13.0 numpy pyarrow fsspec pillow scikit-image pandas scipy pytest \
-    pytest-timeout hypothesis six packaging
+    pytest-timeout hypothesis six packaging pyyaml protobuf
 fi
 pyver=$("$venv/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 SECONDS=0

@@ -154,13 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["gpu", "cpu"], default="gpu", help="cpu: the rehearsal (default gpu)")
     p.add_argument("--scale", choices=list(SCALES), default="full", help="data and run lengths (default full)")
     p.add_argument("--budget", type=float, default=500, help="seconds for everything (default 500)")
-    p.add_argument("--data", help="where the splits go (default: OUT/../gpu-data, outside what is brought back)")
+    p.add_argument("--data", help="where the splits go (default: a folder in the temp dir, removed at the end)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DALI threads (default: all cores)")
     a = p.parse_args(argv)
     t0 = time.monotonic()
     os.makedirs(a.out, exist_ok=True)
     run = Run(a.out, a.budget)
-    data = a.data or os.path.join(os.path.dirname(os.path.abspath(a.out)), "gpu-data")
+    import tempfile
+
+    scratch = None if a.data else tempfile.mkdtemp(prefix="shardkit-gpu-data-")
+    data = a.data or scratch
     py = sys.executable
     results: dict[str, Any] = {"device": a.device, "scale": a.scale, "environment": environment(), "benches": {}}
     print(json.dumps(results["environment"], indent=1), flush=True)
@@ -192,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     import shutil
 
     shutil.rmtree(run.logs)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
     failed = [s["step"] for s in run.steps if s["status"] != "ok"]
     print(f"pytest: {results['pytest']}; steps not ok: {failed or 'none'}; {results['seconds']} s in all")
     for t in results["targets"] if isinstance(results["targets"], list) else []:
