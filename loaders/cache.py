@@ -76,9 +76,7 @@ class ShardCache:
         self.fetch_window: tuple[float, float] | None = None  # (first download's start, last one's end)
 
     def local_name(self, url: str) -> str:
-        import hashlib as h
-
-        return os.path.join(self._dir, h.sha256(url.encode()).hexdigest()[:24] + "-" + url.rsplit("/", 1)[-1])
+        return os.path.join(self._dir, hashlib.sha256(url.encode()).hexdigest()[:24] + "-" + url.rsplit("/", 1)[-1])
 
     def path(self, job: ShardJob) -> str:
         """The local path of a shard, fetching (and verifying) it first if needed; blocks until it is there."""

@@ -96,7 +96,7 @@ class SampleReader:
             spans = self._spans[(shard, exts)] = (start, start + size)
         return spans
 
-    def _parsed_field(self, shard: int, field: str, j: int, parse: Callable[[Any], np.ndarray]) -> Any:
+    def _parsed_field(self, shard: int, field: str, parse: Callable[[Any], np.ndarray]) -> Any:
         """A host field parsed for every sample of the shard, once: a 2-D array when every sample's value has
         the same shape (gathered per batch by indexing), else a list of arrays."""
         key = (shard, field)
@@ -124,7 +124,7 @@ class SampleReader:
         shards, or for a field in `parsers`, its parsed values (one 2-D array where they share a shape)."""
         parsers = parsers or {}
         n = len(shards)
-        raw = tuple(f for f in fields if f not in parsers)
+        raw = tuple(f for f in fields if parsers.get(f) is None)
         start, stop = np.empty((n, len(raw)), np.int64), np.empty((n, len(raw)), np.int64)
         parsed: dict[str, Any] = {}
         datas: dict[int, np.ndarray] = {}
@@ -140,19 +140,9 @@ class SampleReader:
             if raw:
                 a, b = self._field_spans(shard, raw)
                 start[where], stop[where] = a[rows], b[rows]
-            for f in parsers:
-                if f not in fields:
-                    continue
-                values = self._parsed_field(shard, f, 0, parsers[f])
-                if isinstance(values, np.ndarray):
-                    if f not in parsed:
-                        parsed[f] = np.empty((n, *values.shape[1:]), values.dtype)
-                    parsed[f][where] = values[rows]
-                else:
-                    if f not in parsed or isinstance(parsed[f], np.ndarray):
-                        parsed[f] = list(parsed[f]) if f in parsed else [None] * n
-                    for d, r in zip(where.tolist(), rows.tolist(), strict=True):
-                        parsed[f][d] = values[r]
+            for f, parse in parsers.items():
+                if f in fields and parse is not None:
+                    _gather_parsed(parsed, f, self._parsed_field(shard, f, parse), where, rows, n)
         out: list[Any] = []
         shard_list = shards.tolist()
         for f in fields:
@@ -181,6 +171,22 @@ class SampleReader:
         self._shards.clear()
         self._spans.clear()
         self._parsed.clear()
+
+
+def _gather_parsed(parsed: dict[str, Any], f: str, values: Any, where: np.ndarray, rows: np.ndarray, n: int) -> None:
+    """Put one shard's parsed values of field `f` at the batch positions `where`: into one 2-D array while every
+    shard so far had values of one shape and dtype, else into a list of arrays."""
+    have = parsed.get(f)
+    if isinstance(values, np.ndarray) and (have is None or isinstance(have, np.ndarray)):
+        if have is None:
+            have = parsed[f] = np.empty((n, *values.shape[1:]), values.dtype)
+        if have.shape[1:] == values.shape[1:] and have.dtype == values.dtype:
+            have[where] = values[rows]
+            return
+    if not isinstance(have, list):  # shapes differ between shards (or within one): one array per sample
+        have = parsed[f] = [None] * n if have is None else list(have)
+    for d, r in zip(where.tolist(), rows.tolist(), strict=True):
+        have[d] = values[r]
 
 
 def _checked(index: list, size: int, url: str, data: np.ndarray) -> _TarShard:

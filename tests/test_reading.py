@@ -76,6 +76,37 @@ def test_a_shard_whose_index_points_outside_the_tar_is_refused(split, tmp_path):
         _epoch(_loader(bad, verify=False))
 
 
+def test_host_fields_of_different_shapes_in_different_shards(tmp_path):
+    """Boxes parsed once per shard: one shard whose images all have 1 box, one whose images all have 2, and one
+    of mixed counts; batches mixing them carry each image's own boxes."""
+    from loaders import openimages_dali
+    from shards.manifest import build_manifest, write_manifest
+    from shards.photos import photo_jpeg
+    from shards.publish import write_tar_shard
+
+    url, entries, want = str(tmp_path / "train"), [], {}
+    for s, counts in enumerate([[1] * 4, [2] * 4, [0, 3, 1, 2]]):
+        samples = []
+        for i, c in enumerate(counts):
+            key = f"s{s}i{i}"
+            boxes = np.array([[0.1 * j, 0.1, 0.1 * j + 0.2, 0.5] for j in range(c)], "<f4").reshape(-1, 4)
+            want[key] = boxes
+            fields = {"jpg": photo_jpeg(10 * s + i, size=(64, 48)), "boxes": boxes.tobytes()}
+            samples.append((key, fields | {"labels": np.arange(c, dtype="<i4").tobytes()}))
+        entries.append(write_tar_shard(url, s, samples))
+    m = build_manifest(dataset="openimages", split="train", fields={"jpg": "image/jpeg", "boxes": "<f4", "labels": "<i4"},
+                       shards=entries, source={"url": "test", "inputs_seen": 12}, classes=["a", "b", "c"])  # fmt: skip
+    write_manifest(url, m)
+    loader = openimages_dali(url, batch_size=6, train=False, image_size=32, device="cpu", return_keys=True)
+    seen = 0
+    for batch in loader:
+        for j, key in enumerate(batch["key"]):
+            n = int(batch["num_boxes"][j])
+            assert np.array_equal(batch["boxes"][j][:n].numpy(), want[key]), key
+            seen += 1
+    assert seen == 12
+
+
 def test_a_cache_dir_that_is_a_file_is_a_clear_error(split, tmp_path):
     (tmp_path / "cache").write_text("not a folder")
     with pytest.raises(NotADirectoryError, match="is not a directory"):
@@ -199,3 +230,20 @@ def test_a_small_cache_never_evicts_a_shard_the_epoch_is_about_to_read(split, tm
     on_disk = sum(os.path.getsize(tmp_path / "cache" / n) for n in os.listdir(tmp_path / "cache") if n.endswith(".tar"))
     # the limit, give or take what the reader's read-ahead (~6 batches) had open; far from all 8 shards
     assert on_disk <= 6 * max(sizes) < sum(sizes), (on_disk, sizes)
+
+
+@pytest.mark.integration
+def test_a_full_cache_disk_is_a_clear_error_naming_the_cache_and_the_shard(split, tmp_path, s3_endpoint, monkeypatch):
+    import errno
+
+    import loaders.cache
+
+    url = "s3://test/full/train"
+    _upload(split, url)
+
+    def full(self, job, tmp):
+        raise OSError(errno.ENOSPC, "No space left on device", tmp)
+
+    monkeypatch.setattr(loaders.cache.ShardCache, "_download_into", full)
+    with pytest.raises(OSError, match=r"cache .*/cache is full while fetching s3://test/full/train/shard-00000\d\.tar"):
+        _epoch(_loader(url, cache_dir=str(tmp_path / "cache")))
