@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 from shards import storage
-from shards.errors import ShardFormatError
+from shards.errors import ShardError, ShardFormatError
 from shards.idx import parse_index
-from shards.keys import split_member_name
+from shards.keys import split_member_name, validate_key
 from shards.manifest import read_manifest, split_url_of
+from shards.tario import BLOCK, check_indexed_member
 from shards.wds import iter_samples
 
 __all__ = ["find_sample", "first_samples", "describe_field", "draw_preview"]
@@ -31,14 +32,34 @@ def find_sample(url: str, key: str | None = None) -> tuple[str, dict[str, bytes]
         if "idx" not in entry:
             continue
         shard_url = storage.join(split, entry["path"])
-        for members in parse_index(storage.read_bytes(storage.join(split, entry["idx"]))):
+        idx_url = storage.join(split, entry["idx"])
+        for members in parse_index(storage.read_bytes(idx_url), url=idx_url):
             k = split_member_name(members[0].name)[0]
             if key is None or k == key:
-                fields = {
-                    split_member_name(m.name)[1]: storage.read_range(shard_url, m.offset, m.size) for m in members
-                }
-                return shard_url, {"__key__": k.encode(), **fields}, manifest
+                return shard_url, {"__key__": k.encode(), **_checked_fields(shard_url, entry, members)}, manifest
     raise KeyError(f"{split}: no sample with key {key!r}" if key else f"{split}: the split holds no samples")
+
+
+def _checked_fields(shard_url: str, entry: dict[str, Any], members: list) -> dict[str, bytes]:
+    """A sample's fields read through the index, each entry checked first as the reference reader would: a valid
+    key, one key per sample, the span inside the shard, an intact regular-file header of that name and size."""
+    fields: dict[str, bytes] = {}
+    key = split_member_name(members[0].name)[0]
+    for m in members:
+        k, ext = split_member_name(m.name)
+        try:
+            validate_key(k, url=shard_url)
+        except ShardError as e:
+            raise ShardFormatError(f"index names an invalid key: {e}", url=shard_url, member=m.name) from None
+        if k != key or not ext or ext in fields:
+            raise ShardFormatError("index mixes members of different samples", url=shard_url, member=m.name)
+        if m.offset < BLOCK or m.size < 0 or m.offset + m.size > entry["num_bytes"]:
+            raise ShardFormatError(f"index span {m.offset}+{m.size} is not inside the {entry['num_bytes']}-byte "
+                                   "shard", url=shard_url, member=m.name)  # fmt: skip
+        data = storage.read_range(shard_url, m.offset - BLOCK, BLOCK + m.size)
+        check_indexed_member(data[:BLOCK], m, url=shard_url)
+        fields[ext] = data[BLOCK:]
+    return fields
 
 
 def _arrow_row(shard_url: str, key: str | None) -> dict[str, Any] | None:

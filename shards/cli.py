@@ -87,8 +87,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (`prog: error: ...`, exit 2) without the usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m shards", description=__doc__)
+    p = _Parser(prog="python -m shards", description=__doc__)
     p.add_argument(
         "--storage-options",
         metavar="JSON",
@@ -115,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("preview", help="draw the first N images of a split with their labels into a PNG")
     s.add_argument("url")
     s.add_argument("--out", required=True)
-    s.add_argument("-n", type=int, default=16)
+    s.add_argument("-n", type=_positive, default=16, help="how many images (default 16)")
     s.set_defaults(func=_cmd_preview)
     s = sub.add_parser("verify", help="re-hash shards, check indexes and counts; exit 1 naming what is wrong")
     s.add_argument("url")
@@ -123,13 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Bad usage and bad input end with one line on stderr and exit 2 (argparse's own usage errors too)."""
     args = build_parser().parse_args(argv)
-    if args.storage_options:
-        for protocol, opts in json.loads(args.storage_options).items():
-            storage.configure(protocol, **opts)
+    try:
+        options = json.loads(args.storage_options) if args.storage_options else {}
+        if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+            raise ValueError("not an object of objects")
+    except ValueError as e:
+        print(f'error: --storage-options must be JSON like \'{{"s3": {{"anon": true}}}}\' ({e})', file=sys.stderr)
+        return 2
+    for protocol, opts in options.items():
+        storage.configure(protocol, **opts)
     try:
         return args.func(args)
-    except (ShardError, ValueError, KeyError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ShardError, ValueError, KeyError, OSError) as e:  # OSError: a URL under a regular file, no access, ...
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ from typing import BinaryIO, NamedTuple
 
 from shards.errors import ShardFormatError
 
-__all__ = ["BLOCK", "RECORD", "TarMember", "ustar_header", "iter_members", "padding"]
+__all__ = ["BLOCK", "RECORD", "TarMember", "ustar_header", "iter_members", "check_indexed_member", "padding"]
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # what GNU tar and Python's tarfile pad archives to
@@ -178,3 +178,29 @@ def iter_members(
             raise ShardFormatError(f"unsupported tar member type {kind!r}", url=url, member=name)
         pos = next_pos
         f.seek(pos)
+
+
+def check_indexed_member(header: bytes, member: TarMember, *, url: str = "<stream>") -> None:
+    """Refuse an index entry that the tar does not bear out, by the rules `iter_members` reads a tar with: the
+    512 bytes before the member's data must be an intact header (checksum) of a regular file with that very name
+    and size, and the name must stay inside the split. For readers that go straight to an `.idx` span."""
+    name = member.name
+    _check_name(name, url)
+    if len(header) != BLOCK:
+        raise ShardFormatError("index points before the tar's first header", url=url, member=name)
+    stored = _octal(header[148:156], "chksum", url, name)
+    computed = sum(header[:148]) + 256 + sum(header[156:])
+    if stored != computed and stored != sum((b ^ 0x80) - 0x80 for b in header[:148] + header[156:]) + 256:
+        raise ShardFormatError("tar header checksum mismatch (corrupt, or the index is wrong)", url=url, member=name)
+    kind = header[156:157]
+    if kind not in _REGULAR:
+        what = _LINKS.get(kind, f"type {kind!r}")
+        raise ShardFormatError(f"index points at a {what} member, not a regular file", url=url, member=name)
+    raw_name = _field_str(header[:100])
+    if header[257:262] == b"ustar" and header[345]:
+        raw_name = _field_str(header[345:500]) + b"/" + raw_name
+    if raw_name.decode("utf-8", "surrogateescape") != name:
+        raise ShardFormatError(f"the tar header there names {raw_name!r}", url=url, member=name)
+    size = _octal(header[124:136], "size", url, name)
+    if size != member.size:
+        raise ShardFormatError(f"index says {member.size} bytes, the tar header {size}", url=url, member=name)

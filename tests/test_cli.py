@@ -99,3 +99,24 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert r.returncode == 2 and "no manifest" in r.stderr and "Traceback" not in r.stderr
     r = shards_cli("pack", str(tmp_path), str(tmp_path / "o"), "--shard-size", "lots", check=False)
     assert r.returncode == 2 and "cannot read 'lots' as a size" in r.stderr
+
+
+def test_every_command_answers_bad_usage_with_one_line_and_exit_2(photo_folder, tmp_path):
+    """Bad JSON options, a regular file where a split should be, an output under a file, -n 0: one line each."""
+    url = str(tmp_path / "train")
+    shards_cli("pack", str(photo_folder), url, "--shard-size", "100KB")
+    a_file = tmp_path / "train" / "shard-000000.tar"
+    cases = [
+        (("--storage-options", "{bad", "ls", url), "--storage-options must be JSON"),
+        (("--storage-options", "[1]", "ls", url), "--storage-options must be JSON"),
+        (("verify", str(a_file)), "Not a directory"),
+        (("ls", str(a_file)), "Not a directory"),
+        (("preview", url, "--out", str(a_file / "grid.png")), str(a_file)),
+        (("preview", url, "--out", str(tmp_path / "g.png"), "-n", "0"), "must be at least 1"),
+        (("inspect", url, "no_such_key"), "no sample with key 'no_such_key'"),
+    ]
+    for args, says in cases:
+        r = shards_cli(*args, check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and says in lines[0], (args, r.returncode, r.stderr)
+    assert not (tmp_path / "g.png").exists()

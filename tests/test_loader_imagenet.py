@@ -139,7 +139,9 @@ def test_corrupt_and_missing_shards_name_the_shard(split, tmp_path):
         data[j] ^= 0x5A
     victim.write_bytes(bytes(data))
     loader = imagenet_dali(str(bad), batch_size=8, train=False, image_size=32, device="cpu")
-    with pytest.raises(ValueError, match=r"shard-000003\.tar:k"):
+    # scrambled headers are caught when the index is checked, scrambled JPEG data by the sha256 or the decoder:
+    # either way the error names the shard and a sample key
+    with pytest.raises(ValueError, match=r"shard-000003\.tar(:| \(member ')k\d+"):
         for _ in loader:
             pass
     victim.unlink()
