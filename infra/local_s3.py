@@ -85,13 +85,25 @@ def local_s3(
             proc.wait()
 
 
+def _bucket(name: str) -> str:
+    """S3's bucket naming rules, checked before the server is asked (it answers a bad name with HTTP 400)."""
+    import re
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name) or ".." in name:
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not an S3 bucket name: 3-63 characters, lowercase letters, digits, dots and hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(prog="python -m infra.local_s3", description=__doc__.split("\n")[0])
     p.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
-    p.add_argument("--bucket", action="append", default=[], help="bucket to create (repeatable)")
+    p.add_argument("--bucket", action="append", default=[], type=_bucket, help="bucket to create (repeatable)")
     args = p.parse_args(argv)
     with local_s3(port=args.port, buckets=tuple(args.bucket)) as env:
         if command:

@@ -22,7 +22,7 @@ from loaders.reading import ArrowSampleReader, Ragged, SampleReader
 from shards.errors import ShardFormatError
 from shards.manifest import read_manifest, split_url_of
 
-__all__ = ["DaliLoader", "LoaderOptions", "class_label", "multi_hot", "resolve_rank"]
+__all__ = ["DaliLoader", "LoaderOptions", "class_label", "multi_hot", "positive", "resolve_rank"]
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -55,6 +55,12 @@ class LoaderOptions(TypedDict, total=False):
     return_keys: bool  # also give each batch's sample keys (default False)
     verify: bool  # check local shards against the manifest's sha256, once per process (default True)
     fetch_streams: int  # concurrent GETs per rank from an object store (default 8)
+
+
+def positive(name: str, value: Any) -> None:
+    """Raise a clear ValueError unless `value` is a whole number of at least 1 (sizes, counts)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
 
 
 def class_label(data) -> np.ndarray:
@@ -188,6 +194,9 @@ class DaliLoader:
     ):
         if device not in ("cpu", "gpu"):
             raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
+        for name, value in (("batch_size", batch_size), ("open_shards", open_shards), ("fetch_streams", fetch_streams),
+                            ("cache_bytes", cache_bytes)):  # fmt: skip
+            positive(name, value)
         self.split_url = split_url_of(url)
         self.manifest = read_manifest(self.split_url)
         self.fields = list(fields)
@@ -226,6 +235,12 @@ class DaliLoader:
         self._checkpoint: str | None = None
         self._consumed = 0  # batches of the current epoch handed to the user
         self._plan_for(0)
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"{self.split_url}: rank {self.rank} of {self.world_size} reads {len(self._source.plan)} samples an "
+                f"epoch, fewer than batch_size={batch_size}, so an epoch would yield no batch"
+                + (" (drop_last=True drops the partial one)" if drop_last and len(self._source.plan) else "")
+            )
 
     @staticmethod
     def _local_ranks() -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from loaders.core import DaliLoader, LoaderOptions, class_label
+from loaders.core import DaliLoader, LoaderOptions, class_label, positive
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
     from typing import Unpack
@@ -98,6 +98,7 @@ def imagenet_dali(
     `options`: seed, rank, world_size, cache_dir, ... (`loaders.core.LoaderOptions`)."""
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
+    positive("image_size", image_size)
     graph = _graph(train=train, image_size=image_size, mean=mean, std=std, dtype=dtype, channels_last=channels_last)
     return DaliLoader(
         url,

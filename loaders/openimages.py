@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loaders.core import DaliLoader, LoaderOptions, multi_hot
+from loaders.core import DaliLoader, LoaderOptions, multi_hot, positive
 from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD, classification_images
 from loaders.reading import Ragged
 
@@ -103,6 +103,8 @@ def openimages_dali(
         raise ValueError(f"task must be 'detection' or 'classification', not {task!r}")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
+    if image_size is not None:
+        positive("image_size", image_size)
     common = dict(batch_size=batch_size, device=device, **options)
     look = dict(mean=mean, std=std, dtype=dtype, channels_last=channels_last)
     if task == "detection":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 __all__ = ["main"]
@@ -22,9 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write per-epoch figures here")
     args = p.parse_args(argv)
     make = getattr(loaders, f"{args.dataset}_dali")
-    loader = make(
-        args.url, batch_size=args.batch_size, train=not args.eval, device=args.device, cache_dir=args.cache_dir
-    )
+    try:
+        loader = make(
+            args.url, batch_size=args.batch_size, train=not args.eval, device=args.device, cache_dir=args.cache_dir
+        )
+    except (ValueError, OSError) as e:  # a bad argument or an unreadable split: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{args.dataset}: {len(loader)} batches of {args.batch_size} per epoch on {args.device}")
     epochs = []
     for epoch in range(args.epochs):

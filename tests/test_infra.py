@@ -101,3 +101,12 @@ def test_training_example_compiles_and_uses_the_loader():
     tree = ast.parse((INFRA / "train_example.py").read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert "imagenet_dali" in imported
+
+
+def test_local_s3_says_what_a_bucket_name_must_be():
+    import subprocess
+    import sys
+
+    for bad in ("b", "UPPER", "a" * 64, "-dash"):
+        r = subprocess.run([sys.executable, "-m", "infra.local_s3", "--bucket", bad], capture_output=True, text=True)
+        assert r.returncode == 2 and "3-63 characters" in r.stderr and "Traceback" not in r.stderr, r.stderr

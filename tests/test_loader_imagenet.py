@@ -255,3 +255,25 @@ def test_four_rank_processes_share_an_s3_split_and_a_node_cache(tmp_path, s3_end
     assert fetched[0] + fetched[1] <= total_bytes, fetched
     assert fetched[1] < fetched[0]
     assert storage.listdir(url)  # the split is still there for the next job
+
+
+def test_bad_loader_arguments_are_clear_errors(split):
+    import subprocess
+    import sys
+
+    bad = [
+        (dict(image_size=0), "image_size must be a whole number of at least 1, not 0"),
+        (dict(batch_size=0), "batch_size must be a whole number of at least 1, not 0"),
+        (dict(batch_size=2.5), "batch_size must be a whole number"),
+        (dict(open_shards=0), "open_shards must be"),
+        (dict(device="tpu"), "device must be 'cpu' or 'gpu'"),
+        (dict(dtype="int8"), "dtype must be 'float32' or 'float16'"),
+        (dict(batch_size=97), r"reads 96 samples an epoch, fewer than batch_size=97, so an epoch would yield no batch"),
+        (dict(batch_size=50, world_size=2, rank=1), "rank 1 of 2 reads 48 samples an epoch, fewer than batch_size=50"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            imagenet_dali(str(split), **{"batch_size": 8, "device": "cpu", **kwargs})
+    r = subprocess.run([sys.executable, "-m", "loaders.stream", "imagenet", str(split), "--batch-size", "1000"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "batch_size=1000" in r.stderr, r.stderr
