@@ -16,6 +16,7 @@ __all__ = [
     "JobOptions",
     "base_parser",
     "beam_pipeline_options",
+    "check_stores",
     "expand_option_files",
     "is_local_runner",
     "job_options",
@@ -136,13 +137,64 @@ def _parse_storage_options(text: str | None) -> dict[str, dict[str, Any]]:
         value = None
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         # never echo the value: it usually holds credentials
-        raise SystemExit("error: --storage-options must be a JSON object keyed by protocol, e.g. '{\"s3\": {...}}'")
+        raise _usage_error("--storage-options must be a JSON object keyed by protocol, e.g. '{\"s3\": {...}}'")
     return value
+
+
+def _usage_error(message: str) -> SystemExit:
+    """One line on stderr and exit status 2, as every command here answers bad usage."""
+    import sys
+
+    print(f"error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def _place(url: str) -> tuple[str, str]:
+    """(store, absolute path) of a URL, to compare where two URLs point."""
+    if storage.is_local(url):
+        return "file", os.path.realpath(storage.local_path(url)).rstrip("/") + "/"
+    protocol, _, rest = url.partition("://")
+    return protocol, "/" + rest.strip("/") + "/"
+
+
+def check_stores(input_url: str, output_url: str) -> None:
+    """Before any pipeline is built: the output must not overlap the input, the input must be readable and the
+    output writable (a probe file written and removed). Each failure is one line naming the URL and the cause
+    (exit 2); the traceback goes to the log at debug level."""
+    import logging
+    import uuid
+
+    (p_in, a), (p_out, b) = _place(input_url), _place(output_url)
+    if p_in == p_out and (a.startswith(b) or b.startswith(a)):
+        where = "is" if a == b else ("is inside" if b.startswith(a) else "holds")
+        raise _usage_error(f"--output {output_url} {where} --input {input_url}: shards and progress records would "
+                           "be written into the raw dataset; choose an output outside it")  # fmt: skip
+    try:
+        if not storage.exists(input_url):
+            raise FileNotFoundError("it does not exist")
+        storage.listdir(input_url)
+    except Exception as e:
+        logging.getLogger(__name__).debug("input check failed", exc_info=True)
+        raise _usage_error(f"cannot read --input {input_url}: {_cause(e)}") from None
+    probe = storage.join(output_url, f".shardkit-write-check-{uuid.uuid4().hex[:12]}")
+    try:
+        storage.write_bytes(probe, b"")
+        storage.remove(probe)
+    except Exception as e:
+        logging.getLogger(__name__).debug("output check failed", exc_info=True)
+        raise _usage_error(f"cannot write to --output {output_url}: {_cause(e)}") from None
+
+
+def _cause(e: BaseException) -> str:
+    """An exception as one short line: its type and first line, without file paths of our own code."""
+    text = (str(e).strip().splitlines() or [""])[0][:300]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def job_options(args: argparse.Namespace, beam_args: list[str] = ()) -> JobOptions:
     storage_options = _parse_storage_options(args.storage_options)
     use_storage_options(storage_options)  # the launcher lists and detects the layout itself
+    check_stores(args.input.rstrip("/"), args.output.rstrip("/"))
     return JobOptions(
         input=args.input.rstrip("/"),
         output=args.output.rstrip("/"),
