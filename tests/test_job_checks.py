@@ -3,6 +3,9 @@ must be readable and the output writable; each failure is one line naming the UR
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -64,3 +67,91 @@ def test_object_store_outputs_that_cannot_be_written_fail_in_seconds(tmp_path, c
     line = _fails(capsys, raw, "s3://test/imagenet", "cannot write to --output s3://test/imagenet")
     assert time.monotonic() - t0 < 30, "an unreachable endpoint must fail in seconds"
     assert "testing" not in line  # credentials never in the message
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    out, todo = set(), [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.add(pid)
+        except OSError:
+            pass
+    return alive
+
+
+@pytest.fixture(scope="module")
+def slow_raw(tmp_path_factory):
+    """800 photos that the job re-encodes (--resize-max-side): a write phase long enough to interrupt."""
+    from shards.photos import photo_jpeg
+
+    raw = tmp_path_factory.mktemp("slow") / "raw"
+    for i in range(800):
+        wnid = ("n01440764", "n01443537")[i % 2]
+        (raw / "train" / wnid).mkdir(parents=True, exist_ok=True)
+        (raw / "train" / wnid / f"{wnid}_{i}.JPEG").write_bytes(photo_jpeg(i, size=(320, 240)))
+    return raw
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_the_job_process_stops_its_writers(slow_raw, tmp_path, sig):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(slow_raw), "--output", str(out),
+           "--no-progress", "--splits", "train", "--min-shards", "16", "--resize-max-side", "64",
+           "--writer-processes", "2"]  # fmt: skip
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        progress = out / "train" / "_progress"
+        deadline = time.monotonic() + 240
+        while not (progress.is_dir() and any(progress.glob("*.json"))):
+            assert proc.poll() is None and time.monotonic() < deadline, "no shard was committed in time"
+            time.sleep(0.02)
+        family = _descendants(proc.pid)
+        assert len(family) >= 2, family  # the forkserver and its writers at least
+        proc.send_signal(sig)  # the job's own process only, not its group
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(family), f"{len(_alive(family))} processes outlived the job"
+        files = sorted(p.name for p in (out / "train").iterdir())
+        time.sleep(2)
+        assert sorted(p.name for p in (out / "train").iterdir()) == files, "something still writes shards"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_job_leaves_nothing_in_the_temp_dir(tmp_path):
+    from tests.raw import imagenet as raw_imagenet
+
+    raw = raw_imagenet.LAYOUTS["folders"](tmp_path / "raw")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(raw), "--output", str(tmp_path / "out"),
+           "--no-progress", "--min-shards", "2", "--max-bad-fraction", "0.5"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp)}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not list(tmp.iterdir()), [p.name for p in tmp.iterdir()]  # Beam's Prism attempt left beam-temp*

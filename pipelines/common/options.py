@@ -216,10 +216,10 @@ def job_options(args: argparse.Namespace, beam_args: list[str] = ()) -> JobOptio
 def beam_pipeline_options(beam_args: list[str]):
     """PipelineOptions from the args after `--`; with no runner named, Beam's local runner, in memory.
 
-    Beam's default runner first tries to download Prism; naming the local runner avoids that attempt, so the
-    default needs no network. In-memory mode runs in one process; the shard writers use all cores with
-    threads (their work releases the GIL). Measured on 2 cores, that beats the multi-process mode, whose gRPC
-    data plane costs about as much CPU as the work itself (README, Benchmarks).
+    Beam's default runner first tries to download Prism; naming the in-memory FnApiRunner avoids that attempt,
+    so the default needs no network. It runs in one process; the shard writers use all cores with a process
+    pool. Measured on 2 cores, that beats the multi-process mode, whose gRPC data plane costs about as much CPU
+    as the work itself (README, Benchmarks).
     """
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -227,7 +227,8 @@ def beam_pipeline_options(beam_args: list[str]):
     if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
         args.append("--default_sdk_harness_log_level=WARNING")
     if not any(a.startswith("--runner") for a in args):
-        args += ["--runner=DirectRunner"]
-        if not any(a.startswith("--direct_running_mode") for a in args):
-            args.append("--direct_running_mode=in_memory")
+        # Beam's FnApiRunner, in memory: what the DirectRunner falls back to after it first tries Prism, which
+        # starts a job server (leaving an empty beam-temp* folder in the temp dir every run) and tries to
+        # download the Prism binary; naming it skips both
+        args.append("--runner=FnApiRunner")
     return PipelineOptions(args)

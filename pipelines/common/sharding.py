@@ -18,7 +18,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines.common.options import JobOptions, use_storage_options
 from pipelines.common.records import Pointer
-from pipelines.common.shardwriter import Encoder, write_shard
+from pipelines.common.shardwriter import Encoder, die_with_parent, write_shard
 from shards import storage
 from shards.keys import shuffle_hash
 from shards.manifest import build_manifest, write_manifest
@@ -152,10 +152,13 @@ class _WriteShards(beam.DoFn):
     def setup(self) -> None:
         if _workers(self._plan) > 1:
             import concurrent.futures as cf
+            import os
 
             # forkserver: the launcher runs threads (the runner's, the progress line's), so plain fork is unsafe
             ctx = writer_context(self._encode_module())
-            self._pool = cf.ProcessPoolExecutor(max_workers=_workers(self._plan), mp_context=ctx)
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=_workers(self._plan), mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+            )
 
     def _encode_module(self) -> str:
         fn = getattr(self._encode, "func", self._encode)
