@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from loaders.baselines import imagenet_batches
 from shards.procs import tree_usage
 
 __all__ = ["main"]
@@ -256,6 +255,8 @@ def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
             hw_decoder_load=0.0 if which == NO_HW else None,
         )
         return _measure_loop(bare, args)
+    from loaders.baselines import imagenet_batches  # torch: imported only when measured, not for --help
+
     pil = imagenet_batches(loader.split_url, args.batch_size, args.workers, args.image_size)
     return _measure(pil, args.seconds, args.warmup, lambda b: (len(b["label"]), b["bytes"]))
 
@@ -276,13 +277,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
     p.add_argument("dataset", choices=["imagenet", "openimages", "youtube8m", "fma", "reading"])
     p.add_argument("--data", required=True, help="a split URL written by the dataset's pipeline")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seconds", type=float, default=10, help="measured seconds per configuration and round")
-    p.add_argument("--warmup", type=float, default=3)
-    p.add_argument("--rounds", type=int, default=3, help="A-B-C rounds; figures are medians")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="DALI threads = DataLoader workers")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the graphs run (default cpu)")
+    p.add_argument("--batch-size", type=int, default=64, help="default 64")
+    p.add_argument(
+        "--seconds", type=float, default=10, help="measured seconds per configuration and round (default 10)"
+    )
+    p.add_argument("--warmup", type=float, default=3, help="seconds run before measuring (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="A-B-C rounds; figures are medians (default 3)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="DALI threads = DataLoader workers (default: the cores)",
+    )
+    p.add_argument("--image-size", type=int, default=224, help="output side in pixels (default 224)")
     p.add_argument("--eval", action="store_true", help="imagenet/openimages: the eval graph (default: train)")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="fma: seconds of audio per clip")
     p.add_argument("--n-mels", type=int, default=128, help="fma: mel bands")
@@ -293,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         help="pil: the plain baseline (a PIL DataLoader; for youtube8m a pyarrow + numpy loop; for fma a soundfile + "
         "NumPy STFT/mel DataLoader)",
     )
-    p.add_argument("--json")
-    p.add_argument("--plot")
+    p.add_argument("--json", help="write every figure and run here")
+    p.add_argument("--plot", help="draw the images/s of each configuration into this PNG")
     p.add_argument("--only", help=argparse.SUPPRESS)  # internal: measure one configuration in this process
     args = p.parse_args(argv)
     if args.only:

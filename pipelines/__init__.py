@@ -8,6 +8,18 @@ from types import ModuleType
 
 __all__ = ["available", "load"]
 
+
+def _quiet_beam_import() -> None:
+    """Beam's GCP module logs "apitools not found ..." on import whenever the GCP extras are absent, which is
+    every run here (no GCP client is used): a warning a user can do nothing about, filtered out in every process
+    that imports this package (the job's and its shard writers')."""
+    import logging
+
+    logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
+
+
+_quiet_beam_import()
+
 _SHARED = {"common", "cli", "transforms", "bench"}  # modules of shared code, not datasets
 
 

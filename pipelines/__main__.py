@@ -7,17 +7,8 @@ import sys
 from pipelines import available, load
 
 
-def _quiet_beam_import() -> None:
-    """Beam's GCP module logs "apitools not found ..." on import whenever the GCP extras are absent, which is
-    every run here (no GCP client is used): a warning a user can do nothing about, so it is filtered out."""
-    import logging
-
-    logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _quiet_beam_import()
     if not argv or argv[0] in ("-h", "--help"):
         names = available()
         print("usage: python -m pipelines <dataset> --input URL --output URL [options] [-- beam options]\n")

@@ -280,11 +280,6 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: ImageNetConfig) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import apache_beam as beam
-
-    from pipelines.common.progress import run_and_report
-    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
-
     # worker warnings that the local runner forwards (unparseable args and the like) are noise to users
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
@@ -308,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     split_urls = {s: storage.join(job.output, s) for s in job.splits}
     encode = functools.partial(encode_sample, cfg=cfg)
+    # Beam is imported only now: --help, usage errors and the store checks above answer in a second
+    import apache_beam as beam
+
+    from pipelines.common.progress import run_and_report
+    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
+
     pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
     for split in job.splits:
         plan = SplitPlan.for_job(

@@ -205,10 +205,6 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: YouTube8MConfig) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    import apache_beam as beam
-
-    from pipelines.common.progress import run_and_report
-    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
     from shards.arrow import schema_to_json
 
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
@@ -235,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     def listed(url: str) -> list[Pointer]:
         use_storage_options(job.storage_options)
         return Pointers(list_file(url, level))
+
+    # Beam is imported only now: --help, usage errors and the store checks above answer in a second
+    import apache_beam as beam
+
+    from pipelines.common.progress import run_and_report
+    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
 
     pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
     for split in job.splits:

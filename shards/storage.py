@@ -30,6 +30,8 @@ __all__ = [
     "read_bytes",
     "read_range",
     "atomic_write",
+    "stale_temporaries",
+    "TEMPORARY_NAME",
     "write_bytes",
     "exists",
     "size",
@@ -136,6 +138,59 @@ def read_range(url: str, offset: int, length: int) -> bytes:
     return fs.cat_file(path, start=offset, end=offset + length)
 
 
+def _writer_tag() -> str:
+    """`<host>-<pid>` of the writing process, in temporary names: whoever finds one later can tell whether its
+    writer is still alive (`stale_temporaries`)."""
+    import re
+    import socket
+
+    return f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:32] or 'host'}-{os.getpid()}"
+
+
+TEMPORARY_NAME = r"^\.(?P<name>.+)\.tmp-(?:(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-)?[0-9a-f]{12}$"
+
+
+def stale_temporaries(folder_url: str, *, max_age: float = 3600.0) -> list[str]:
+    """Names of the temporaries `atomic_write` left in a local folder that nobody will finish: their writer ran
+    on this host and is gone, or they are older than `max_age` seconds (a writer on another host, or a name of
+    an older version). A live writer's temporary is never listed, so a concurrent run is not disturbed."""
+    import re
+    import time
+
+    if not is_local(folder_url):
+        return []  # object stores: atomic_write uploads in parts, and an aborted upload leaves no object
+    folder = local_path(folder_url)
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    here = _writer_tag().rsplit("-", 1)[0]
+    stale = []
+    for e in entries:
+        m = re.match(TEMPORARY_NAME, e.name)
+        if not m or not e.is_file(follow_symlinks=False):
+            continue
+        if (m["host"] == here and not _alive(int(m["pid"]))) or time.time() - e.stat().st_mtime > max_age:
+            stale.append(e.name)
+    return sorted(stale)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
+
 @contextlib.contextmanager
 def atomic_write(url: str, *, block_size: int | None = None) -> Iterator[BinaryIO]:
     """Yield a binary file that becomes visible at `url` only if the block exits without an exception.
@@ -146,7 +201,7 @@ def atomic_write(url: str, *, block_size: int | None = None) -> Iterator[BinaryI
         path = local_path(url)
         folder, name = os.path.split(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+        tmp = os.path.join(folder, f".{name}.tmp-{_writer_tag()}-{uuid.uuid4().hex[:12]}")
         try:
             with open(tmp, "wb", buffering=0) as f:  # unbuffered: writers hand over large pieces
                 yield f
@@ -170,7 +225,7 @@ def atomic_write(url: str, *, block_size: int | None = None) -> Iterator[BinaryI
         f.close()
         return
     parent, name = posixpath.split(path)
-    tmp = posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp = posixpath.join(parent, f".{name}.tmp-{_writer_tag()}-{uuid.uuid4().hex[:12]}")
     try:
         with fs.open(tmp, "wb") as f:
             yield f

@@ -104,6 +104,22 @@ def _check_shard(split: str, entry: dict[str, Any], manifest: dict[str, Any], ke
     raise ShardFormatError("unknown shard type (expected .tar or .arrow)", url=url)
 
 
+def _strays(split: str, manifest: dict) -> list[str]:
+    """Files in the split folder that no reader will ever look at: temporaries of an interrupted writer and
+    shard files the manifest does not list (garbage from an interrupted run with other options)."""
+    import re
+
+    listed = {e["path"] for e in manifest["shards"]} | {e.get("idx") for e in manifest["shards"]}
+    out = []
+    for name in storage.listdir(split):
+        if re.match(storage.TEMPORARY_NAME, name):
+            out.append(f"{storage.join(split, name)}: stray temporary of an interrupted write (a re-run of the job "
+                       "removes it once its writer is gone)")  # fmt: skip
+        elif re.fullmatch(r"shard-\d{6}\.(tar|idx|arrow)", name) and name not in listed:
+            out.append(f"{storage.join(split, name)}: stray shard file the manifest does not list")
+    return out
+
+
 def verify_split(url: str) -> VerifyReport:
     """Check a whole split; every problem found is listed (one per shard at most), none is raised."""
     split = split_url_of(url)
@@ -121,6 +137,7 @@ def verify_split(url: str) -> VerifyReport:
             report.num_shards += 1
         except ShardError as e:
             report.problems.append(str(e))
+    report.problems += _strays(split, manifest)
     q = manifest["quarantine"]
     qurl = storage.join(split, q["path"])
     try:

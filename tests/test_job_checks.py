@@ -155,3 +155,57 @@ def test_a_job_leaves_nothing_in_the_temp_dir(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(tmp)}, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert not list(tmp.iterdir()), [p.name for p in tmp.iterdir()]  # Beam's Prism attempt left beam-temp*
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_rerun_removes_stale_temporaries_and_verify_reports_strays(tmp_path):
+    from shards import storage
+    from shards.verify import verify_split
+    from tests.raw import imagenet as raw_imagenet
+
+    raw = raw_imagenet.LAYOUTS["folders"](tmp_path / "raw")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(raw), "--output", str(out), "--no-progress",
+           "--min-shards", "2", "--max-bad-fraction", "0.5", "--splits", "train"]  # fmt: skip
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    split = out / "train"
+    host = storage._writer_tag().rsplit("-", 1)[0]
+    dead = split / f".shard-000001.tar.tmp-{host}-{_dead_pid()}-0123456789ab"  # a killed writer's
+    live = split / f".shard-000002.tar.tmp-{host}-{os.getpid()}-0123456789ab"  # a running writer's (this test)
+    old = split / ".shard-000003.tar.tmp-abcdef012345"  # an older version's, untouched for two hours
+    stray = split / "shard-000099.tar"
+    for p in (dead, live, old, stray):
+        p.write_bytes(b"x" * 1000)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    problems = "\n".join(verify_split(str(split)).problems)
+    for p in (dead, live, old):
+        assert f"{p.name}: stray temporary" in problems
+    assert "shard-000099.tar: stray shard file" in problems
+    assert sorted(storage.stale_temporaries(str(split))) == sorted([dead.name, old.name])
+    assert subprocess.run(cmd, capture_output=True).returncode == 0  # the re-run
+    assert not dead.exists() and not old.exists() and live.exists()  # a live writer's temporary is left alone
+
+
+@pytest.mark.slow
+def test_the_progress_line_moves_while_the_job_runs(slow_raw, tmp_path):
+    """In a log (stderr not a terminal) a progress line every SHARDKIT_PROGRESS_SECONDS; the shards being written
+    and their bytes show before the first one commits, and the counts grow."""
+    import re
+
+    cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(slow_raw), "--output", str(tmp_path / "out"),
+           "--splits", "train", "--min-shards", "16", "--resize-max-side", "64", "--writer-processes", "1"]  # fmt: skip
+    env = {**os.environ, "SHARDKIT_PROGRESS_SECONDS": "0.2"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("[imagenet] train:")]
+    assert len(lines) >= 3, r.stderr
+    seconds = [float(re.search(r"([\d.]+)s$", ln).group(1)) for ln in lines]
+    assert seconds == sorted(seconds) and seconds[-1] > seconds[0]
+    assert any("being written" in ln for ln in lines), lines
+    committed = [int(re.search(r"train: (\d+) shards committed", ln).group(1)) for ln in lines]
+    assert committed == sorted(committed) and committed[-1] > committed[0], lines

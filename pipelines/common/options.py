@@ -109,7 +109,8 @@ def base_parser(prog: str, description: str, *, splits: str) -> argparse.Argumen
     p.add_argument("--shard-size", default="256MB", help="target bytes per shard (default 256MB)")
     p.add_argument("--min-shards", type=int, default=64, help="never fewer shards, if samples allow (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the global shuffle (default 0)")
-    p.add_argument("--max-bad-fraction", type=float, default=0.001, help="fail when more is quarantined")
+    p.add_argument("--max-bad-fraction", type=float, default=0.001,
+                   help="fail the job when a larger fraction of a split's inputs is quarantined (default 0.001)")  # fmt: skip
     p.add_argument("--storage-options", metavar="JSON", help="fsspec options per protocol, e.g. '{\"s3\": {...}}'")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     p.add_argument(

@@ -7,6 +7,7 @@ previous run committed the same shard (same pointers, same options, checksum int
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import pickle
@@ -18,7 +19,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines.common.options import JobOptions, use_storage_options
 from pipelines.common.records import Pointer
-from pipelines.common.shardwriter import Encoder, die_with_parent, write_shard
+from pipelines.common.shardwriter import PROGRESS_DIR, Encoder, die_with_parent, write_shard
 from shards import storage
 from shards.keys import shuffle_hash
 from shards.manifest import build_manifest, write_manifest
@@ -76,10 +77,16 @@ class SplitPlan:
     @classmethod
     def for_job(cls, job: JobOptions, split: str, *, params: dict[str, Any], **fields: Any) -> SplitPlan:
         """The plan of one split with what the job's common options decide filled in: the split's URL under
-        --output, the job's params beside the dataset's, seed, shard sizes, bad fraction, writers, storage."""
+        --output, the job's params beside the dataset's, seed, shard sizes, bad fraction, writers, storage.
+        Temporaries an interrupted run left in the split (whose writers are gone) are removed here, first."""
+        split_url = storage.join(job.output, split)
+        for folder in (split_url, storage.join(split_url, PROGRESS_DIR), storage.join(split_url, "annotations")):
+            for name in storage.stale_temporaries(folder):
+                with contextlib.suppress(FileNotFoundError):
+                    storage.remove(storage.join(folder, name))
         return cls(
             split=split,
-            split_url=storage.join(job.output, split),
+            split_url=split_url,
             params={**job.params(), **params},
             seed=job.seed,
             shard_size=job.shard_size,

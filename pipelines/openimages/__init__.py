@@ -53,11 +53,6 @@ __all__ = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    import apache_beam as beam
-
-    from pipelines.common.progress import run_and_report
-    from pipelines.common.sharding import BatchPointers, SplitPlan, WriteSplit
-
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
     p = base_parser("python -m pipelines openimages", __doc__.split("\n")[0], splits="train,validation")
@@ -89,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     def listed(unit: Unit) -> Iterator[tuple[str, Any]]:
         use_storage_options(job.storage_options)
         yield from list_unit(unit, cfg, staging, job.splits)
+
+    # Beam is imported only now: --help, usage errors and the store checks above answer in a second
+    import apache_beam as beam
+
+    from pipelines.common.progress import run_and_report
+    from pipelines.common.sharding import BatchPointers, SplitPlan, WriteSplit
 
     pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
     joined = (
