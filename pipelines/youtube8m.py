@@ -169,7 +169,15 @@ def _ints(feature) -> list[int]:
 
 
 def encode_sample(p: Pointer, data: bytes, *, cfg: YouTube8MConfig) -> dict[str, Any]:
-    """One Arrow row from one record (the writer ranged-read its payload)."""
+    """One Arrow row from one record (the writer ranged-read its payload); a damaged record is quarantined with
+    its file and record number, as the listing's entries are."""
+    try:
+        return _row(p, data, cfg)
+    except BadInput as e:
+        raise BadInput(f"{p.meta['file']} record {p.meta['record']}: {e}", stage=e.stage) from None
+
+
+def _row(p: Pointer, data: bytes, cfg: YouTube8MConfig) -> dict[str, Any]:
     _, msg = _parse(data, cfg.level)
     features = msg.features.feature if cfg.level == "video" else msg.context.feature
     labels = sorted(set(_ints(features["labels"]))) if "labels" in features else []

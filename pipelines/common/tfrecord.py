@@ -54,7 +54,13 @@ def iter_records(f: BinaryIO, *, read_payload: bool = True) -> Iterator[Record]:
         if not head:
             return
         if len(head) < 12:
-            yield Record(number, pos, 0, None, f"record {number} at byte {pos}: file ends inside a record header")
+            yield Record(
+                number,
+                pos,
+                0,
+                None,
+                f"record {number} at byte {pos}: file ends inside a record header ({len(head)} of its 12 bytes left)",
+            )
             return
         length_bytes, (crc,) = head[:8], struct.unpack("<I", head[8:])
         (length,) = struct.unpack("<Q", length_bytes)
@@ -72,7 +78,15 @@ def iter_records(f: BinaryIO, *, read_payload: bool = True) -> Iterator[Record]:
         payload = f.read(length)
         tail = f.read(4)
         if len(payload) < length or len(tail) < 4:
-            yield Record(number, pos + 12, length, None, f"record {number} at byte {pos}: file ends inside the record")
+            left = len(payload) + len(tail)
+            yield Record(
+                number,
+                pos + 12,
+                length,
+                None,
+                f"record {number} at byte {pos}: file ends inside the record: {left} bytes left of the {length + 4} "
+                "it declares (payload and CRC)",
+            )
             return
         if masked_crc32c(payload) != struct.unpack("<I", tail)[0]:
             yield Record(number, pos + 12, length, None, f"record {number} at byte {pos}: data CRC mismatch")
