@@ -155,7 +155,7 @@ def test_corpus_layouts_match_their_csvs(converted):
     assert q["key"] == "02" and q["stage"] == "annotations"
     assert q["reason"].startswith("malformed annotation row challenge-2019-train-detection-bbox.csv:3: 14 fields")
     summary = reason_counts(str(converted["challenge2019"] / "train" / "quarantine.jsonl"))
-    assert summary == "1x annotations: 14 fields, expected 13"  # what the job prints per split
+    assert summary == f"1x annotations: 14 fields, expected 13 (e.g. {q['source']})"  # what the job prints per split
     val = read_split(converted["challenge2019"] / "validation")  # the 7-column validation layout
     assert json.loads(val["11"]["json"])["boxes"][0]["flags"] == {"IsGroupOf": 1}
     # Datumaro V6: image d's metadata row is short by one field; what is unambiguous is read, and it is marked
@@ -243,3 +243,35 @@ def test_classification_targets_are_the_positive_labels(converted):
             want = np.zeros(len(raw.CLASSES), np.float32)
             want[np.frombuffer(samples[key]["imagelabels"], "<i4")] = 1
             assert np.array_equal(batch["target"][j].numpy(), want)
+
+
+def test_quarantine_names_the_archive_member_and_the_csv_lines(tmp_path):
+    """An image read from a .tar.gz is named as the user has it (archive:member), not by its staged copy under
+    the output; an annotated image with no file is named by the CSV file and line of its rows."""
+    import tarfile
+
+    root = raw.write_generated(tmp_path / "raw", {"train": 6})
+    tgz = root / "train_0.tar.gz"
+    with tarfile.open(tgz) as t:
+        members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
+    with tarfile.open(tgz, "w:gz") as t:
+        for m, data in [*members, (tarfile.TarInfo("train_0/brokenimage1.jpg"), b"not a jpeg")]:
+            m.size = len(data)
+            t.addfile(m, io.BytesIO(data))
+    bbox = root / "oidv6-train-annotations-bbox.csv"
+    mid = raw.CLASSES[0][0]
+    rows = [f"{iid},xclick,{mid},1,0.1,0.5,0.1,0.5,0,0,0,0,0" for iid in ("brokenimage1", "ghostimage01")]
+    bbox.write_text(bbox.read_text() + "\n".join(rows) + "\n")
+    ghost_line = len(bbox.read_text().splitlines())
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipelines", "openimages", "--input", str(root), "--output", str(out), "--splits",
+           "train", "--min-shards", "2", "--max-bad-fraction", "0.5", "--no-progress"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    q = {e["key"]: e for e in read_quarantine(str(out / "train" / "quarantine.jsonl"))}
+    assert q["brokenimage1"]["source"] == f"{tgz}:train_0/brokenimage1.jpg"
+    assert "_staging" not in json.dumps(q)
+    where = f"oidv6-train-annotations-bbox.csv:{ghost_line}"
+    assert q["ghostimage01"]["reason"] == f"annotated ({where}) but no image file"
+    assert q["ghostimage01"]["source"] == where
+    assert f"1x join: annotated but no image file (e.g. {where})" in r.stdout  # the job's summary names it too

@@ -113,20 +113,24 @@ def counter_summary(result) -> dict[str, dict[str, int]]:
 
 
 def reason_counts(quarantine_url: str) -> str:
-    """'3x filter: no boxes and no image-level labels; 1x annotations: 14 fields, expected 13', most first: the
-    quarantine grouped by stage and reason, with the file, line and record positions taken out."""
+    """'3x filter: no boxes and no image-level labels (e.g. a.jpg); 1x annotations: 14 fields, expected 13 (e.g.
+    train-bbox.csv:3)', most first: the quarantine grouped by stage and reason, with the file, line and record
+    positions taken out of the reason and the first entry's source given as the example to look at."""
     import re
 
     from shards.quarantine import read_quarantine
 
-    counts: dict[str, int] = {}
+    groups: dict[str, list] = {}
     for q in read_quarantine(quarantine_url):
         reason = re.sub(
-            r"\(.*?\)|malformed annotation row |[\w.-]+\.csv:\d+: |record \d+( at byte \d+)?: ", "", q["reason"]
-        ).strip()
-        key = f"{q['stage']}: {reason}"
-        counts[key] = counts.get(key, 0) + 1
-    return "; ".join(f"{n}x {k}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+            r"\(.*?\)|malformed annotation row |[\w.-]+\.csv:\d+: |([\w.-]+\.tfrecord )?record \d+( at byte \d+)?: ",
+            "",
+            q["reason"],
+        )
+        key = f"{q['stage']}: {' '.join(reason.split())}"
+        groups.setdefault(key, [0, q.get("source") or q["key"]])[0] += 1
+    ranked = sorted(groups.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return "; ".join(f"{n}x {k} (e.g. {example})" for k, (n, example) in ranked)
 
 
 def run_and_report(pipeline, dataset: str, split_urls: dict[str, str], *, progress: bool) -> int:

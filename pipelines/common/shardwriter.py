@@ -98,6 +98,12 @@ def die_with_parent(job_pid: int) -> None:
     threading.Thread(target=watch, name="job-watchdog", daemon=True).start()
 
 
+def _source(p: Pointer) -> str:
+    """Where a quarantined input is, as the user has it: the listing's own words when it gave them (an archive
+    and its member, a CSV file and line), else the URL and byte offset."""
+    return p.meta.get("source") or f"{p.url}@{p.offset}"
+
+
 def _fingerprint(plan: Any, pointers: list[Pointer]) -> str:
     h = hashlib.sha256(json.dumps([plan.params, plan.fields], sort_keys=True).encode())
     for p in pointers:
@@ -169,9 +175,7 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
                     raise BadInput(f"duplicate key: another input of this split is also named {p.key}", stage="list")
                 sample = encode(p, reader.read(p.url, p.offset, p.length) if p.length else b"")
             except BadInput as e:
-                quarantine.append(
-                    quarantine_entry(key=p.key, source=f"{p.url}@{p.offset}", stage=e.stage, reason=str(e))
-                )
+                quarantine.append(quarantine_entry(key=p.key, source=_source(p), stage=e.stage, reason=str(e)))
                 continue
             keys.add(p.key)
             if plan_side:

@@ -27,9 +27,17 @@ def _float(v: str, what: str) -> float:
         raise ValueError(f"{what} is not a number: {v!r}") from None
 
 
-def parse_csv(kind: str, text: Iterable[str], file: str, known: set[str] | None) -> Iterator[tuple[str, str, Any]]:
+def parse_csv(
+    kind: str, text: Iterable[str], file: str, known: set[str] | None, *, lines: bool = False
+) -> Iterator[tuple[Any, ...]]:
     """(ImageID, tag, payload) per row: tag "box" / "label" / "machine" / "meta" with a dict, or "bad" with the
-    reason, which names the file and line. `known` is the set of MIDs the input describes (None: any)."""
+    reason, which names the file and line. `known` is the set of MIDs the input describes (None: any). With
+    `lines`, each tuple ends with the row's `file:line` too."""
+    for out in _parse_csv(kind, text, file, known):
+        yield out if lines else out[:3]
+
+
+def _parse_csv(kind: str, text: Iterable[str], file: str, known: set[str] | None) -> Iterator[tuple[Any, ...]]:
     reader = csv.reader(text)
     header = next(reader, None)
     if header is None:
@@ -51,13 +59,13 @@ def parse_csv(kind: str, text: Iterable[str], file: str, known: set[str] | None)
                 # (author, title, URLs) does not, so it is dropped and the row is marked
                 rec = {"ImageID": image_id, "Subset": row[1].strip(), "Rotation": row[-1].strip()}
                 rec["malformed"] = f"{where}: {len(row)} fields, expected {width}; only ImageID, Subset, Rotation read"
-                yield image_id, "meta", rec
+                yield image_id, "meta", rec, where
             else:
-                yield image_id, "bad", f"{where}: {len(row)} fields, expected {width} ({','.join(header)})"
+                yield image_id, "bad", f"{where}: {len(row)} fields, expected {width} ({','.join(header)})", where
             continue
         rec = dict(zip(header, (c.strip() for c in row), strict=True))
         if kind == "meta":
-            yield image_id, "meta", rec
+            yield image_id, "meta", rec, where
             continue
         try:
             mid = rec["LabelName"]
@@ -73,7 +81,7 @@ def parse_csv(kind: str, text: Iterable[str], file: str, known: set[str] | None)
                 box["flags"] = {f: int(rec[f]) for f in FLAGS if rec.get(f, "") not in ("", None)}
                 box["source"] = rec.get("Source")
                 box["confidence"] = _float(rec.get("Confidence") or "1", "Confidence")
-                yield image_id, "box", box
+                yield image_id, "box", box, where
             else:
                 conf = _float(rec["Confidence"], "Confidence")
                 yield (
@@ -84,9 +92,10 @@ def parse_csv(kind: str, text: Iterable[str], file: str, known: set[str] | None)
                         "source": rec.get("Source"),
                         "confidence": conf,
                     },
+                    where,
                 )
         except ValueError as e:
-            yield image_id, "bad", f"{where}: {e}"
+            yield image_id, "bad", f"{where}: {e}", where
 
 
 def rotate_boxes(boxes: np.ndarray, rotation: int) -> np.ndarray:

@@ -65,13 +65,13 @@ def list_unit(unit: Unit, cfg: OpenImagesConfig, staging: str, splits: tuple[str
             return
         with storage.open_read(unit.url, block_size=8 << 20) as f:
             text = io.TextIOWrapper(f, encoding="utf-8", newline="")
-            for image_id, tag, payload in parse_csv(unit.kind, text, unit.url, known):
+            for image_id, tag, payload, where in parse_csv(unit.kind, text, unit.url, known, lines=True):
                 split = unit.split
                 if tag == "meta":
                     split = split_of(payload.get("Subset", "")) if payload.get("Subset") else None
                     if split is not None and split not in splits:
                         continue
-                yield image_id, (tag, split, payload)
+                yield image_id, (tag, split, payload, where)
         return
     # the container names the split (train_0.tar.gz, validation.zip, images/test/); TFDS's fake V4 validation tar
     # keeps its files under test/, so a member's own folder only counts when the container says nothing
@@ -81,7 +81,9 @@ def list_unit(unit: Unit, cfg: OpenImagesConfig, staging: str, splits: tuple[str
         if split is not None and split not in splits:
             continue
         image_id = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        meta = {"name": name.rsplit("/", 1)[-1]}
+        # the file the user has: the archive and its member (a .tar.gz is read from a staged copy under the
+        # output, which must not be what a quarantine entry points at), or the image file itself
+        meta = {"name": name.rsplit("/", 1)[-1], "source": name if unit.kind == "dir" else f"{unit.url}:{name}"}
         if inflate:
             meta["inflate"] = True
         yield image_id, ("image", split, _image_pointer(image_id, url, offset, length, meta))
@@ -125,9 +127,10 @@ def join_image(element: tuple[str, list[tuple[str, str | None, Any]]], cfg: Open
     if not images:
         if not (boxes or labels or bad):
             return []  # only in the metadata index (it lists the whole dataset): not an input of this job
-        where = sorted({r[2] for r in records if r[0] == "bad"})[:1] or ["the annotation files"]
-        p = Pointer(image_id, "", 0, 0, {"error": f"annotated ({where[0]}) but no image file", "stage": "join"})
-        return [(split, p)]
+        rows = sorted({r[3] for r in records if len(r) > 3 and r[0] != "meta"})
+        where = ", ".join(rows[:3]) + (f" and {len(rows) - 3} more rows" if len(rows) > 3 else "")
+        meta = {"error": f"annotated ({where}) but no image file", "stage": "join", "source": rows[0]}
+        return [(split, Pointer(image_id, "", 0, 0, meta))]
     out = []
     for extra in images[1:]:
         p = extra[2]
