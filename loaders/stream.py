@@ -30,19 +30,31 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # a bad argument or an unreadable split: one line, exit 2
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.dataset}: {len(loader)} batches of {args.batch_size} per epoch on {args.device}")
+    per_epoch = len(loader) * args.batch_size
+    total = loader.manifest["num_samples"]
+    print(
+        f"{args.dataset}: {len(loader)} batches of {args.batch_size} per epoch on {args.device}: {per_epoch} of the "
+        f"split's {total} samples each epoch"
+        + (
+            f"; {total - per_epoch} left out (the last partial batch: drop_last; different samples each epoch, "
+            "as the order changes)"
+            if total > per_epoch
+            else ""
+        )
+    )
     epochs = []
     for epoch in range(args.epochs):
         t0, n, fetched = time.perf_counter(), 0, loader.cache.bytes_fetched
         for batch in loader:
-            n += len(batch["label"])
+            first = next(iter(batch.values()))
+            n += len(first)
         dt = time.perf_counter() - t0
         fetched = loader.cache.bytes_fetched - fetched
-        epochs.append({"epoch": epoch, "images": n, "seconds": dt, "images_per_s": n / dt, "bytes_fetched": fetched})
-        shape = tuple(batch["image"].shape)
+        epochs.append({"epoch": epoch, "samples": n, "seconds": dt, "samples_per_s": n / dt, "bytes_fetched": fetched})
+        note = " (includes start-up: the pipeline's build and first reads)" if epoch == 0 else " (warm)"
         print(
-            f"epoch {epoch}: {n} images in {dt:.1f}s = {n / dt:,.0f} images/s; {fetched / 1e6:.1f} MB fetched; "
-            f"batch {shape} {batch['image'].dtype}"
+            f"epoch {epoch}: {n} samples in {dt:.1f}s = {n / dt:,.0f} samples/s{note}; {fetched / 1e6:.1f} MB fetched; "
+            f"batch {tuple(first.shape)} {first.dtype}"
         )
     if args.json:
         import json

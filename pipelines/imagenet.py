@@ -279,11 +279,20 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: ImageNetConfig) -> dict[str, 
 # ---------------------------------------------------------------- the job
 
 
+LAYOUTS_HELP = """\
+  archives  ILSVRC2012_img_train.tar (a tar of 1000 class tars), ILSVRC2012_img_val.tar,
+            ILSVRC2012_devkit_t12.tar.gz (val labels), read in place
+  kaggle    ILSVRC/Data/CLS-LOC/{train/<wnid>/,val/}, LOC_synset_mapping.txt, LOC_val_solution.csv
+  folders   train/<wnid>/*.JPEG, val/<wnid>/*.JPEG (or a flat val/ with --val-labels)"""
+
+
 def main(argv: list[str] | None = None) -> int:
     # worker warnings that the local runner forwards (unparseable args and the like) are noise to users
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
-    p = base_parser("python -m pipelines imagenet", __doc__.split("\n")[0], splits="train,validation")
+    p = base_parser(
+        "python -m pipelines imagenet", __doc__.split("\n")[0], splits="train,validation", layouts=LAYOUTS_HELP
+    )
     p.add_argument("--resize-max-side", type=int, help="shrink images whose longer side is larger (re-encodes)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
     p.add_argument("--val-labels", help="validation labels: one wnid per line, sorted file-name order")

@@ -212,12 +212,19 @@ def _row(p: Pointer, data: bytes, cfg: YouTube8MConfig) -> dict[str, Any]:
     return row
 
 
+LAYOUTS_HELP = """\
+  <split>NNNN.tfrecord anywhere under --input (train0000.tfrecord, validate0000.tfrecord, test0000.tfrecord):
+  video level (tf.train.Example) or frame level (SequenceExample); vocabulary.csv beside them or --vocabulary"""
+
+
 def main(argv: list[str] | None = None) -> int:
     from shards.arrow import schema_to_json
 
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
-    p = base_parser("python -m pipelines youtube8m", __doc__.split("\n")[0], splits="train,validate,test")
+    p = base_parser(
+        "python -m pipelines youtube8m", __doc__.split("\n")[0], splits="train,validate,test", layouts=LAYOUTS_HELP
+    )
     p.add_argument("--level", choices=["video", "frame"], help="feature level (default: detected from the records)")
     p.add_argument("--vocabulary", help="vocabulary.csv (default: the one under --input, if any)")
     args = p.parse_args(ours)

@@ -209,3 +209,25 @@ def test_the_progress_line_moves_while_the_job_runs(slow_raw, tmp_path):
     assert any("being written" in ln for ln in lines), lines
     committed = [int(re.search(r"train: (\d+) shards committed", ln).group(1)) for ln in lines]
     assert committed == sorted(committed) and committed[-1] > committed[0], lines
+
+
+def test_help_parses_before_the_heavy_imports_and_documents_every_option():
+    """--help answers without importing Beam (jobs) or torch (the benchmark), and every option has its help."""
+    script = """
+import contextlib, io, sys
+from pipelines.__main__ import main as jobs
+from loaders.bench import main as bench
+out = {}
+for name, call in (("imagenet", lambda: jobs(["imagenet", "--help"])), ("bench", lambda: bench(["--help"]))):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        call()
+    out[name] = buf.getvalue()
+print(repr(("apache_beam" in sys.modules, "torch" in sys.modules, out)))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    beam, torch, out = eval(r.stdout.strip().splitlines()[-1])
+    assert not beam and not torch, (beam, torch)
+    assert "input layouts:" in out["imagenet"] and "ILSVRC2012_img_train.tar" in out["imagenet"]
+    assert "(default 0.001)" in out["imagenet"] and "(default 256MB)" in out["imagenet"]
+    assert "imagenet,openimages,youtube8m,fma,reading" in out["bench"] and out["bench"].count("default") >= 8

@@ -96,11 +96,14 @@ def is_local_runner(beam_args: list[str]) -> bool:
     return not runners or runners[-1] in ("DirectRunner", "FnApiRunner")
 
 
-def base_parser(prog: str, description: str, *, splits: str) -> argparse.ArgumentParser:
+def base_parser(prog: str, description: str, *, splits: str, layouts: str = "") -> argparse.ArgumentParser:
+    """The options every job has; `layouts` (the input layouts the job reads) opens the help's epilog."""
     p = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        epilog="Everything after `--` goes to Beam, e.g. `-- --runner=PortableRunner --job_endpoint=...`. "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(f"input layouts:\n{layouts}\n\n" if layouts else "")
+        + "Everything after `--` goes to Beam, e.g. `-- --runner=PortableRunner --job_endpoint=...`.\n"
         "With no runner named, the job runs on Beam's local runner on all cores, with no network.",
     )
     p.add_argument("--input", required=True, help="dataset as downloaded: a local path or any fsspec URL")

@@ -50,10 +50,17 @@ __all__ = [
 ]
 
 
+LAYOUTS_HELP = """\
+  fma_metadata/ (tracks.csv, genres.csv) and fma_<subset>/NNN/NNNNNN.mp3, or the official
+  fma_metadata.zip and fma_<subset>.zip, read in place"""
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
-    p = base_parser("python -m pipelines fma", __doc__.split("\n")[0], splits="train,validation,test")
+    p = base_parser(
+        "python -m pipelines fma", __doc__.split("\n")[0], splits="train,validation,test", layouts=LAYOUTS_HELP
+    )
     p.add_argument("--subset", choices=SUBSETS, default="small", help="which FMA subset (default small)")
     p.add_argument("--sample-rate", type=int, default=22050, help="Hz of the stored audio (default 22050)")
     p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="1: mixed to mono (default); 2: stereo")

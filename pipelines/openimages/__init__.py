@@ -52,10 +52,18 @@ __all__ = [
 ]
 
 
+LAYOUTS_HELP = """\
+  images: CVDF tars (train_0.tar.gz ..., or .tar), Challenge-2019 zips (train_00.zip ...) or folders
+  (images/train/<ImageID>.jpg); CSVs by their official names: *annotations-bbox*.csv, *human-imagelabels*.csv,
+  *images-with-rotation*.csv, class-descriptions*.csv (V4-V7 and Challenge 2019)"""
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
-    p = base_parser("python -m pipelines openimages", __doc__.split("\n")[0], splits="train,validation")
+    p = base_parser(
+        "python -m pipelines openimages", __doc__.split("\n")[0], splits="train,validation", layouts=LAYOUTS_HELP
+    )
     p.add_argument("--version", choices=VERSIONS, help="Open Images release (default: detected from file names)")
     p.add_argument("--classes", default="boxable", help="boxable | all | trainable | FILE of MIDs (default boxable)")
     p.add_argument("--resize-max-side", type=int, help="shrink images whose longer side is larger (re-encodes)")
