@@ -69,6 +69,21 @@ def test_object_store_outputs_that_cannot_be_written_fail_in_seconds(tmp_path, c
     assert "testing" not in line  # credentials never in the message
 
 
+@pytest.mark.integration
+def test_missing_credentials_are_one_line(tmp_path, s3_endpoint):
+    """In a fresh process (no cached filesystem) with no credentials anywhere and the instance-metadata lookup
+    off (it would reach for a non-loopback address)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {"AWS_ENDPOINT_URL": s3_endpoint["AWS_ENDPOINT_URL"], "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")}  # fmt: skip
+    (tmp_path / "raw").mkdir()
+    code = f"from pipelines.common.options import check_stores; check_stores({str(tmp_path / 'raw')!r}, 's3://test/x')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "cannot write to --output s3://test/x" in lines[0], r.stderr
+    assert "credentials" in lines[0].lower(), lines[0]
+
+
 def _descendants(root: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
