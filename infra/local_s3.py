@@ -98,10 +98,12 @@ def _bucket(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shards.cli import OneLineParser
+
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(prog="python -m infra.local_s3", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m infra.local_s3", description=__doc__.split("\n")[0])
     p.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--bucket", action="append", default=[], type=_bucket, help="bucket to create (repeatable)")
     args = p.parse_args(argv)

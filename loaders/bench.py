@@ -268,13 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     import subprocess
     import sys
 
+    from shards.cli import OneLineParser
+
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["reading"]:  # the reading path alone: loaders/bench_reading.py
         from loaders.bench_reading import main as reading
 
         return reading(argv[1:])
 
-    p = argparse.ArgumentParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
     p.add_argument("dataset", choices=["imagenet", "openimages", "youtube8m", "fma", "reading"])
     p.add_argument("--data", required=True, help="a split URL written by the dataset's pipeline")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the graphs run (default cpu)")

@@ -178,7 +178,9 @@ def _cold_epoch(a: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m loaders.bench reading", description=__doc__.split("\n")[0])
+    from shards.cli import OneLineParser
+
+    p = OneLineParser(prog="python -m loaders.bench reading", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="an ImageNet-format split (jpg, cls) on local disk")
     p.add_argument("--what", default="null,main-thread,integrity,cold", help="which figures (default: all four)")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -11,8 +10,9 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     import loaders
+    from shards.cli import OneLineParser
 
-    p = argparse.ArgumentParser(prog="python -m loaders.stream", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m loaders.stream", description=__doc__.split("\n")[0])
     p.add_argument("dataset", choices=loaders.available())
     p.add_argument("url", help="split folder or manifest URL")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")

@@ -11,7 +11,7 @@ from shards import storage
 from shards.errors import ShardError
 from shards.units import format_size, parse_size
 
-__all__ = ["main"]
+__all__ = ["OneLineParser", "main"]
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
@@ -87,15 +87,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (`prog: error: ...`, exit 2) without the usage dump."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (`prog: error: ...`, exit 2) without the usage dump: what every
+    command of this project answers bad usage with."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m shards", description=__doc__)
+    p = OneLineParser(prog="python -m shards", description=__doc__)
     p.add_argument(
         "--storage-options",
         metavar="JSON",

@@ -246,3 +246,12 @@ print(repr(("apache_beam" in sys.modules, "torch" in sys.modules, out)))
     assert "input layouts:" in out["imagenet"] and "ILSVRC2012_img_train.tar" in out["imagenet"]
     assert "(default 0.001)" in out["imagenet"] and "(default 256MB)" in out["imagenet"]
     assert "imagenet,openimages,youtube8m,fma,reading" in out["bench"] and out["bench"].count("default") >= 8
+
+
+def test_bad_usage_is_one_line_and_exit_2_for_every_command():
+    for cmd in (["pipelines", "imagenet"], ["pipelines", "nosuchset", "--input", "x"], ["loaders.stream"],
+                ["loaders.bench", "imagenet"], ["loaders.bench", "reading"], ["shards", "preview", "x"],
+                ["infra.local_s3", "--port", "many"]):  # fmt: skip
+        r = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, timeout=120)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and "error" in lines[0], (cmd, r.returncode, r.stderr)

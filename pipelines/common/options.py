@@ -98,7 +98,9 @@ def is_local_runner(beam_args: list[str]) -> bool:
 
 def base_parser(prog: str, description: str, *, splits: str, layouts: str = "") -> argparse.ArgumentParser:
     """The options every job has; `layouts` (the input layouts the job reads) opens the help's epilog."""
-    p = argparse.ArgumentParser(
+    from shards.cli import OneLineParser
+
+    p = OneLineParser(
         prog=prog,
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -116,6 +118,7 @@ def base_parser(prog: str, description: str, *, splits: str, layouts: str = "") 
                    help="fail the job when a larger fraction of a split's inputs is quarantined (default 0.001)")  # fmt: skip
     p.add_argument("--storage-options", metavar="JSON", help="fsspec options per protocol, e.g. '{\"s3\": {...}}'")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
+    p.add_argument("--verbose", action="store_true", help="on a failed check, the full traceback too")
     p.add_argument(
         "--writer-processes",
         type=int,
@@ -161,11 +164,10 @@ def _place(url: str) -> tuple[str, str]:
     return protocol, "/" + rest.strip("/") + "/"
 
 
-def check_stores(input_url: str, output_url: str) -> None:
+def check_stores(input_url: str, output_url: str, *, verbose: bool = False) -> None:
     """Before any pipeline is built: the output must not overlap the input, the input must be readable and the
     output writable (a probe file written and removed). Each failure is one line naming the URL and the cause
-    (exit 2); the traceback goes to the log at debug level."""
-    import logging
+    (exit 2); the traceback goes to the log at debug level, and to stderr with `verbose`."""
     import uuid
 
     (p_in, a), (p_out, b) = _place(input_url), _place(output_url)
@@ -178,15 +180,24 @@ def check_stores(input_url: str, output_url: str) -> None:
             raise FileNotFoundError("it does not exist")
         storage.listdir(input_url)
     except Exception as e:
-        logging.getLogger(__name__).debug("input check failed", exc_info=True)
+        _log_failure("input", verbose)
         raise _usage_error(f"cannot read --input {input_url}: {_cause(e)}") from None
     probe = storage.join(output_url, f".shardkit-write-check-{uuid.uuid4().hex[:12]}")
     try:
         storage.write_bytes(probe, b"")
         storage.remove(probe)
     except Exception as e:
-        logging.getLogger(__name__).debug("output check failed", exc_info=True)
+        _log_failure("output", verbose)
         raise _usage_error(f"cannot write to --output {output_url}: {_cause(e)}") from None
+
+
+def _log_failure(what: str, verbose: bool) -> None:
+    import logging
+    import traceback
+
+    logging.getLogger(__name__).debug("%s check failed", what, exc_info=True)
+    if verbose:
+        traceback.print_exc()
 
 
 def _cause(e: BaseException) -> str:
@@ -198,7 +209,7 @@ def _cause(e: BaseException) -> str:
 def job_options(args: argparse.Namespace, beam_args: list[str] = ()) -> JobOptions:
     storage_options = _parse_storage_options(args.storage_options)
     use_storage_options(storage_options)  # the launcher lists and detects the layout itself
-    check_stores(args.input.rstrip("/"), args.output.rstrip("/"))
+    check_stores(args.input.rstrip("/"), args.output.rstrip("/"), verbose=getattr(args, "verbose", False))
     return JobOptions(
         input=args.input.rstrip("/"),
         output=args.output.rstrip("/"),
