@@ -10,15 +10,15 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypedDict
 
 import numpy as np
 
 from loaders.cache import DEFAULT_STREAMS, ShardCache
 from loaders.integrity import Verifier
-from loaders.plan import EpochPlan, plan_epoch
+from loaders.plan import plan_epoch
 from loaders.reading import ArrowSampleReader, Ragged, SampleReader
+from loaders.source import BatchSource
 from shards.errors import ShardFormatError
 from shards.manifest import read_manifest, split_url_of
 
@@ -85,82 +85,6 @@ def multi_hot(labels: Ragged, num_classes: int, device: str):
     hot = torch.zeros((len(labels.lengths), num_classes), dtype=torch.float32, device=device)
     hot[torch.from_numpy(rows).to(device), torch.from_numpy(ids).to(device)] = 1.0
     return hot
-
-
-class _Source:
-    """DALI external_source callable: batch `next_batch` of the current epoch plan, as encoded bytes + labels.
-    Columns of `tensor_fields` (and the keys, with `return_keys`) are kept beside the batch's plan rows (in
-    `produced`) instead of going to DALI.
-
-    The batches are made by one background thread, `AHEAD` batches ahead of DALI's requests: a batch is a pure
-    function of (plan, batch index), so the thread needs no state but the plan, and a resume or a new epoch only
-    restarts it. What the training process's main thread does per batch is take a finished batch from a dict:
-    no reads, no parsing, no page faults, and no first-touch work when a shard is opened."""
-
-    AHEAD = 3
-
-    def __init__(self, loader: DaliLoader):
-        self.loader = loader
-        self.plan: EpochPlan | None = None
-        self.next_batch = 0
-        # batch -> (shards, samples, {tensor field: column}), until consumed
-        self.produced: dict[int, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
-        self._ahead: dict[int, Future] = {}
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="batch-reader")
-
-    def restart(self, plan: EpochPlan, batch: int) -> None:
-        """Serve `plan` from `batch` on; batches made for an older plan are dropped."""
-        for fut in self._ahead.values():
-            fut.cancel()
-        self._ahead.clear()
-        self.produced.clear()
-        self.plan, self.next_batch = plan, batch
-
-    def _make(self, plan: EpochPlan, b: int) -> tuple[Any, ...]:
-        """Batch `b` of `plan` (in the worker thread): its plan rows, its tensor columns, its DALI inputs."""
-        L = self.loader
-        lo, hi = b * L.batch_size, min((b + 1) * L.batch_size, len(plan))
-        shards, samples = plan.shard[lo:hi], plan.sample[lo:hi]
-        # one call per batch: spans and parsed fields are gathered with NumPy, bytes are views of mapped shards
-        read = L.reader.read_batch(shards, samples, L.fields, parsers=L.host_fields, ragged=L.tensor_columns)
-        columns = dict(zip(L.fields, read, strict=True))
-        tensors = {f: columns[f] for f in L.tensor_columns}
-        if L.return_keys:  # looked up here too, not on the main thread
-            tensors["__key__"] = [L.reader.key(s, i) for s, i in zip(shards.tolist(), samples.tolist(), strict=True)]
-        return shards, samples, tensors, [_for_dali(columns[f]) for f in L.dali_fields]
-
-    def __call__(self) -> list[Any]:
-        L = self.loader
-        b = self.next_batch
-        if b >= L.batches_per_epoch:
-            raise StopIteration
-        self.next_batch += 1
-        for k in range(b, min(b + 1 + self.AHEAD, L.batches_per_epoch)):
-            if k not in self._ahead:
-                self._ahead[k] = self._worker.submit(self._make, self.plan, k)
-        try:
-            shards, samples, tensors, out = self._ahead.pop(b).result()
-        except BaseException:
-            self.produced[b] = (*self._rows(b), {})
-            raise
-        self.produced[b] = (shards, samples, tensors)
-        return out
-
-    def _rows(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        lo = b * self.loader.batch_size
-        return self.plan.shard[lo : lo + self.loader.batch_size], self.plan.sample[lo : lo + self.loader.batch_size]
-
-
-def _for_dali(values: Any) -> Any:
-    """A batch column as external_source takes it with the least work on this thread: a 2-D array as it is (one
-    row per sample), a list of arrays as one DALI TensorList that shares their memory (built from DLPack in C++).
-    Given a list of NumPy arrays, DALI converts them one by one in Python (type checks, asarray, a tensor each:
-    ~4 us per sample measured here); this costs ~2.5 us, most of it wrapping each read-only view."""
-    if isinstance(values, np.ndarray):
-        return values
-    from nvidia.dali.tensors import TensorCPU, TensorListCPU
-
-    return TensorListCPU.from_dlpack_list([TensorCPU(v, "") for v in values], "")
 
 
 class DaliLoader:
@@ -230,7 +154,7 @@ class DaliLoader:
         self.reader = (ArrowSampleReader if arrow else SampleReader)(self.split_url, self.manifest, self.cache)
         self._graph = graph
         self.epoch = 0
-        self._source = _Source(self)
+        self._source = BatchSource(self)
         self._pipe = None
         self._checkpoint: str | None = None
         self._consumed = 0  # batches of the current epoch handed to the user

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from shards import storage
-from shards.errors import ShardError, ShardFormatError
-from shards.idx import parse_index
-from shards.keys import split_member_name, validate_key
+from shards.errors import ShardFormatError
+from shards.idx import parse_index, sample_members
+from shards.keys import split_member_name
 from shards.manifest import read_manifest, split_url_of
 from shards.tario import BLOCK, check_indexed_member
 from shards.wds import iter_samples
@@ -41,21 +41,11 @@ def find_sample(url: str, key: str | None = None) -> tuple[str, dict[str, bytes]
 
 
 def _checked_fields(shard_url: str, entry: dict[str, Any], members: list) -> dict[str, bytes]:
-    """A sample's fields read through the index, each entry checked first as the reference reader would: a valid
-    key, one key per sample, the span inside the shard, an intact regular-file header of that name and size."""
+    """A sample's fields read through the index, each entry checked first as the reference reader would
+    (`idx.sample_members`, then the member's own header: `tario.check_indexed_member`)."""
+    _, checked = sample_members(members, entry["num_bytes"], url=shard_url)
     fields: dict[str, bytes] = {}
-    key = split_member_name(members[0].name)[0]
-    for m in members:
-        k, ext = split_member_name(m.name)
-        try:
-            validate_key(k, url=shard_url)
-        except ShardError as e:
-            raise ShardFormatError(f"index names an invalid key: {e}", url=shard_url, member=m.name) from None
-        if k != key or not ext or ext in fields:
-            raise ShardFormatError("index mixes members of different samples", url=shard_url, member=m.name)
-        if m.offset < BLOCK or m.size < 0 or m.offset + m.size > entry["num_bytes"]:
-            raise ShardFormatError(f"index span {m.offset}+{m.size} is not inside the {entry['num_bytes']}-byte "
-                                   "shard", url=shard_url, member=m.name)  # fmt: skip
+    for ext, m in checked.items():
         data = storage.read_range(shard_url, m.offset - BLOCK, BLOCK + m.size)
         check_indexed_member(data[:BLOCK], m, url=shard_url)
         fields[ext] = data[BLOCK:]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from shards.errors import ShardFormatError
 from shards.tario import TarMember
 
-__all__ = ["IDX_VERSION", "format_index", "parse_index"]
+__all__ = ["IDX_VERSION", "format_index", "parse_index", "sample_members"]
 
 IDX_VERSION = "v1.2"
 
@@ -55,3 +55,29 @@ def parse_index(data: bytes, *, url: str = "<stream>") -> list[list[TarMember]]:
     if len(samples) != expected:
         raise ShardFormatError(f"index header says {expected} samples but lists {len(samples)}", url=url)
     return samples
+
+
+def sample_members(
+    members: Sequence[TarMember], size: int, *, url: str = "<stream>"
+) -> tuple[str, dict[str, TarMember]]:
+    """(key, {ext: member}) of one index line, checked as the reference reader would check the tar: a valid key,
+    one key per sample, each field once, every span inside the `size`-byte tar after a header's room. Readers
+    that trust an index call this (and `tario.check_indexed_member` on each header) before reading a span."""
+    from shards.errors import KeyError_
+    from shards.keys import split_member_name, validate_key
+
+    key = split_member_name(members[0].name)[0] if members else ""
+    fields: dict[str, TarMember] = {}
+    for m in members:
+        k, ext = split_member_name(m.name)
+        try:
+            validate_key(k, url=url)
+        except KeyError_ as e:
+            raise ShardFormatError(f"index names an invalid key: {e}", url=url, member=m.name) from None
+        if k != key or not ext or ext in fields:
+            raise ShardFormatError("index mixes members of different samples", url=url, member=m.name)
+        if m.offset < 512 or m.size < 0 or m.offset + m.size > size:
+            raise ShardFormatError(f"index span {m.offset}+{m.size} is not inside the {size}-byte tar", url=url,
+                                   member=m.name)  # fmt: skip
+        fields[ext] = m
+    return key, fields
