@@ -18,10 +18,12 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -139,6 +141,10 @@ def local_beam_cluster(
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # the job service stages every job under the temp dir and never removes it: give the services a temp dir of
+    # their own, removed with them
+    scratch = tempfile.mkdtemp(prefix="shardkit-beam-services-")
+    env["TMPDIR"] = scratch
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     procs: list[subprocess.Popen] = []
     try:
@@ -165,6 +171,7 @@ def local_beam_cluster(
             _stop(proc)
         if log:
             out.close()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def with_beam_args(command: list[str], beam_args: list[str]) -> list[str]:

@@ -20,7 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return int(module.main(argv[1:]) or 0)
+    # Beam leaves folders in the temp dir (a pipeline's own, and with a portable runner the stager's dependency
+    # list): the job gets a temp dir of its own, removed when it ends
+    import multiprocessing.util
+    import tempfile
+
+    multiprocessing.util.get_temp_dir()  # the writer pool's sockets stay in the real temp dir (short paths)
+    with tempfile.TemporaryDirectory(prefix="shardkit-job-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            return int(module.main(argv[1:]) or 0)
+        finally:
+            tempfile.tempdir = None
 
 
 if __name__ == "__main__":
