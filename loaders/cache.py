@@ -107,13 +107,6 @@ class ShardCache:
 
     def _fetch_locked(self, job: ShardJob, local: str) -> None:
         try:
-            self._fetch_into(job, local)
-        finally:
-            with self._lock:
-                self._downloading.pop(local, None)
-
-    def _fetch_into(self, job: ShardJob, local: str) -> None:
-        try:
             os.makedirs(self._dir, exist_ok=True)
             with open(f"{local}.lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
@@ -147,6 +140,9 @@ class ShardCache:
             if isinstance(e, NotADirectoryError | FileExistsError | PermissionError):
                 raise OSError(e.errno, f"cache {self._dir} cannot hold {job.url}: {e.strerror}") from None
             raise
+        finally:
+            with self._lock:
+                self._downloading.pop(local, None)
 
     def _download(self, job: ShardJob, tmp: str) -> str:
         """Fetch the shard into `tmp` and return its sha256; `fetch_window` spans every download's start and end."""
@@ -230,13 +226,9 @@ class ShardCache:
                 return fetch()
             except FileNotFoundError:
                 raise
-            except (_Transient, OSError, ConnectionError, TimeoutError) as e:
+            except Exception as e:  # short reads, dropped connections, the store's own errors (botocore, aiohttp)
                 if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EACCES, errno.ENOTDIR):
-                    raise
-                if attempt == RETRIES - 1:
-                    raise ShardFormatError(f"fetch failed {RETRIES} times, last: {e}", url=job.url) from None
-                time.sleep(0.25 * 2**attempt)
-            except Exception as e:  # the store's own exception types (botocore, aiohttp) are transient here too
+                    raise  # the cache's disk, not the store: retrying cannot help
                 if attempt == RETRIES - 1:
                     raise ShardFormatError(f"fetch failed {RETRIES} times, last: {e!r}", url=job.url) from None
                 time.sleep(0.25 * 2**attempt)
@@ -316,12 +308,6 @@ class ShardCache:
             for url in urls:
                 self._pinned.pop(self.local_name(url), None)
                 self._released.add(self.local_name(url))
-            self._room.notify_all()
-
-    def close(self) -> None:
-        """Stop prefetching (the worker threads stay, idle)."""
-        with self._lock:
-            self._generation += 1
             self._room.notify_all()
 
 

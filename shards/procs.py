@@ -1,10 +1,10 @@
-"""Resident memory and CPU time of a process tree, read from /proc (Linux), for the benchmark commands."""
+"""Processes as /proc shows them (Linux): whether one is alive, its descendants, the memory and CPU time of a tree."""
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["tree_usage"]
+__all__ = ["alive", "descendants", "tree_usage"]
 
 
 def tree_usage(root: int) -> tuple[int, float]:
@@ -30,3 +30,39 @@ def tree_usage(root: int) -> tuple[int, float]:
         rss, cpu = rss + r, cpu + c
         todo += children.get(pid, [])
     return rss, cpu
+
+
+def alive(pid: int) -> bool:
+    """Whether a process is running: not gone and not a zombie waiting to be reaped (without /proc: the kernel's
+    answer to signal 0, which counts zombies as alive)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
+
+def descendants(root: int) -> set[int]:
+    """The pids of a process's live children, their children, and so on."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(name))
+            except OSError:
+                continue
+    out, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out

@@ -157,6 +157,8 @@ def stale_temporaries(folder_url: str, *, max_age: float = 3600.0) -> list[str]:
     import re
     import time
 
+    from shards.procs import alive
+
     if not is_local(folder_url):
         return []  # object stores: atomic_write uploads in parts, and an aborted upload leaves no object
     folder = local_path(folder_url)
@@ -170,25 +172,9 @@ def stale_temporaries(folder_url: str, *, max_age: float = 3600.0) -> list[str]:
         m = re.match(TEMPORARY_NAME, e.name)
         if not m or not e.is_file(follow_symlinks=False):
             continue
-        if (m["host"] == here and not _alive(int(m["pid"]))) or time.time() - e.stat().st_mtime > max_age:
+        if (m["host"] == here and not alive(int(m["pid"]))) or time.time() - e.stat().st_mtime > max_age:
             stale.append(e.name)
     return sorted(stale)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
 
 
 @contextlib.contextmanager

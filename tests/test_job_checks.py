@@ -14,6 +14,7 @@ import time
 import pytest
 
 from pipelines.common.options import check_stores
+from shards.procs import alive, descendants
 
 
 def _fails(capsys, input_url, output_url, says):
@@ -84,36 +85,6 @@ def test_missing_credentials_are_one_line(tmp_path, s3_endpoint):
     assert "credentials" in lines[0].lower(), lines[0]
 
 
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(name))
-    out, todo = set(), [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
-                    alive.add(pid)
-        except OSError:
-            pass
-    return alive
-
-
 @pytest.fixture(scope="module")
 def slow_raw(tmp_path_factory):
     """800 photos that the job re-encodes (--resize-max-side): a write phase long enough to interrupt."""
@@ -142,14 +113,15 @@ def test_killing_the_job_process_stops_its_writers(slow_raw, tmp_path, sig):
         while not (progress.is_dir() and any(progress.glob("*.json"))):
             assert proc.poll() is None and time.monotonic() < deadline, "no shard was committed in time"
             time.sleep(0.02)
-        family = _descendants(proc.pid)
+        family = descendants(proc.pid)
         assert len(family) >= 2, family  # the forkserver and its writers at least
         proc.send_signal(sig)  # the job's own process only, not its group
         proc.wait(10)
         deadline = time.monotonic() + 10
-        while _alive(family) and time.monotonic() < deadline:
+        while any(map(alive, family)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(family), f"{len(_alive(family))} processes outlived the job"
+        survivors = [p for p in family if alive(p)]
+        assert not survivors, f"{len(survivors)} processes outlived the job"
         files = sorted(p.name for p in (out / "train").iterdir())
         time.sleep(2)
         assert sorted(p.name for p in (out / "train").iterdir()) == files, "something still writes shards"

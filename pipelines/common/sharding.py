@@ -19,7 +19,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines.common.options import JobOptions, use_storage_options
 from pipelines.common.records import Pointer
-from pipelines.common.shardwriter import PROGRESS_DIR, Encoder, die_with_parent, write_shard
+from pipelines.common.shardwriter import PROGRESS_DIR, Encoder, die_with_job, write_shard
 from shards import storage
 from shards.keys import shuffle_hash
 from shards.manifest import build_manifest, write_manifest
@@ -164,7 +164,7 @@ class _WriteShards(beam.DoFn):
             # forkserver: the launcher runs threads (the runner's, the progress line's), so plain fork is unsafe
             ctx = writer_context(self._encode_module())
             self._pool = cf.ProcessPoolExecutor(
-                max_workers=_workers(self._plan), mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+                max_workers=_workers(self._plan), mp_context=ctx, initializer=die_with_job, initargs=(os.getpid(),)
             )
 
     def _encode_module(self) -> str:

@@ -17,7 +17,7 @@ from shards.keys import shuffle_hash
 from shards.publish import sha256_of, shard_name, write_arrow_shard, write_tar_shard
 from shards.quarantine import quarantine_entry
 
-__all__ = ["PROGRESS_DIR", "Encoder", "die_with_parent", "write_shard"]
+__all__ = ["PROGRESS_DIR", "Encoder", "die_with_job", "write_shard"]
 
 PROGRESS_DIR = "_progress"
 Encoder = Callable[[Pointer, bytes], dict[str, bytes]]
@@ -68,7 +68,7 @@ class _RangeReader:
         self._open.clear()
 
 
-def die_with_parent(job_pid: int) -> None:
+def die_with_job(job_pid: int) -> None:
     """Initializer of the writer pools: a daemon thread ends this writer within half a second of the job's process
     going, however it went (SIGKILL, SIGTERM, Ctrl-C). Without it a killed job's writers lived on for minutes,
     some still writing shards: their parent is the forkserver, which stays while any of its children holds the
@@ -77,21 +77,10 @@ def die_with_parent(job_pid: int) -> None:
     import threading
     import time
 
-    def gone() -> bool:
-        try:
-            with open(f"/proc/{job_pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # dead, not yet reaped
-        except FileNotFoundError:
-            return True
-        except OSError:  # no /proc (not Linux): ask the kernel
-            try:
-                os.kill(job_pid, 0)
-                return False
-            except ProcessLookupError:
-                return True
+    from shards.procs import alive
 
     def watch() -> None:
-        while not gone():
+        while alive(job_pid):
             time.sleep(0.5)
         os._exit(1)
 
