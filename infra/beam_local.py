@@ -125,6 +125,13 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # workers left in the group after the leader exited
+    deadline = time.monotonic() + 10  # return once the kernel has finished tearing the group down
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
