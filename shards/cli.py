@@ -1,4 +1,4 @@
-"""`python -m shards`: pack, ls, inspect, preview and verify splits on any store."""
+"""`python -m shards`: pack, ls, inspect, preview, verify and compact splits on any store."""
 
 from __future__ import annotations
 
@@ -52,6 +52,27 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         + (f", {len(classes)} classes" if classes else "")
         + f", {m['quarantine']['count']} quarantined"
     )
+    for g in m.get("generations", []):  # a split that grows: its live generations, oldest first
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(g["published_at"]))
+        what = f"{g['kind']}" + (f" of {g['replaces']}" if g.get("replaces") else "")
+        print(f"  generation {g['generation']:>5}  {when} UTC  {what:<22} {g['shards']:>5} shards "
+              f"{g['num_samples']:>9} samples {g['quarantine_count']:>6} quarantined  {g['folder']}")  # fmt: skip
+    if m.get("generations"):
+        print(f"generation {m['generation']} (pin one with generation=N; snapshots in generations/)")
+    return 0
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from shards.compact import compact
+
+    r = compact(args.url, shard_size=parse_size(args.shard_size), grace=args.grace)
+    if r.generation is None:
+        print(f"{r.url}: nothing to compact (no older generation with small shards)")
+    else:
+        print(f"{r.url}: generation {r.generation} replaces generations {r.replaced}: {r.samples} samples in "
+              f"{r.shards_after} shards instead of {r.shards_before}")  # fmt: skip
+    if r.collected:
+        print(f"removed {len(r.collected)} folder(s) retired more than {args.grace:g}s ago: {', '.join(r.collected)}")
     return 0
 
 
@@ -125,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("-n", type=_positive, default=16, help="how many images (default 16)")
     s.set_defaults(func=_cmd_preview)
+    s = sub.add_parser("compact", help="merge the small shards of older generations into a new generation")
+    s.add_argument("url")
+    s.add_argument("--shard-size", default="256MB", help="target bytes per shard (default 256MB)")
+    s.add_argument("--grace", type=float, default=24 * 3600,
+                   help="seconds before replaced folders are removed, so running readers finish (default 86400)")  # fmt: skip
+    s.set_defaults(func=_cmd_compact)
     s = sub.add_parser("verify", help="re-hash shards, check indexes and counts; exit 1 naming what is wrong")
     s.add_argument("url")
     s.set_defaults(func=_cmd_verify)

@@ -1,6 +1,11 @@
-"""The split manifest (`manifest.json`, format version 1): build, validate, write last and atomically, read.
+"""The split manifest (`manifest.json`): build, validate, write last and atomically, read.
 
 A split exists only once its manifest does (STYLE 7): readers trust the manifest, never directory listings.
+Version 1 is a split written once (the batch jobs). Version 2 is a split that grows by generations (the
+streaming jobs, `shards compact`): every shard entry has the `generation` that published it, and `generations`
+lists the live generations, each reconciling on its own (`inputs_seen == num_samples + quarantine_count`) and
+all of them together with the totals (shards/generations.py). This reader reads both; a version-1 reader refuses
+version 2 with an error saying so, instead of reading a mix.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from shards.errors import ManifestError
 __all__ = [
     "FORMAT",
     "VERSION",
+    "VERSIONS",
     "MANIFEST_NAME",
     "build_manifest",
     "validate_manifest",
@@ -27,7 +33,8 @@ __all__ = [
 ]
 
 FORMAT = "shards"
-VERSION = 1
+VERSION = 1  # what build_manifest writes; shards/generations.py writes 2
+VERSIONS = (1, 2)  # what this reader reads
 MANIFEST_NAME = "manifest.json"
 REQUIRED = (
     "format",
@@ -126,7 +133,10 @@ def validate_manifest(m: Any, *, url: str = "<manifest>") -> None:
     _require(not missing, url, f"manifest lacks required key(s) {missing}")
     _require(m["format"] == FORMAT, url, f"'format' is {m['format']!r}, expected {FORMAT!r}")
     _require(
-        m["version"] == VERSION, url, f"format version {m['version']!r} is not {VERSION}, the one this reader knows"
+        m["version"] in VERSIONS,
+        url,
+        f"format version {m['version']!r} is newer than this reader knows ({', '.join(map(str, VERSIONS))}); "
+        "upgrade shardkit to read it",
     )
     for k in ("dataset", "split", "created_by"):
         _require(isinstance(m[k], str) and m[k] != "", url, f"{k!r} must be a non-empty string")
@@ -153,6 +163,43 @@ def validate_manifest(m: Any, *, url: str = "<manifest>") -> None:
         f"counts do not add up: {seen} inputs seen but {n} samples + {q['count']} quarantined = {n + q['count']}",
     )
     _require(isinstance(m["params"], dict), url, "'params' must be an object")
+    if m["version"] >= 2:
+        _validate_generations(m, url)
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _validate_generations(m: Mapping[str, Any], url: str) -> None:
+    """Version 2: each live generation reconciles on its own, the generations add up to the totals, and every
+    shard belongs to a live generation with the count of shards that generation says it has."""
+    gens = m.get("generations")
+    _require(isinstance(gens, list) and gens, url, "version 2 needs a non-empty 'generations' list")
+    _require(_whole(m.get("generation")), url, f"'generation' is {m.get('generation')!r}")
+    numbers = [g.get("generation") if isinstance(g, dict) else None for g in gens]
+    _require(all(_whole(n) for n in numbers), url, "every generation needs a whole 'generation' number")
+    _require(numbers == sorted(set(numbers)), url, f"generations {numbers} are not increasing")
+    _require(m["generation"] == numbers[-1], url, f"'generation' {m['generation']} is not the newest, {numbers[-1]}")
+    per_gen: dict[int, int] = {}
+    for i, s in enumerate(m["shards"]):
+        _require(s.get("generation") in numbers, url, f"shards[{i}] is in no live generation ({s.get('generation')!r})")
+        per_gen[s["generation"]] = per_gen.get(s["generation"], 0) + 1
+    for g in gens:
+        where = f"generation {g['generation']}"
+        for k in ("num_samples", "quarantine_count", "inputs_seen", "shards"):
+            _require(_whole(g.get(k)), url, f"{where}: {k!r} is {g.get(k)!r}")
+        _require(
+            g["inputs_seen"] == g["num_samples"] + g["quarantine_count"],
+            url,
+            f"{where}: counts do not add up: {g['inputs_seen']} inputs seen but {g['num_samples']} samples + "
+            f"{g['quarantine_count']} quarantined",
+        )
+        _require(per_gen.get(g["generation"], 0) == g["shards"], url, f"{where} lists {g['shards']} shards, "
+                 f"the manifest has {per_gen.get(g['generation'], 0)} of it")  # fmt: skip
+    for total, key in ((m["num_samples"], "num_samples"), (m["quarantine"]["count"], "quarantine_count"),
+                       (m["source"]["inputs_seen"], "inputs_seen")):  # fmt: skip
+        _require(total == sum(g[key] for g in gens), url, f"the generations' {key} do not add up to {total}")
 
 
 def dumps_manifest(m: Mapping[str, Any]) -> bytes:

@@ -38,7 +38,10 @@ __all__ = [
     "listdir",
     "list_files",
     "walk",
+    "stat_files",
     "remove",
+    "remove_tree",
+    "create_exclusive",
     "local_path",
 ]
 
@@ -262,6 +265,62 @@ def remove(url: str) -> None:
         return
     fs, path = get_fs(url)
     fs.rm(path)
+
+
+def remove_tree(url: str) -> None:
+    """Remove a folder and everything under it; nothing if it is not there."""
+    if is_local(url):
+        import shutil
+
+        shutil.rmtree(local_path(url), ignore_errors=True)
+        return
+    fs, path = get_fs(url)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path, recursive=True)
+
+
+def create_exclusive(url: str, data: bytes) -> bool:
+    """Write a small file only if nothing is at `url` yet: False when something is. Local files use O_EXCL;
+    object stores a conditional PUT (`If-None-Match: *`, S3 since 2024), so two writers never both win."""
+    if is_local(url):
+        path = local_path(url)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+    fs, path = get_fs(url)
+    try:
+        with fs.open(path, "xb") as f:
+            f.write(data)
+    except FileExistsError:
+        return False
+    return True
+
+
+def stat_files(url: str) -> dict[str, tuple[int, str]]:
+    """{url: (size, version tag)} of every file under a folder URL, recursively: the tag is the object's ETag on
+    object stores and the modification time in ns locally, so that a file rewritten in place gets a new tag."""
+    if is_local(url):
+        out = {}
+        for d, _, names in os.walk(local_path(url)):
+            for n in names:
+                path = os.path.join(d, n)
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.stat(path)
+                    out[path if not url.startswith("file://") else "file://" + path] = (st.st_size, str(st.st_mtime_ns))
+        return out
+    fs, path = get_fs(url)
+    proto = protocol_of(url)
+    found = fs.find(path, detail=True)
+    return {
+        f"{proto}://{p}": (int(info["size"]), str(info.get("ETag") or info.get("etag") or info.get("mtime") or ""))
+        for p, info in found.items()
+        if info.get("type", "file") == "file"
+    }
 
 
 def walk(url: str) -> list[str]:

@@ -138,6 +138,10 @@ def verify_split(url: str) -> VerifyReport:
         except ShardError as e:
             report.problems.append(str(e))
     report.problems += _strays(split, manifest)
+    if manifest["version"] >= 2:
+        from shards.verify_generations import check_generations
+
+        report.problems += check_generations(split, manifest)
     q = manifest["quarantine"]
     qurl = storage.join(split, q["path"])
     try:

@@ -124,7 +124,7 @@ def _good() -> dict:
     "mutate, message",
     [
         (lambda m: m.pop("classes"), r"lacks required key\(s\) \['classes'\]"),
-        (lambda m: m.update(version=2), "format version 2 is not 1"),
+        (lambda m: m.update(version=3), "format version 3 is newer than this reader knows"),
         (lambda m: m.update(num_samples=5), "shards hold 3 samples but 'num_samples' says 5"),
         (lambda m: m["source"].update(inputs_seen=9), "counts do not add up: 9 inputs seen but 3 samples"),
         (lambda m: m["shards"][0].update(path="../escape.tar"), "must be relative to the manifest"),
