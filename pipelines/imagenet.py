@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from pipelines.common.images import BadInput, prepare_image
 from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
 from pipelines.common.records import Pointer
+from pipelines.common.watch import add_watch_options, watch_options
 from shards import storage
 from shards.keys import split_member_name, validate_key
 from shards.tario import iter_members
@@ -276,6 +277,49 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: ImageNetConfig) -> dict[str, 
     return {"jpg": img.data, "cls": b"%d" % LABELS[wnid], "json": json.dumps(info, sort_keys=True).encode()}
 
 
+# ---------------------------------------------------------------- watching (--watch)
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchedFolders:
+    """The raw files of the folder and Kaggle layouts as they grow: images in class folders (label = folder), and
+    Kaggle's flat val/ labelled by LOC_val_solution.csv, read again for every increment (so new val files come
+    with their rows; a file whose row is not there yet is quarantined for having no label, as the batch job does)."""
+
+    root: str
+    layout: str  # "folders" | "kaggle"
+
+    def _base(self, split: str) -> str:
+        folder = SPLIT_DIRS[split]
+        return storage.join(self.root, KAGGLE, folder) if self.layout == "kaggle" else storage.join(self.root, folder)
+
+    def inputs(self, split: str) -> dict[str, tuple[int, str]]:
+        return storage.stat_files(self._base(split))
+
+    def pointers(self, split: str, files: dict[str, int]) -> list[Pointer]:
+        base = self._base(split).rstrip("/")
+        labels = None
+        if self.layout == "kaggle" and split == "validation":
+            solution = storage.join(self.root, "LOC_val_solution.csv")
+            labels = _kaggle_val_labels(solution) if storage.exists(solution) else {}
+        out = []
+        for url, size in sorted(files.items()):
+            parent, name = url.rsplit("/", 1)
+            wnid = parent.rsplit("/", 1)[-1] if parent.rstrip("/") != base else None
+            # a flat file of the folder layout has no label (the batch job's --val-labels count positions,
+            # which change as files arrive): quarantined for it, as the batch job would
+            unit = Unit("dir", parent, wnid=wnid, labels=labels if labels is not None else [])
+            out.append(_pointer(unit, name, url, 0, size, 0))
+        return out
+
+
+def _watched(layout: Layout, root: str) -> WatchedFolders:
+    if layout.name not in ("folders", "kaggle"):
+        raise LayoutError(f"{root}: the {layout.name} layout cannot be watched (each split is one archive, "
+                          "replaced rather than added to); watch the folder or Kaggle layout")  # fmt: skip
+    return WatchedFolders(root, layout.name)
+
+
 # ---------------------------------------------------------------- the job
 
 
@@ -297,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
     p.add_argument("--val-labels", help="validation labels: one wnid per line, sorted file-name order")
     p.add_argument("--verify-decode", action="store_true", help="fully decode every image (slow) to catch damage")
+    add_watch_options(p)
     args = p.parse_args(ours)
+    watching = watch_options(args) if args.watch else None
     job = job_options(args, beam_args)
     cfg = ImageNetConfig(
         resize_max_side=args.resize_max_side,
@@ -307,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         layout = detect_layout(job.input, cfg, job.splits)
+        watched = _watched(layout, job.input) if args.watch else None
     except (LayoutError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -318,17 +365,17 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.common.progress import run_and_report
     from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
 
+    plans = [
+        SplitPlan.for_job(job, split, dataset="imagenet", fields=FIELDS, classes=WNIDS,
+                          source={"url": job.input, "layout": layout.name}, params=cfg.params())
+        for split in job.splits
+    ]  # fmt: skip
+    if watched is not None:
+        from pipelines.common.watch import run_watch
+
+        return run_watch(job, plans, watched, encode, watching, beam_args, dataset="imagenet")
     pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
-    for split in job.splits:
-        plan = SplitPlan.for_job(
-            job,
-            split,
-            dataset="imagenet",
-            fields=FIELDS,
-            classes=WNIDS,
-            source={"url": job.input, "layout": layout.name},
-            params=cfg.params(),
-        )
+    for split, plan in zip(job.splits, plans, strict=True):
         (
             pipeline
             | f"Units {split}" >> beam.Create(layout.units[split])

@@ -33,10 +33,20 @@ from pipelines.common.images import BadInput
 from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
 from pipelines.common.records import Pointer
 from pipelines.common.tfrecord import Example, SequenceExample, feature_values, iter_records
+from pipelines.common.watch import add_watch_options, watch_options
 from shards import storage
 from shards.keys import validate_key
 
-__all__ = ["LayoutError", "YouTube8MConfig", "detect_files", "encode_sample", "list_file", "main", "schema"]
+__all__ = [
+    "LayoutError",
+    "WatchedRecords",
+    "YouTube8MConfig",
+    "detect_files",
+    "encode_sample",
+    "list_file",
+    "main",
+    "schema",
+]
 
 SPLITS = ("train", "validate", "test")
 NUM_CLASSES = 3862
@@ -212,6 +222,21 @@ def _row(p: Pointer, data: bytes, cfg: YouTube8MConfig) -> dict[str, Any]:
     return row
 
 
+@dataclasses.dataclass(frozen=True)
+class WatchedRecords:
+    """New TFRecord files under --input, for --watch: each file is an input, its records its pointers."""
+
+    root: str
+    level: str
+
+    def inputs(self, split: str) -> dict[str, tuple[int, str]]:
+        found = storage.stat_files(self.root)
+        return {u: s for u, s in found.items() if (m := _FILE.match(u.rsplit("/", 1)[-1])) and m.group(1) == split}
+
+    def pointers(self, split: str, files: dict[str, int]) -> list[Pointer]:
+        return [p for url in sorted(files) for p in list_file(url, self.level)]
+
+
 LAYOUTS_HELP = """\
   <split>NNNN.tfrecord anywhere under --input (train0000.tfrecord, validate0000.tfrecord, test0000.tfrecord):
   video level (tf.train.Example) or frame level (SequenceExample); vocabulary.csv beside them or --vocabulary"""
@@ -227,10 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--level", choices=["video", "frame"], help="feature level (default: detected from the records)")
     p.add_argument("--vocabulary", help="vocabulary.csv (default: the one under --input, if any)")
+    add_watch_options(p)
     args = p.parse_args(ours)
+    watching = watch_options(args) if args.watch else None
     job = job_options(args, beam_args)
     try:
-        files = detect_files(job.input, job.splits)
+        try:
+            files = detect_files(job.input, job.splits)
+        except LayoutError:
+            if not (args.watch and args.level):  # a watcher may start before the first file lands
+                raise
+            files = {}
         level = args.level or detect_level(files[job.splits[0]][0])
         vocab_url = args.vocabulary or next(
             (u for u in storage.walk(job.input) if u.rsplit("/", 1)[-1] == "vocabulary.csv"), None
@@ -253,9 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.common.progress import run_and_report
     from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
 
-    pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
-    for split in job.splits:
-        plan = SplitPlan.for_job(
+    plans = [
+        SplitPlan.for_job(
             job,
             split,
             dataset="youtube8m",
@@ -266,6 +297,15 @@ def main(argv: list[str] | None = None) -> int:
             format="arrow",
             extra={"level": level, "num_classes": cfg.num_classes},
         )
+        for split in job.splits
+    ]
+    if args.watch:
+        from pipelines.common.watch import run_watch
+
+        watched = WatchedRecords(job.input, level)
+        return run_watch(job, plans, watched, encode, watching, beam_args, dataset="youtube8m")
+    pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
+    for split, plan in zip(job.splits, plans, strict=True):
         (
             pipeline
             | f"Files {split}" >> beam.Create(files[split])

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
+from pipelines.common.watch import refuse_watch
 from pipelines.fma.audio import FIELDS, FmaConfig, encode_sample, fields, resampled_length
 from pipelines.fma.listing import (
     Labels,
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         help="quarantine shorter clips (default 20 for the 30 s subsets small/medium/large, 1 for full)",
     )
     p.add_argument("--silence-dbfs", type=float, default=-60.0, help="quarantine clips whose peak is below (-60)")
+    refuse_watch(
+        p, "FMA's metadata (tracks.csv) is one file rewritten as a whole, not added to per clip; re-run the batch job"
+    )
     args = p.parse_args(ours)
     job = job_options(args, beam_args)
     try:

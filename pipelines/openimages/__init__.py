@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
+from pipelines.common.watch import refuse_watch
 from pipelines.openimages.annotations import parse_csv, rotate_boxes
 from pipelines.openimages.layout import (
     VERSIONS,
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resize-max-side", type=int, help="shrink images whose longer side is larger (re-encodes)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
     p.add_argument("--keep-unannotated", action="store_true", help="also write images with no box and no label")
+    refuse_watch(
+        p,
+        "Open Images labels and boxes come in one CSV per split that is rewritten as a whole, so a new image's annotations cannot be told from a changed old one's; re-run the batch job",
+    )
     args = p.parse_args(ours)
     job = job_options(args, beam_args)
     try:

@@ -1,0 +1,341 @@
+"""One split's increments, exactly once: find the raw files not yet converted, convert them with the batch job's
+writers, publish them as the split's next generation (shards/generations.py). No Beam here: the streaming job
+(pipelines/common/watch.py) calls `SplitWatcher.tick` on every tick of its clock.
+
+Exactly once, across kills and restarts:
+- What was converted is recorded with each generation (`<folder>/inputs.jsonl`: url, size, tag, sha256, keys);
+  the ledger of a split is the union over its live generations (a compaction carries the ledgers it replaces).
+- Before writing anything, an increment writes its intent (`_watch/intent-<folder>.jsonl`: its files and every
+  pointer). A watcher that finds an intent whose folder no manifest lists finishes that increment first, from the
+  intent, reusing the shards already committed (the batch writers' progress records) - so a kill at any moment
+  neither loses nor duplicates an input.
+- A file whose size or tag changed after it was converted is hashed again; if its bytes differ it is reported in
+  the next generation's quarantine (stage `changed`) and not converted again.
+- A file is converted only once it is stable: the same size and tag in two listings `settle` seconds apart (a
+  local file last modified longer ago than that is stable at once: a backlog does not wait).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pipelines.common.records import Pointer
+from pipelines.common.sharding import SplitPlan, num_shards
+from pipelines.common.shardwriter import PROGRESS_DIR, Encoder, write_shard
+from shards import storage
+from shards.errors import ManifestError
+from shards.generations import new_folder, publish_generation, split_lock
+from shards.keys import shuffle_hash
+from shards.manifest import read_manifest
+from shards.quarantine import quarantine_entry
+
+__all__ = ["IncrementReport", "RawInputs", "SplitWatcher", "WATCH_DIR"]
+
+WATCH_DIR = "_watch"
+Stat = tuple[int, str]  # size, tag (ETag or mtime in ns)
+
+
+class RawInputs(Protocol):
+    """A dataset's part of watching (picklable): which raw files feed a split now, and their pointers."""
+
+    def inputs(self, split: str) -> dict[str, Stat]: ...
+
+    def pointers(self, split: str, files: dict[str, int]) -> list[Pointer]: ...
+
+
+@dataclasses.dataclass
+class IncrementReport:
+    split: str
+    generation: int | None  # None: nothing new, or not published (rejected)
+    files: int = 0
+    inputs: int = 0
+    samples: int = 0
+    shards: int = 0
+    quarantined: int = 0
+    changed: int = 0
+    unstable: int = 0
+    rejected: str | None = None  # why the increment was not published
+    latency: float | None = None  # publication - the newest input's arrival, seconds
+    waited: float | None = None  # publication - the oldest input's arrival
+
+    def line(self, dataset: str) -> str:
+        head = f"[{dataset} {self.split}]"
+        waiting = f", {self.unstable} still being written" if self.unstable else ""
+        if self.rejected:
+            return f"{head} increment NOT published: {self.rejected}{waiting}"
+        if self.generation is None:
+            return f"{head} nothing new{waiting}"
+        changed = f", {self.changed} changed after conversion (quarantined)" if self.changed else ""
+        return (
+            f"{head} generation {self.generation}: {self.files} files, {self.inputs} inputs -> {self.samples} samples "
+            f"in {self.shards} shards, {self.quarantined} quarantined{changed}{waiting}; published "
+            f"{self.latency:.1f}s after the newest input arrived ({self.waited:.1f}s after the oldest)"
+        )
+
+
+def _sha256(url: str) -> str:
+    h = hashlib.sha256()
+    with storage.open_read(url, block_size=8 << 20) as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _arrival(url: str, stat: Stat, first_seen: float) -> float:
+    """When a file arrived: its modification time where the tag is one (local files), else when first listed."""
+    if storage.is_local(url) and stat[1].isdigit():
+        return min(first_seen, int(stat[1]) / 1e9)
+    return first_seen
+
+
+class SplitWatcher:
+    """The state of one split's watcher between ticks (the ledger, the last listing) and the tick itself."""
+
+    def __init__(self, plan: SplitPlan, raw: RawInputs, encode: Encoder, *, settle: float = 2.0):
+        self.plan = plan
+        self.raw = raw
+        self.encode = encode
+        self.settle = settle
+        self.ledger: dict[str, dict[str, Any]] = {}  # url -> {size, tag, sha256, keys, generation|rejected}
+        self.keys: dict[str, str] = {}  # key -> the url it came from
+        self.known_gens: set[int] = set()
+        self.first_seen: dict[str, float] = {}
+        self.same_bytes: dict[str, Stat] = {}  # rewritten in place with the same bytes: not news
+        self._retried: list[str] = []  # rejected records whose files the next increment takes again
+        self._check_split()
+
+    # ------------------------------------------------------------ state
+
+    def _manifest(self) -> dict[str, Any] | None:
+        try:
+            return read_manifest(self.plan.split_url)
+        except ManifestError as e:
+            if "no manifest" in str(e):
+                return None
+            raise
+
+    def _check_split(self) -> None:
+        m = self._manifest()
+        if m is None:
+            return
+        if m["version"] < 2:
+            raise ValueError(f"{self.plan.split_url} was written once by a batch job; a watcher needs an output "
+                             "of its own (it converts the backlog as its first generation)")  # fmt: skip
+        if m["params"] != self.plan.params or m["dataset"] != self.plan.dataset:
+            raise ValueError(f"{self.plan.split_url} was converted by {m['dataset']} with {m['params']}; this watcher "
+                             f"has {self.plan.dataset} with {self.plan.params}: use the same options or another output")  # fmt: skip
+
+    def _refresh_ledger(self) -> dict[str, Any] | None:
+        """Bring the ledger up to the published manifest (generations this process has not read yet)."""
+        m = self._manifest()
+        live = {g["generation"]: g for g in (m or {}).get("generations", [])}
+        if not self.known_gens <= set(live):  # a compaction replaced some: read the ledgers it carries
+            self.ledger, self.keys, self.known_gens = {}, {}, set()
+        for n, g in sorted(live.items()):
+            if n in self.known_gens:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                for line in storage.read_bytes(storage.join(self.plan.split_url, g["inputs"])).splitlines():
+                    self._remember(json.loads(line), n)
+            self.known_gens.add(n)
+        for name in storage.listdir(storage.join(self.plan.split_url, WATCH_DIR)):
+            if name.startswith("rejected-") and name.endswith(".json"):
+                record = json.loads(storage.read_bytes(storage.join(self.plan.split_url, WATCH_DIR, name)))
+                for f in record["files"]:
+                    self.ledger.setdefault(f["url"], {**f, "rejected": name})
+        return m
+
+    def _remember(self, row: dict[str, Any], generation: int) -> None:
+        self.ledger[row["url"]] = {**row, "generation": generation}
+        for k in row.get("keys", ()):
+            self.keys.setdefault(k, row["url"])
+
+    # ------------------------------------------------------------ finding what is new
+
+    def _stable_new(self) -> tuple[dict[str, Stat], list[tuple[str, Stat]], int]:
+        """(new stable files, converted files whose bytes changed, files still changing)."""
+        now = time.time()
+        listing = self.raw.inputs(self.plan.split)
+        fresh = {}
+        for url, stat in listing.items():
+            self.first_seen.setdefault(url, now)
+            known = self.ledger.get(url)
+            if known is None or ((known["size"], known["tag"]) != stat and self.same_bytes.get(url) != stat):
+                fresh[url] = stat
+        # the same size and tag `settle` seconds later, or it is still being written; a local file last modified
+        # longer ago than that has shown it already (its tag is its modification time)
+        young = {u: s for u, s in fresh.items() if now - _arrival(u, s, now) < self.settle}
+        if young:
+            time.sleep(self.settle)
+            again = self.raw.inputs(self.plan.split)
+            unstable = {u for u, s in young.items() if again.get(u) != s}
+        else:
+            unstable = set()
+        stable = {u: s for u, s in fresh.items() if u not in unstable}
+        changed = []
+        retry = {self.ledger[u]["rejected"] for u in stable if "rejected" in self.ledger.get(u, {})}
+        for url, row in self.ledger.items():  # a rejected increment is tried again, whole, once a file of it changes
+            if row.get("rejected") in retry and url in listing and url not in unstable:
+                stable[url] = listing[url]
+        self._retried = sorted(retry)
+        for url in [u for u in stable if u in self.ledger and "rejected" not in self.ledger[u]]:
+            stat = stable.pop(url)
+            if _sha256(url) == self.ledger[url]["sha256"]:
+                self.same_bytes[url] = stat
+            else:
+                changed.append((url, stat))
+        return stable, changed, len(unstable)
+
+    # ------------------------------------------------------------ intents
+
+    def _intent_url(self, folder: str) -> str:
+        return storage.join(self.plan.split_url, WATCH_DIR, f"intent-{folder}.jsonl")
+
+    def _pending(self, manifest: dict[str, Any] | None) -> tuple[str, dict[str, Any], list[Pointer]] | None:
+        """An increment started and not published (its folder is in no live generation): finish it first."""
+        published = {g["folder"] for g in (manifest or {}).get("generations", [])}
+        published |= {r["folder"] for r in (manifest or {}).get("retired", [])}
+        for name in storage.listdir(storage.join(self.plan.split_url, WATCH_DIR)):
+            if name.startswith("intent-") and name.endswith(".jsonl"):
+                folder = name.removeprefix("intent-").removesuffix(".jsonl")
+                lines = storage.read_bytes(self._intent_url(folder)).splitlines()
+                if folder in published:  # published, the intent not yet removed
+                    storage.remove(self._intent_url(folder))
+                    continue
+                return folder, json.loads(lines[0]), [Pointer(*json.loads(x)) for x in lines[1:]]
+        return None
+
+    def _plan_increment(self, stable: dict[str, Stat], changed: list[tuple[str, Stat]]):
+        """Hash the new files, list their pointers, mark keys taken by earlier generations, write the intent."""
+        with cf.ThreadPoolExecutor(8) as pool:  # hashlib releases the GIL
+            digests = dict(zip(stable, pool.map(_sha256, stable), strict=True))
+        pointers = sorted(self.raw.pointers(self.plan.split, {u: s[0] for u, s in stable.items()}), key=lambda p: p.key)
+        out = []
+        for p in pointers:
+            owner = self.keys.get(p.key)
+            if owner is not None and "error" not in p.meta:
+                g = self.ledger[owner].get("generation")
+                p = p._replace(meta={**p.meta, "stage": "list", "error": f"duplicate key: {p.key} was already "
+                                     f"converted from {owner} in generation {g}"})  # fmt: skip
+            out.append(p)
+        keys: dict[str, list[str]] = {}
+        for p in out:
+            if "error" not in p.meta:
+                keys.setdefault(p.url, []).append(p.key)
+        files = [{"url": u, "size": s[0], "tag": s[1], "sha256": digests[u], "keys": keys.get(u, [])}
+                 for u, s in stable.items()]  # fmt: skip
+        changes = []
+        for url, stat in changed:
+            old = self.ledger[url]
+            changes.append({"url": url, "size": stat[0], "tag": stat[1], "sha256": _sha256(url), "keys": [],
+                            "was": {k: old[k] for k in ("size", "sha256")}, "converted_in": old.get("generation")})  # fmt: skip
+        arrivals = [_arrival(u, s, self.first_seen.get(u, time.time())) for u, s in [*stable.items(), *changed]]
+        header = {"files": files, "changed": changes, "arrivals": [min(arrivals), max(arrivals)]}
+        folder = new_folder("inc")
+        body = b"".join(json.dumps(list(p)).encode() + b"\n" for p in out)
+        storage.write_bytes(self._intent_url(folder), json.dumps(header).encode() + b"\n" + body)
+        for name in self._retried:  # the intent holds their files now
+            with contextlib.suppress(FileNotFoundError):
+                storage.remove(storage.join(self.plan.split_url, WATCH_DIR, name))
+        for row in header["files"]:
+            if "rejected" in self.ledger.get(row["url"], {}):
+                del self.ledger[row["url"]]
+        return folder, header, out
+
+    # ------------------------------------------------------------ converting and publishing
+
+    def _convert(self, folder: str, pointers: list[Pointer], first: bool, submit: Callable) -> list[dict[str, Any]]:
+        """Write the increment's shards with the batch job's writer: the same seeded assignment and order."""
+        folder_url = storage.join(self.plan.split_url, folder)
+        for sub in (folder_url, storage.join(folder_url, PROGRESS_DIR)):
+            for name in storage.stale_temporaries(sub, max_age=0 if first else 3600):
+                with contextlib.suppress(FileNotFoundError):
+                    storage.remove(storage.join(sub, name))
+        # the backlog (first generation) gets --min-shards like the batch job; a small increment one shard per
+        # --shard-size of bytes (compaction merges them later)
+        min_shards = self.plan.min_shards if first else 1
+        plan = dataclasses.replace(self.plan, split_url=folder_url, min_shards=min_shards)
+        n = num_shards(len(pointers), sum(p.length for p in pointers), plan.shard_size, min_shards)
+        by_shard: dict[int, list[Pointer]] = {}
+        for p in pointers:
+            by_shard.setdefault((shuffle_hash(p.key, plan.seed) * n) >> 64, []).append(p)
+        futures = [submit(write_shard, plan, self.encode, (i, ps)) for i, ps in sorted(by_shard.items())]
+        return [f.result()[0] for f in futures]
+
+    def tick(self, submit: Callable) -> IncrementReport:
+        """Publish at most one increment: a pending one first, else what is new and stable now."""
+        manifest = self._refresh_ledger()
+        report = IncrementReport(self.plan.split, None)
+        pending = self._pending(manifest)
+        if pending is None:
+            stable, changed, report.unstable = self._stable_new()
+            if not stable and not changed:
+                return report
+            pending = self._plan_increment(stable, changed)
+        folder, header, pointers = pending
+        records = self._convert(folder, pointers, manifest is None, submit)
+        return self._finish(folder, header, pointers, records, report)
+
+    def _finish(self, folder: str, header: dict[str, Any], pointers: list[Pointer], records: list[dict[str, Any]],
+                report: IncrementReport) -> IncrementReport:  # fmt: skip
+        plan = self.plan
+        entries = [r["entry"] for r in sorted(records, key=lambda r: r["index"]) if r["entry"] is not None]
+        quarantine = [q for r in records for q in r["quarantine"]]
+        for c in header["changed"]:
+            quarantine.append(quarantine_entry(
+                key=os.path.basename(c["url"]).split(".")[0].replace(" ", "_") or "file", source=c["url"],
+                stage="changed", reason=f"changed after it was converted in generation {c['converted_in']} (size "
+                f"{c['was']['size']} -> {c['size']}, sha256 {c['was']['sha256'][:12]} -> {c['sha256'][:12]}); not "
+                "converted again: publish changed data under a new name"))  # fmt: skip
+        seen = sum(r["seen"] for r in records) + len(header["changed"])
+        written = sum(e["num_samples"] for e in entries)
+        if seen != len(pointers) + len(header["changed"]) or seen != written + len(quarantine):
+            raise RuntimeError(f"{plan.split_url}/{folder}: counts do not add up: {len(pointers)} inputs listed, "
+                               f"{written} written + {len(quarantine)} quarantined; not published")  # fmt: skip
+        # a changed file is reported, not bad input of this increment: it does not count against --max-bad-fraction
+        bad = [q for q in quarantine if q["stage"] not in (*plan.benign_stages, "changed")]
+        report.files, report.inputs, report.changed = len(header["files"]), seen, len(header["changed"])
+        if seen and len(bad) > plan.max_bad_fraction * seen:
+            return self._reject(folder, header, quarantine, bad, seen, report)
+        folder_url = storage.join(plan.split_url, folder)
+        storage.write_bytes(storage.join(folder_url, "inputs.jsonl"),
+                            b"".join(json.dumps(f, sort_keys=True).encode() + b"\n" for f in header["files"] + header["changed"]))  # fmt: skip
+        template = {"dataset": plan.dataset, "split": plan.split, "fields": plan.fields, "classes": plan.classes,
+                    "params": plan.params, "source": dict(plan.source), **plan.extra}  # fmt: skip
+        with split_lock(plan.split_url, f"watcher of {plan.split_url}"):
+            m = publish_generation(plan.split_url, folder=folder, kind="increment", shards=entries,
+                                   quarantine=quarantine, inputs_seen=seen, template=template,
+                                   extra={"input_files": len(header["files"])})  # fmt: skip
+        storage.remove(self._intent_url(folder))
+        now = m["generations"][-1]["published_at"]
+        report.generation, report.samples, report.shards = m["generation"], written, len(entries)
+        report.quarantined = len(quarantine)
+        report.latency, report.waited = now - header["arrivals"][1], now - header["arrivals"][0]
+        return report
+
+    def _reject(self, folder, header, quarantine, bad, seen, report) -> IncrementReport:
+        """Too much bad input: the shards are removed, nothing is published, and the files are recorded as
+        rejected (in `_watch/rejected-<folder>.json`, with every quarantine entry) so that they are not tried
+        again until they change."""
+        name = f"rejected-{folder}.json"
+        record = {"files": header["files"] + header["changed"], "quarantine": quarantine, "inputs_seen": seen}
+        storage.write_bytes(storage.join(self.plan.split_url, WATCH_DIR, name), json.dumps(record).encode())
+        storage.remove_tree(storage.join(self.plan.split_url, folder))
+        storage.remove(self._intent_url(folder))
+        reasons: dict[str, int] = {}
+        for q in bad:
+            reasons[q["reason"]] = reasons.get(q["reason"], 0) + 1
+        top = "; ".join(f"{n}x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:3])
+        report.rejected = (f"{len(bad)} of {seen} inputs quarantined, more than --max-bad-fraction "
+                           f"{self.plan.max_bad_fraction} allows ({top}); its files are listed in "
+                           f"{storage.join(self.plan.split_url, WATCH_DIR, name)} and wait until they change")  # fmt: skip
+        report.quarantined = len(quarantine)
+        return report

@@ -1,0 +1,207 @@
+"""`--watch`: a conversion job as a Beam streaming pipeline that publishes new generations as raw files land.
+
+    PeriodicImpulse(every --interval, until --stop-after) -> ParDo(Watch): for each split, SplitWatcher.tick
+
+Each tick converts at most one increment per split inside the DoFn, with the batch job's listing, pointer shuffle
+and writers on a process pool (pipelines/common/increments.py). Why not a GroupByKey per increment: measured
+here, Beam's local runner (FnApiRunner, `--streaming`) and the portable runner both hold every element after a
+GroupByKey until the unbounded source ends, so no increment would publish before `--stop-after`; a stage fused
+to the impulse runs on every tick, in real time, on every runner. Increments of one split are serial (each is a
+new generation); a backlog is one increment converted with all the worker's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # Beam is imported only when the job runs, after the arguments are checked
+    from pipelines.common.increments import RawInputs
+    from pipelines.common.options import JobOptions
+    from pipelines.common.shardwriter import Encoder
+
+__all__ = ["WatchOptions", "add_watch_options", "parse_duration", "refuse_watch", "run_watch", "watch_options"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WatchOptions:
+    interval: float = 60.0
+    stop_after: float | None = None
+    settle: float = 2.0
+    stop_on_bad: bool = False
+    retries: int = 3  # output-store errors tolerated in a row before the watcher stops
+    retry_delay: float = 2.0  # seconds before the first retry, doubling (at most 30)
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '5m', '2h', '1d' -> seconds; ValueError naming the text otherwise."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text or "")
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 90s, 5m, 2h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def add_watch_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("streaming (--watch)")
+    g.add_argument("--watch", action="store_true", help="run as a streaming job: convert new files as they land, "
+                   "each increment published as a new generation of the split")  # fmt: skip
+    g.add_argument("--interval", default="60s", help="how often to look for new files (default 60s)")
+    g.add_argument("--stop-after", help="stop after this long (e.g. 2h; default: run until stopped)")
+    g.add_argument("--settle", default="2s", help="a new file must keep its size this long before it is converted "
+                   "(default 2s)")  # fmt: skip
+    g.add_argument("--stop-on-bad", action="store_true",
+                   help="stop when an increment has more bad input than --max-bad-fraction (default: report it, "
+                   "leave it unpublished and go on)")  # fmt: skip
+
+
+def watch_options(args: argparse.Namespace) -> WatchOptions:
+    from pipelines.common.options import _usage_error
+
+    try:
+        interval, settle = parse_duration(args.interval), parse_duration(args.settle)
+        stop = parse_duration(args.stop_after) if args.stop_after else None
+    except ValueError as e:
+        raise _usage_error(str(e)) from None
+    if interval <= 0:
+        raise _usage_error("--interval must be more than 0")
+    return WatchOptions(interval=interval, stop_after=stop, settle=settle, stop_on_bad=args.stop_on_bad)
+
+
+class _Watch:
+    """The DoFn's body, kept apart from Beam so it is built once per worker (`setup`)."""
+
+    def __init__(self, plans: list, raw: RawInputs, encode: Encoder, opts: WatchOptions, writers: int):
+        self.plans, self.raw, self.encode, self.opts, self.writers = plans, raw, encode, opts, writers
+
+    def setup(self) -> None:
+        import concurrent.futures as cf
+        import os
+
+        from pipelines.common.increments import SplitWatcher
+        from pipelines.common.options import use_storage_options
+        from pipelines.common.sharding import writer_context
+        from pipelines.common.shardwriter import die_with_job
+
+        use_storage_options(self.plans[0].storage_options)
+        fn = getattr(self.encode, "func", self.encode)
+        self.pool = cf.ProcessPoolExecutor(
+            max_workers=self.writers, mp_context=writer_context(fn.__module__), initializer=die_with_job,
+            initargs=(os.getpid(),),
+        )  # fmt: skip
+        self.watchers = [SplitWatcher(plan, self.raw, self.encode, settle=self.opts.settle) for plan in self.plans]
+        self.failures = 0
+
+    def tick(self) -> list[Any]:
+        reports = []
+        for w in self.watchers:
+            try:
+                report = w.tick(self.pool.submit)
+                self.failures = 0
+            except OSError as e:  # the output store: retry on the next ticks, then stop; the intent stays
+                self.failures += 1
+                print(f"[{w.plan.dataset} {w.plan.split}] store error ({self.failures} of {self.opts.retries}): "
+                      f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)  # fmt: skip
+                if self.failures >= self.opts.retries:
+                    raise RuntimeError(
+                        f"{w.plan.split_url}: the store failed {self.failures} times in a row ({e}); stopping. "
+                        "Nothing half-published: a restart finishes the pending increment"
+                    ) from None
+                time.sleep(min(30.0, self.opts.retry_delay * 2 ** (self.failures - 1)))
+                continue
+            if report.generation is not None or report.rejected or report.unstable:
+                print(report.line(w.plan.dataset), flush=True)
+            if report.rejected and self.opts.stop_on_bad:
+                raise RuntimeError(f"{w.plan.split_url}: {report.rejected} (--stop-on-bad)")
+            reports.append(report)
+        return reports
+
+    def teardown(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def run_watch(
+    job: JobOptions, plans: list, raw: RawInputs, encode: Encoder, opts: WatchOptions, beam_args: list[str],
+    *, dataset: str,
+) -> int:  # fmt: skip
+    """Build and run the streaming pipeline; per-increment lines on stdout, Beam counters per split."""
+    import os
+
+    import apache_beam as beam
+    from apache_beam.metrics import Metrics
+    from apache_beam.transforms.periodicsequence import PeriodicImpulse
+    from apache_beam.utils.timestamp import MAX_TIMESTAMP
+
+    from pipelines.common.options import beam_pipeline_options
+
+    from pipelines.common.increments import SplitWatcher
+    from shards.errors import ShardError
+
+    try:  # an output the batch job wrote, or converted with other options: say so before Beam starts
+        for plan in plans:
+            SplitWatcher(plan, raw, encode)
+    except (ValueError, ShardError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    writers = job.writer_processes if job.writer_processes > 0 else (os.cpu_count() or 1)
+    body = _Watch(plans, raw, encode, opts, writers)
+
+    class Watch(beam.DoFn):
+        def __init__(self) -> None:
+            self.counters: dict[str, Callable] = {}
+
+        def setup(self) -> None:
+            body.setup()
+
+        def process(self, _tick) -> Any:
+            for r in body.tick():
+                ns = f"{dataset}/{r.split}"
+                for name, value in (("generations_published", int(r.generation is not None)), ("inputs", r.inputs),
+                                    ("samples_written", r.samples), ("quarantined", r.quarantined),
+                                    ("increments_rejected", int(bool(r.rejected)))):  # fmt: skip
+                    if value:
+                        Metrics.counter(ns, name).inc(value)
+                if r.latency is not None:
+                    Metrics.distribution(ns, "publish_latency_ms").update(int(r.latency * 1000))
+                yield dataclasses.asdict(r)
+
+        def teardown(self) -> None:
+            body.teardown()
+
+    options = beam_pipeline_options([*beam_args, "--streaming"] if "--streaming" not in beam_args else beam_args)
+    start = time.time()
+    stop = start + opts.stop_after if opts.stop_after is not None else MAX_TIMESTAMP
+    pipeline = beam.Pipeline(options=options)
+    _ = (
+        pipeline
+        | "Clock" >> PeriodicImpulse(start_timestamp=start, stop_timestamp=stop, fire_interval=opts.interval)
+        | "Convert increments" >> beam.ParDo(Watch())
+    )
+    names = ", ".join(p.split for p in plans)
+    until = f" for {opts.stop_after:.0f}s" if opts.stop_after is not None else " until stopped"
+    print(f"[{dataset}] watching {job.input} for {names} every {opts.interval:g}s{until} -> {job.output}", flush=True)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except Exception as e:
+        print(f"error: the {dataset} watcher stopped: {str(e).strip().splitlines()[-1][:500]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def refuse_watch(p: argparse.ArgumentParser, reason: str) -> None:
+    """For a dataset whose layout cannot be converted by increments: `--watch` is a one-line usage error saying
+    why, not argparse's "unrecognized arguments"."""
+
+    class Refuse(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"--watch: {reason}")
+
+    p.add_argument("--watch", nargs=0, action=Refuse, help=f"not available: {reason}")
