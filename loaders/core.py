@@ -20,6 +20,7 @@ from loaders.plan import plan_epoch
 from loaders.reading import ArrowSampleReader, Ragged, SampleReader
 from loaders.source import BatchSource
 from shards.errors import ShardFormatError
+from shards.generations import generation_of, read_generation
 from shards.manifest import read_manifest, split_url_of
 
 __all__ = ["DaliLoader", "LoaderOptions", "class_label", "multi_hot", "positive", "resolve_rank"]
@@ -55,6 +56,8 @@ class LoaderOptions(TypedDict, total=False):
     return_keys: bool  # also give each batch's sample keys (default False)
     verify: bool  # check local shards against the manifest's sha256, once per process (default True)
     fetch_streams: int  # concurrent GETs per rank from an object store (default 8)
+    generation: int | None  # a split that grows by generations: the one to read (default None: the newest)
+    follow: bool  # plan each new epoch over the newest generation published by then (default False)
 
 
 def positive(name: str, value: Any) -> None:
@@ -115,6 +118,8 @@ class DaliLoader:
         return_keys: bool = False,
         verify: bool = True,
         fetch_streams: int = DEFAULT_STREAMS,
+        generation: int | None = None,
+        follow: bool = False,
     ):
         if device not in ("cpu", "gpu"):
             raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
@@ -122,7 +127,17 @@ class DaliLoader:
                             ("cache_bytes", cache_bytes)):  # fmt: skip
             positive(name, value)
         self.split_url = split_url_of(url)
-        self.manifest = read_manifest(self.split_url)
+        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.follow = follow
+        if follow and generation is not None:
+            raise ValueError("follow=True moves to the newest generation at each epoch; do not also pin generation=")
+        if follow and self.world_size > 1 and not _distributed():
+            raise ValueError(
+                "follow=True with several ranks needs torch.distributed initialised (rank 0's choice of generation "
+                "is broadcast, so every rank reads the same one); without it, pass generation=N to every rank"
+            )
+        self.manifest = read_generation(self.split_url, self._agreed(generation))
+        self.generation = generation_of(self.manifest)
         self.fields = list(fields)
         # fields parsed in Python as they are read (small ones: labels, boxes); the rest reach DALI as bytes
         self.host_fields = dict(host_fields or {})
@@ -142,16 +157,13 @@ class DaliLoader:
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
-        self.rank, self.world_size = resolve_rank(rank, world_size)
         self.num_threads = num_threads or max(1, (os.cpu_count() or 2) // max(1, self._local_ranks()))
         self.drop_last = drop_last
         self.open_shards = open_shards
         self.return_keys = return_keys
         self.cache = ShardCache(cache_dir, cache_bytes, streams=fetch_streams)
         self.verifier = Verifier(verify)
-        self._verified: set[int] = set()  # shards that passed (or need no check): no wait per batch
-        arrow = bool(self.manifest["shards"]) and self.manifest["shards"][0]["path"].endswith(".arrow")
-        self.reader = (ArrowSampleReader if arrow else SampleReader)(self.split_url, self.manifest, self.cache)
+        self._use(self.manifest)
         self._graph = graph
         self.epoch = 0
         self._source = BatchSource(self)
@@ -165,6 +177,31 @@ class DaliLoader:
                 f"epoch, fewer than batch_size={batch_size}, so an epoch would yield no batch"
                 + (" (drop_last=True drops the partial one)" if drop_last and len(self._source.plan) else "")
             )
+
+    def _use(self, manifest: dict[str, Any]) -> None:
+        """Read this manifest's shards from now on (at construction, an epoch boundary, or a resume)."""
+        self.manifest, self.generation = manifest, generation_of(manifest)
+        self._verified: set[int] = set()  # shards that passed (or need no check): no wait per batch
+        arrow = bool(manifest["shards"]) and manifest["shards"][0]["path"].endswith(".arrow")
+        self.reader = (ArrowSampleReader if arrow else SampleReader)(self.split_url, manifest, self.cache)
+
+    def _agreed(self, generation: int | None) -> int | None:
+        """The generation every rank reads: the one asked for, else (following, several ranks) the newest as rank
+        0 sees it, broadcast; else None (the newest)."""
+        if generation is not None or self.world_size == 1 or not _distributed():
+            return generation
+        import torch.distributed as dist
+
+        choice = [generation_of(read_manifest(self.split_url)) if self.rank == 0 else None]
+        dist.broadcast_object_list(choice, src=0)
+        return choice[0]
+
+    def _follow(self) -> None:
+        """At an epoch boundary: move to the newest generation, if it is not the one read now."""
+        newest = self._agreed(None)
+        manifest = read_generation(self.split_url, newest)
+        if generation_of(manifest) != self.generation:
+            self._use(manifest)
 
     @staticmethod
     def _local_ranks() -> int:
@@ -228,6 +265,8 @@ class DaliLoader:
         if self._consumed >= self.batches_per_epoch:  # the last epoch is finished: start the next one
             self.epoch += 1
             self._consumed = 0
+        if self.follow and self._consumed == 0:
+            self._follow()
         self._plan_for(self.epoch)
         self._source.restart(self._source.plan, self._consumed)
         if self._pipe is None:
@@ -300,6 +339,7 @@ class DaliLoader:
             "seed": self.seed,
             "world_size": self.world_size,
             "rank": self.rank,
+            "generation": self.generation,
             "dali": self._pipe.checkpoint() if self._pipe is not None else self._checkpoint,
         }
 
@@ -307,9 +347,20 @@ class DaliLoader:
         for k in ("seed", "world_size", "rank"):
             if state[k] != getattr(self, k):
                 raise ValueError(f"state was saved with {k}={state[k]}, this loader has {k}={getattr(self, k)}")
+        if state.get("generation", 0) != self.generation:  # the epoch was planned over that generation
+            self._use(read_generation(self.split_url, state.get("generation", 0)))
         self.epoch, self._consumed, self._checkpoint = state["epoch"], state["batch"], state["dali"]
         self._pipe = None
         self._plan_for(self.epoch)
+
+
+def _distributed() -> bool:
+    try:
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized()
+    except ImportError:
+        return False
 
 
 def _to_torch(out: Any, copy: bool):
