@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", default="bench-data/watch", help="working folder (backlog generated or reused)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--interval", type=float, default=15.0, help="the watcher's --interval in seconds (default 15)")
-    p.add_argument("--increments", type=int, default=10)
+    p.add_argument("--increments", type=int, default=10, help="latency increments (default 10; 0: backlog only)")
     p.add_argument("--images", type=int, default=300, help="images per increment (default 300)")
     p.add_argument("--json")
     args = p.parse_args(argv)
@@ -176,12 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("batch", "watch"):
         print(f"{k:>6}: median {b['median_seconds'][k]:.1f}s (runs: {', '.join(f'{x:.1f}' for x in b['seconds'][k])})")
     print(f"backlog: batch time / watcher time = {b['ratio_batch_over_watch']:.2f}  (target >= 0.8)")
+    if args.increments < 1:
+        return _save(r, args.json)
     lat = r["latency"] = bench_latency(args.dir, args.interval, args.increments, args.images, seed=16)
     print(f"latency over {args.increments} increments of {args.images} images, --interval {args.interval:g}s: median "
           f"{lat['median_publish_latency_s']:.1f}s to publication (target <= {lat['target_publish_latency_s']:.0f}s), "
           f"{lat['median_loader_latency_s']:.1f}s to a follow=True loader's batch")  # fmt: skip
-    if args.json:
-        with open(args.json, "w") as f:
+    return _save(r, args.json)
+
+
+def _save(r: dict, path: str | None) -> int:
+    if path:
+        with open(path, "w") as f:
             json.dump(r, f, indent=1)
     return 0
 

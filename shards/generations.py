@@ -6,7 +6,7 @@ Layout of such a split (`<split>/`):
     generations/000007.json          immutable snapshot of the split as generation 7 published it (a run pins it)
     generations/000007.quarantine.jsonl   every quarantine entry of the live generations at 7 (immutable)
     inc-<id>/shard-NNNNNN.{tar,idx,arrow}  the shards of one increment (never rewritten)
-    inc-<id>/inputs.jsonl            what it converted: one line per raw input file (url, size, tag, sha256, keys)
+    inc-<id>/inputs.jsonl            what it converted: one line per raw input file (url, size, tag, crc32c, keys)
     inc-<id>/quarantine.jsonl        its own quarantine entries
     cmp-<id>/...                     a compaction's shards, inputs and quarantine (those of the generations it
                                      replaced)

@@ -3,7 +3,7 @@ writers, publish them as the split's next generation (shards/generations.py). No
 (pipelines/common/watch.py) calls `SplitWatcher.tick` on every tick of its clock.
 
 Exactly once, across kills and restarts:
-- What was converted is recorded with each generation (`<folder>/inputs.jsonl`: url, size, tag, sha256, keys);
+- What was converted is recorded with each generation (`<folder>/inputs.jsonl`: url, size, tag, crc32c, keys);
   the ledger of a split is the union over its live generations (a compaction carries the ledgers it replaces).
 - Before writing anything, an increment writes its intent (`_watch/intent-<folder>.jsonl`: its files and every
   pointer). A watcher that finds an intent whose folder no manifest lists finishes that increment first, from the
@@ -20,7 +20,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -81,12 +80,16 @@ class IncrementReport:
         )
 
 
-def _sha256(url: str) -> str:
-    h = hashlib.sha256()
+def _checksum(url: str) -> str:
+    """CRC32C of a file's bytes, hex: the checksum GCS and S3 keep for objects; 6x faster than sha256 here (10 vs
+    1.7 GB/s), which kept a backlog's extra pass from costing the watcher a quarter of the batch job's time."""
+    import google_crc32c
+
+    crc = 0
     with storage.open_read(url, block_size=8 << 20) as f:
         while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+            crc = google_crc32c.extend(crc, chunk)
+    return f"{crc:08x}"
 
 
 def _arrival(url: str, stat: Stat, first_seen: float) -> float:
@@ -104,7 +107,7 @@ class SplitWatcher:
         self.raw = raw
         self.encode = encode
         self.settle = settle
-        self.ledger: dict[str, dict[str, Any]] = {}  # url -> {size, tag, sha256, keys, generation|rejected}
+        self.ledger: dict[str, dict[str, Any]] = {}  # url -> {size, tag, crc32c, keys, generation|rejected}
         self.keys: dict[str, str] = {}  # key -> the url it came from
         self.known_gens: set[int] = set()
         self.first_seen: dict[str, float] = {}
@@ -188,7 +191,7 @@ class SplitWatcher:
         self._retried = sorted(retry)
         for url in [u for u in stable if u in self.ledger and "rejected" not in self.ledger[u]]:
             stat = stable.pop(url)
-            if _sha256(url) == self.ledger[url]["sha256"]:
+            if _checksum(url) == self.ledger[url]["crc32c"]:
                 self.same_bytes[url] = stat
             else:
                 changed.append((url, stat))
@@ -215,9 +218,13 @@ class SplitWatcher:
 
     def _plan_increment(self, stable: dict[str, Stat], changed: list[tuple[str, Stat]]):
         """Hash the new files, list their pointers, mark keys taken by earlier generations, write the intent."""
-        with cf.ThreadPoolExecutor(8) as pool:  # hashlib releases the GIL
-            digests = dict(zip(stable, pool.map(_sha256, stable), strict=True))
         pointers = sorted(self.raw.pointers(self.plan.split, {u: s[0] for u, s in stable.items()}), key=lambda p: p.key)
+        # a file that is one pointer, whole, gets its checksum from the writer that reads it; others (a TFRecord
+        # file of many records) are read once more here
+        whole = {p.url for p in pointers if p.offset == 0 and p.length == stable.get(p.url, (-1,))[0]}
+        rest = [u for u in stable if u not in whole]
+        with cf.ThreadPoolExecutor(8) as pool:  # google_crc32c releases the GIL
+            digests = dict(zip(rest, pool.map(_checksum, rest), strict=True))
         out = []
         for p in pointers:
             owner = self.keys.get(p.key)
@@ -230,13 +237,13 @@ class SplitWatcher:
         for p in out:
             if "error" not in p.meta:
                 keys.setdefault(p.url, []).append(p.key)
-        files = [{"url": u, "size": s[0], "tag": s[1], "sha256": digests[u], "keys": keys.get(u, [])}
+        files = [{"url": u, "size": s[0], "tag": s[1], "crc32c": digests.get(u), "keys": keys.get(u, [])}
                  for u, s in stable.items()]  # fmt: skip
         changes = []
         for url, stat in changed:
             old = self.ledger[url]
-            changes.append({"url": url, "size": stat[0], "tag": stat[1], "sha256": _sha256(url), "keys": [],
-                            "was": {k: old[k] for k in ("size", "sha256")}, "converted_in": old.get("generation")})  # fmt: skip
+            changes.append({"url": url, "size": stat[0], "tag": stat[1], "crc32c": _checksum(url), "keys": [],
+                            "was": {k: old[k] for k in ("size", "crc32c")}, "converted_in": old.get("generation")})  # fmt: skip
         arrivals = [_arrival(u, s, self.first_seen.get(u, time.time())) for u, s in [*stable.items(), *changed]]
         header = {"files": files, "changed": changes, "arrivals": [min(arrivals), max(arrivals)]}
         folder = new_folder("inc")
@@ -262,7 +269,7 @@ class SplitWatcher:
         # the backlog (first generation) gets --min-shards like the batch job; a small increment one shard per
         # --shard-size of bytes (compaction merges them later)
         min_shards = self.plan.min_shards if first else 1
-        plan = dataclasses.replace(self.plan, split_url=folder_url, min_shards=min_shards)
+        plan = dataclasses.replace(self.plan, split_url=folder_url, min_shards=min_shards, input_checksums=True)
         n = num_shards(len(pointers), sum(p.length for p in pointers), plan.shard_size, min_shards)
         by_shard: dict[int, list[Pointer]] = {}
         for p in pointers:
@@ -293,7 +300,7 @@ class SplitWatcher:
             quarantine.append(quarantine_entry(
                 key=os.path.basename(c["url"]).split(".")[0].replace(" ", "_") or "file", source=c["url"],
                 stage="changed", reason=f"changed after it was converted in generation {c['converted_in']} (size "
-                f"{c['was']['size']} -> {c['size']}, sha256 {c['was']['sha256'][:12]} -> {c['sha256'][:12]}); not "
+                f"{c['was']['size']} -> {c['size']}, crc32c {c['was']['crc32c']} -> {c['crc32c']}); not "
                 "converted again: publish changed data under a new name"))  # fmt: skip
         seen = sum(r["seen"] for r in records) + len(header["changed"])
         written = sum(e["num_samples"] for e in entries)
@@ -306,6 +313,9 @@ class SplitWatcher:
         if seen and len(bad) > plan.max_bad_fraction * seen:
             return self._reject(folder, header, quarantine, bad, seen, report)
         folder_url = storage.join(plan.split_url, folder)
+        read = {u: c for r in records for u, c in r.get("crc32c", {}).items()}
+        for f in header["files"]:  # checksums the writers computed; a file no writer read whole is read here
+            f["crc32c"] = f["crc32c"] or read.get(f["url"]) or _checksum(f["url"])
         storage.write_bytes(storage.join(folder_url, "inputs.jsonl"),
                             b"".join(json.dumps(f, sort_keys=True).encode() + b"\n" for f in header["files"] + header["changed"]))  # fmt: skip
         template = {"dataset": plan.dataset, "split": plan.split, "fields": plan.fields, "classes": plan.classes,

@@ -71,6 +71,7 @@ class SplitPlan:
     storage_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
     format: str = "tar"  # or "arrow": `fields` is then the Arrow schema (column -> type), each sample one row
     benign_stages: tuple[str, ...] = ()  # quarantine stages that are a choice (a filter), not bad input
+    input_checksums: bool = False  # writers report the CRC32C of inputs they read whole (a watcher's ledger)
     side_table: str | None = None  # "module:function": samples' json -> pyarrow Table, one Parquet file per shard
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest keys
 

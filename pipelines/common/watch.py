@@ -139,9 +139,8 @@ def run_watch(
     from apache_beam.transforms.periodicsequence import PeriodicImpulse
     from apache_beam.utils.timestamp import MAX_TIMESTAMP
 
-    from pipelines.common.options import beam_pipeline_options
-
     from pipelines.common.increments import SplitWatcher
+    from pipelines.common.options import beam_pipeline_options
     from shards.errors import ShardError
 
     try:  # an output the batch job wrote, or converted with other options: say so before Beam starts
