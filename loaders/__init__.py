@@ -11,10 +11,14 @@ __all__ = ["available"]
 _SHARED = {
     "baselines",
     "bench",
+    "bench_mix",
     "bench_reading",
     "cache",
     "common",
     "core",
+    "elastic",
+    "mixture",
+    "tensors",
     "integrity",
     "plan",
     "reading",
@@ -32,6 +36,10 @@ def available() -> list[str]:
 
 
 def __getattr__(attr: str) -> Any:
+    if attr in ("mix", "Source", "Mixture"):  # mixtures: `from loaders import Source, mix`
+        return getattr(importlib.import_module(f"{__name__}.mixture"), attr)
+    if attr == "merge_states":
+        return importlib.import_module(f"{__name__}.elastic").merge_states
     if attr.endswith("_dali") and attr[: -len("_dali")] in available():
         module = importlib.import_module(f"{__name__}.{attr[: -len('_dali')]}")
         return getattr(module, attr)

@@ -271,19 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     from shards.cli import OneLineParser
 
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["reading"]:  # the reading path alone: loaders/bench_reading.py
-        from loaders.bench_reading import main as reading
+    sub = {"reading": "loaders.bench_reading", "mix": "loaders.bench_mix"}.get(argv[0] if argv else "")
+    if sub:  # the reading path alone (bench_reading.py); a mixture against one source (bench_mix.py)
+        import importlib
 
-        return reading(argv[1:])
+        return importlib.import_module(sub).main(argv[1:])
 
     p = OneLineParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
     p.add_argument("dataset", choices=["imagenet", "openimages", "youtube8m", "fma", "reading"])
     p.add_argument("--data", required=True, help="a split URL written by the dataset's pipeline")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the graphs run (default cpu)")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
-    p.add_argument(
-        "--seconds", type=float, default=10, help="measured seconds per configuration and round (default 10)"
-    )
+    p.add_argument("--seconds", type=float, default=10, help="measured seconds per configuration and round (default 10)")  # fmt: skip
     p.add_argument("--warmup", type=float, default=3, help="seconds run before measuring (default 3)")
     p.add_argument("--rounds", type=int, default=3, help="A-B-C rounds; figures are medians (default 3)")
     p.add_argument(

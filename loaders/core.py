@@ -15,12 +15,14 @@ from typing import Any, TypedDict
 import numpy as np
 
 from loaders.cache import DEFAULT_STREAMS, ShardCache
+from loaders.elastic import check_state, fingerprint
 from loaders.integrity import Verifier
-from loaders.plan import plan_epoch
-from loaders.reading import ArrowSampleReader, Ragged, SampleReader
+from loaders.mixture import Mixture, Source, open_sources
+from loaders.plan import consumed_after, plan_epoch
 from loaders.source import BatchSource
+from loaders.tensors import class_label, multi_hot, positive, to_torch
 from shards.errors import ShardFormatError
-from shards.generations import generation_of, read_generation
+from shards.generations import generation_of
 from shards.manifest import read_manifest, split_url_of
 
 __all__ = ["DaliLoader", "LoaderOptions", "class_label", "multi_hot", "positive", "resolve_rank"]
@@ -58,36 +60,8 @@ class LoaderOptions(TypedDict, total=False):
     fetch_streams: int  # concurrent GETs per rank from an object store (default 8)
     generation: int | None  # a split that grows by generations: the one to read (default None: the newest)
     follow: bool  # plan each new epoch over the newest generation published by then (default False)
-
-
-def positive(name: str, value: Any) -> None:
-    """Raise a clear ValueError unless `value` is a whole number of at least 1 (sizes, counts)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
-
-
-def class_label(data) -> np.ndarray:
-    """A `cls` member (ASCII decimal; bytes or a uint8 view) as DALI's int64 input: a `host_fields` parser."""
-    return np.array([int(bytes(data))], dtype=np.int64)
-
-
-def multi_hot(labels: Ragged, num_classes: int, device: str):
-    """A batch's label ids as one N x classes float32 tensor on `device`, made by one scatter: on the GPU by torch
-    there (only the ids cross PCIe); on the CPU by NumPy, since a torch op here would wake torch's OpenMP pool,
-    whose spinning threads take the cores from DALI's (measured: 1.7x slower). A `tensor_fields` maker."""
-    import torch
-
-    rows, ids = labels.row_ids(), labels.values.astype(np.int64, copy=False)
-    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-        bad = sorted(set(ids[(ids < 0) | (ids >= num_classes)].tolist()))
-        raise ValueError(f"label ids outside 0..{num_classes - 1}: {bad}")
-    if device == "cpu":
-        hot = np.zeros((len(labels.lengths), num_classes), np.float32)
-        hot[rows, ids] = 1.0
-        return torch.from_numpy(hot)
-    hot = torch.zeros((len(labels.lengths), num_classes), dtype=torch.float32, device=device)
-    hot[torch.from_numpy(rows).to(device), torch.from_numpy(ids).to(device)] = 1.0
-    return hot
+    epoch_size: int | None  # samples per epoch across all ranks (default: every sample of every source once)
+    subset: float | int | None  # a fixed, seeded part of the split: a fraction in (0, 1] or a count
 
 
 class DaliLoader:
@@ -98,7 +72,7 @@ class DaliLoader:
 
     def __init__(
         self,
-        url: str,
+        url: str | Mixture,
         *,
         graph: Callable[[dict[str, Any], str], dict[str, Any]],
         fields: Sequence[str],
@@ -120,24 +94,31 @@ class DaliLoader:
         fetch_streams: int = DEFAULT_STREAMS,
         generation: int | None = None,
         follow: bool = False,
+        epoch_size: int | None = None,
+        subset: float | int | None = None,
     ):
         if device not in ("cpu", "gpu"):
             raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
         for name, value in (("batch_size", batch_size), ("open_shards", open_shards), ("fetch_streams", fetch_streams),
                             ("cache_bytes", cache_bytes)):  # fmt: skip
             positive(name, value)
-        self.split_url = split_url_of(url)
+        self.mixture = url if isinstance(url, Mixture) else None
+        if self.mixture is not None and (generation is not None or subset is not None):
+            raise ValueError("with a mixture, give generation= and subset= to each Source")
+        self.specs = self.mixture.sources if self.mixture else (Source(url, generation=generation, subset=subset),)
+        if epoch_size is not None:
+            positive("epoch_size", epoch_size)
+        self.epoch_size = epoch_size
+        self.split_url = split_url_of(self.specs[0].url)
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.follow = follow
-        if follow and generation is not None:
+        if follow and any(s.generation is not None for s in self.specs):
             raise ValueError("follow=True moves to the newest generation at each epoch; do not also pin generation=")
         if follow and self.world_size > 1 and not _distributed():
             raise ValueError(
                 "follow=True with several ranks needs torch.distributed initialised (rank 0's choice of generation "
                 "is broadcast, so every rank reads the same one); without it, pass generation=N to every rank"
             )
-        self.manifest = read_generation(self.split_url, self._agreed(generation))
-        self.generation = generation_of(self.manifest)
         self.fields = list(fields)
         # fields parsed in Python as they are read (small ones: labels, boxes); the rest reach DALI as bytes
         self.host_fields = dict(host_fields or {})
@@ -149,11 +130,6 @@ class DaliLoader:
         self.tensor_fields = dict(tensor_fields or {})
         self.tensor_columns = {f for f, _ in self.tensor_fields.values()}
         self.dali_fields = [f for f in self.fields if f not in self.tensor_columns]
-        missing = [f for f in self.fields if f not in self.manifest["fields"]]
-        if missing:
-            raise ValueError(
-                f"{self.split_url}: the split has no field(s) {missing}; it has {list(self.manifest['fields'])}"
-            )
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
@@ -163,7 +139,9 @@ class DaliLoader:
         self.return_keys = return_keys
         self.cache = ShardCache(cache_dir, cache_bytes, streams=fetch_streams)
         self.verifier = Verifier(verify)
-        self._use(self.manifest)
+        self._base: list[tuple[int, int]] = []  # what an elastic resume found consumed in epoch `_base_epoch`
+        self._base_epoch = -1
+        self._open(self._newest(pinned=True))
         self._graph = graph
         self.epoch = 0
         self._source = BatchSource(self)
@@ -178,30 +156,40 @@ class DaliLoader:
                 + (" (drop_last=True drops the partial one)" if drop_last and len(self._source.plan) else "")
             )
 
-    def _use(self, manifest: dict[str, Any]) -> None:
-        """Read this manifest's shards from now on (at construction, an epoch boundary, or a resume)."""
-        self.manifest, self.generation = manifest, generation_of(manifest)
+    def _open(self, generations: Sequence[int | None]) -> None:
+        """Read these generations of the sources from now on (at construction, an epoch boundary, a resume)."""
+        self.manifests, self.reader, self._plans = open_sources(
+            self.specs, generations, self.fields, self.cache, seed=self.seed, epoch_size=self.epoch_size
+        )
+        self.manifest = self.manifests[0]
+        self.generations = [generation_of(m) for m in self.manifests]
+        self.generation = self.generations[0]
         self._verified: set[int] = set()  # shards that passed (or need no check): no wait per batch
-        arrow = bool(manifest["shards"]) and manifest["shards"][0]["path"].endswith(".arrow")
-        self.reader = (ArrowSampleReader if arrow else SampleReader)(self.split_url, manifest, self.cache)
 
-    def _agreed(self, generation: int | None) -> int | None:
-        """The generation every rank reads: the one asked for, else (following, several ranks) the newest as rank
-        0 sees it, broadcast; else None (the newest)."""
-        if generation is not None or self.world_size == 1 or not _distributed():
-            return generation
-        import torch.distributed as dist
+    def _newest(self, *, pinned: bool = False) -> list[int | None]:
+        """Each source's generation to read: its pinned one (with `pinned`), else the newest as rank 0 sees it
+        when the ranks are joined by torch.distributed (broadcast, so every rank reads the same), else the
+        newest this process sees."""
+        chosen = [s.generation if pinned else None for s in self.specs]
+        if all(g is not None for g in chosen):
+            return chosen
+        joined = self.world_size > 1 and _distributed()
+        if not joined or self.rank == 0:
+            chosen = [g if g is not None else generation_of(read_manifest(split_url_of(s.url)))
+                      for g, s in zip(chosen, self.specs, strict=True)]  # fmt: skip
+        if joined:
+            import torch.distributed as dist
 
-        choice = [generation_of(read_manifest(self.split_url)) if self.rank == 0 else None]
-        dist.broadcast_object_list(choice, src=0)
-        return choice[0]
+            box = [chosen]
+            dist.broadcast_object_list(box, src=0)
+            chosen = box[0]
+        return chosen
 
     def _follow(self) -> None:
-        """At an epoch boundary: move to the newest generation, if it is not the one read now."""
-        newest = self._agreed(None)
-        manifest = read_generation(self.split_url, newest)
-        if generation_of(manifest) != self.generation:
-            self._use(manifest)
+        """At an epoch boundary: move to the newest generations, if they are not the ones read now."""
+        newest = self._newest()
+        if newest != self.generations:
+            self._open(newest)
 
     @staticmethod
     def _local_ranks() -> int:
@@ -209,12 +197,13 @@ class DaliLoader:
 
     def _plan_for(self, epoch: int) -> None:
         plan = plan_epoch(
-            self.reader.sizes(),
+            self._plans,
             seed=self.seed,
             epoch=epoch,
             world_size=self.world_size,
             rank=self.rank,
             open_shards=self.open_shards,
+            consumed=self._base if epoch == self._base_epoch else (),
         )
         self._source.plan = plan
         n = len(plan)
@@ -294,7 +283,7 @@ class DaliLoader:
                     f"{e}\nwhile making batch {self._consumed} from {self._where(self._consumed)}", url=self.split_url
                 ) from None
             copy = not getattr(self._pipe, "exec_dynamic", False)
-            batch = {n: _to_torch(o, copy) for n, o in zip(self.output_names, outs, strict=True)}
+            batch = {n: to_torch(o, copy) for n, o in zip(self.output_names, outs, strict=True)}
             try:
                 for name, (field, make) in self.tensor_fields.items():
                     batch[name] = make(self._source.produced[self._consumed][2][field], self._torch_device())
@@ -310,6 +299,10 @@ class DaliLoader:
                         self._verified.add(s)
             if self.return_keys:
                 batch["key"] = extra["__key__"]
+            if self.mixture is not None:  # which source each row came from
+                import torch
+
+                batch["source"] = torch.from_numpy(extra["__source__"].astype(np.int64)).to(self._torch_device())
             done = self._done_after.get(self._consumed, ())
             if done:  # the epoch has read these: the cache may evict them, the reader unmaps remote ones
                 self.cache.release([self.reader.urls[s] for s in done])
@@ -332,24 +325,40 @@ class DaliLoader:
         return ", ".join(keys) or "samples not yet known"
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the epoch is: a fresh loader given this continues with exactly the batches this one would give."""
+        """Where the epoch is: a fresh loader given this continues with exactly the batches this one would give;
+        one on another number of ranks continues the epoch with what all ranks have not read yet (any one rank's
+        state is enough: ranks advance together; `loaders.elastic.merge_states` checks a set of them)."""
         return {
             "epoch": self.epoch,
             "batch": self._consumed,
+            "batch_size": self.batch_size,
             "seed": self.seed,
             "world_size": self.world_size,
             "rank": self.rank,
             "generation": self.generation,
+            "generations": list(self.generations),
+            "consumed": [list(x) for x in (self._base if self.epoch == self._base_epoch else [])],
+            "mixture": fingerprint(self.specs, self.epoch_size, self.open_shards),
             "dali": self._pipe.checkpoint() if self._pipe is not None else self._checkpoint,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k in ("seed", "world_size", "rank"):
-            if state[k] != getattr(self, k):
-                raise ValueError(f"state was saved with {k}={state[k]}, this loader has {k}={getattr(self, k)}")
-        if state.get("generation", 0) != self.generation:  # the epoch was planned over that generation
-            self._use(read_generation(self.split_url, state.get("generation", 0)))
-        self.epoch, self._consumed, self._checkpoint = state["epoch"], state["batch"], state["dali"]
+        check_state(state, self.seed, fingerprint(self.specs, self.epoch_size, self.open_shards))
+        generations = state.get("generations", [state.get("generation", 0)])
+        if generations != self.generations:  # the epoch was planned over those generations
+            self._open(generations)
+        self.epoch = state["epoch"]
+        consumed = [(int(a), int(b)) for a, b in state.get("consumed", [])]
+        if state["world_size"] == self.world_size:
+            if state["rank"] != self.rank:
+                raise ValueError(f"state was saved by rank {state['rank']} of {self.world_size}; this is rank "
+                                 f"{self.rank} (give each rank its own state, or any one on a new number of ranks)")  # fmt: skip
+            self._base, self._consumed, self._checkpoint = consumed, state["batch"], state["dali"]
+        else:  # elastic: what the old ranks read together is consumed; the rest is cut anew for these ranks
+            total = sum(p.take for p in self._plans)
+            self._base = consumed_after(total, consumed, state["world_size"], state["batch"] * state["batch_size"])
+            self._consumed, self._checkpoint = 0, None  # DALI's random state was the old rank's: start afresh
+        self._base_epoch = self.epoch
         self._pipe = None
         self._plan_for(self.epoch)
 
@@ -361,28 +370,3 @@ def _distributed() -> bool:
         return dist.is_available() and dist.is_initialized()
     except ImportError:
         return False
-
-
-def _to_torch(out: Any, copy: bool):
-    """A DALI output as a torch tensor. Under DALI's dynamic executor (the default since DALI 1.44) outputs are
-    reference-counted and never recycled, so the tensor shares DALI's buffer through DLPack, as DALI's own PyTorch
-    plugin does; otherwise DALI reuses its buffers and the batch is copied out (on the CPU through NumPy, measured
-    faster here than feed_ndarray into a fresh tensor)."""
-    import torch
-
-    if not out.is_dense_tensor():
-        raise ValueError("the graph produced samples of different shapes; add a resize or crop")
-    t = out.as_tensor()
-    gpu = type(out).__name__ == "TensorListGPU"
-    if not copy:
-        if not gpu:
-            return torch.from_dlpack(t)
-        with torch.device(f"cuda:{t.device_id()}"):  # torch's current stream there waits for DALI's
-            return torch.from_dlpack(t)
-    if gpu:
-        from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
-
-        dst = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device="cuda")
-        feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream())
-        return dst
-    return torch.from_numpy(np.array(t))

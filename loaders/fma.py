@@ -26,6 +26,8 @@ from loaders.reading import Ragged
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
     from typing import Unpack
 
+    from loaders.mixture import Mixture
+
 __all__ = ["fma_dali", "hann", "mel_filters", "reference_eval"]
 
 
@@ -67,7 +69,7 @@ def _graph(*, train: bool, codec: str, rate: int, clip: int, features: str, n_ff
 
 
 def fma_dali(
-    url: str,
+    url: str | Mixture,
     batch_size: int = 64,
     *,
     clip_seconds: float = 10.0,
@@ -88,9 +90,10 @@ def fma_dali(
     (float32 N x len(manifest["genres"]), multi-hot over every genre of the track)."""
     if features not in ("mel", "waveform"):
         raise ValueError(f"features must be 'mel' or 'waveform', not {features!r}")
+    from loaders.mixture import first_url
     from shards.manifest import read_manifest, split_url_of
 
-    manifest = read_manifest(split_url_of(url))
+    manifest = read_manifest(split_url_of(first_url(url)))
     audio = manifest.get("audio")
     if manifest.get("dataset") != "fma" or not audio:
         raise ValueError(f"{url} is not an FMA split written by `python -m pipelines fma`")

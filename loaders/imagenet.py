@@ -20,6 +20,8 @@ from loaders.core import DaliLoader, LoaderOptions, class_label, positive
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
     from typing import Unpack
 
+    from loaders.mixture import Mixture
+
 __all__ = ["imagenet_dali", "reference_eval", "classification_images", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,7 +84,7 @@ def _graph(*, train: bool, image_size: int, mean, std, dtype: str, channels_last
 
 
 def imagenet_dali(
-    url: str,
+    url: str | Mixture,
     batch_size: int = 256,
     *,
     train: bool = True,

@@ -28,6 +28,8 @@ from loaders.reading import Ragged
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
     from typing import Unpack
 
+    from loaders.mixture import Mixture
+
 __all__ = ["openimages_dali", "reference_eval"]
 
 
@@ -82,7 +84,7 @@ def _ints(data: bytes) -> np.ndarray:
 
 
 def openimages_dali(
-    url: str,
+    url: str | Mixture,
     batch_size: int = 64,
     *,
     task: str = "detection",

@@ -53,6 +53,8 @@ class BatchSource:
         read = L.reader.read_batch(shards, samples, L.fields, parsers=L.host_fields, ragged=L.tensor_columns)
         columns = dict(zip(L.fields, read, strict=True))
         tensors = {f: columns[f] for f in L.tensor_columns}
+        if L.mixture is not None:
+            tensors["__source__"] = plan.source[lo:hi]
         if L.return_keys:  # looked up here too, not on the main thread
             tensors["__key__"] = [L.reader.key(s, i) for s, i in zip(shards.tolist(), samples.tolist(), strict=True)]
         return shards, samples, tensors, [_for_dali(columns[f]) for f in L.dali_fields]

@@ -23,6 +23,8 @@ from loaders.core import DaliLoader, LoaderOptions, multi_hot
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
     from typing import Unpack
 
+    from loaders.mixture import Mixture
+
 __all__ = ["youtube8m_dali", "reference_eval", "dequantize"]
 
 RGB, AUDIO = 1024, 128
@@ -61,7 +63,7 @@ def _graph(level: str, max_frames: int, sampling: str):
 
 
 def youtube8m_dali(
-    url: str,
+    url: str | Mixture,
     batch_size: int = 256,
     *,
     level: str | None = None,
@@ -78,9 +80,10 @@ def youtube8m_dali(
     loaders (features have no augmentation)."""
     if frame_sampling not in ("first", "random"):
         raise ValueError(f"frame_sampling must be 'first' or 'random', not {frame_sampling!r}")
+    from loaders.mixture import first_url
     from shards.manifest import read_manifest, split_url_of
 
-    manifest = read_manifest(split_url_of(url))
+    manifest = read_manifest(split_url_of(first_url(url)))
     level = level or manifest.get("level")
     if level != manifest.get("level"):
         raise ValueError(f"{url} holds {manifest.get('level')}-level features, not {level}-level")

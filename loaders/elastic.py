@@ -1,0 +1,61 @@
+"""What a loader's state must match to be resumed, and a check over the states of all ranks of a job.
+
+Any one rank's state is enough to resume on any number of ranks: ranks of a data-parallel job advance together,
+so one rank's (epoch, batch) says what every rank has read, and the plan (loaders/plan.py) turns that into the
+consumed part of the epoch. `merge_states` is for checkpoint code that saves every rank's state: it checks that
+they agree and returns one to give to every rank of the resumed job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["check_state", "fingerprint", "merge_states"]
+
+
+def fingerprint(specs: Sequence[Any], epoch_size: int | None, open_shards: int) -> dict[str, Any]:
+    """What fixes the epoch's global order besides the seed: the sources, their shares, the epoch size."""
+    return {
+        "sources": [[s.url, s.weight, s.samples, s.repeat, s.subset] for s in specs],
+        "epoch_size": epoch_size,
+        "open_shards": open_shards,
+    }
+
+
+def check_state(state: dict[str, Any], seed: int, mine: dict[str, Any]) -> None:
+    """ValueError naming what differs when `state` is from another seed, mixture or epoch size."""
+    if state["seed"] != seed:
+        raise ValueError(f"state was saved with seed={state['seed']}, this loader has seed={seed}")
+    theirs = state.get("mixture")
+    if theirs is None:  # a state from before mixtures: one source, nothing more to compare
+        return
+    a, b = theirs["sources"], mine["sources"]
+    if len(a) != len(b):
+        raise ValueError(f"state is from a mixture of {len(a)} source(s), this loader has {len(b)}")
+    names = ("url", "weight", "samples", "repeat", "subset")
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        diff = [f"{n}={u!r} in the state, {v!r} here" for n, u, v in zip(names, x, y, strict=True) if u != v]
+        if diff:
+            raise ValueError(f"state is from another mixture: source {i} ({y[0]}) has " + "; ".join(diff))
+    for k in ("epoch_size", "open_shards"):
+        if theirs[k] != mine[k]:
+            raise ValueError(f"state was saved with {k}={theirs[k]}, this loader has {k}={mine[k]}")
+
+
+def merge_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One state for a resumed job from every rank's: ValueError unless they come from one job at one point."""
+    if not states:
+        raise ValueError("no states given")
+    keys = ("epoch", "batch", "batch_size", "seed", "world_size", "generations", "consumed", "mixture")
+    first = states[0]
+    for s in states[1:]:
+        diff = [k for k in keys if s.get(k) != first.get(k)]
+        if diff:
+            raise ValueError(f"rank {s.get('rank')}'s state differs from rank {first.get('rank')}'s in {diff}")
+    ranks = sorted(s["rank"] for s in states)
+    if ranks != list(range(first["world_size"])):
+        raise ValueError(
+            f"states of ranks {ranks} given; a job of {first['world_size']} ranks has 0..{first['world_size'] - 1}"
+        )
+    return dict(first)
