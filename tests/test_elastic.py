@@ -138,3 +138,16 @@ def test_a_state_from_another_mixture_or_seed_is_refused(splits):
         c.load_state_dict(state)
     with pytest.raises(ValueError, match="source\\(s\\), this loader has 1"):
         imagenet_dali(urls["a"], batch_size=4, device="cpu", image_size=32, seed=11).load_state_dict(state)
+
+
+def test_sources_whose_fields_disagree_are_refused_naming_the_source(splits):
+    from loaders import imagenet_dali, mix
+    from shards.manifest import read_manifest
+
+    urls, _ = splits
+    m = read_manifest(urls["b"])
+    m["fields"] = {**m["fields"], "cls": "label id into another label space, as text"}
+    write_manifest("s3://test/elastic/c", m | {"shards": []} | {"num_samples": 0, "source": {**m["source"],
+                   "inputs_seen": m["quarantine"]["count"]}})  # fmt: skip
+    with pytest.raises(ValueError, match=r"s3://test/elastic/c: field 'cls' is .* here but 'label' in s3://test/"):
+        imagenet_dali(mix(urls["a"], "s3://test/elastic/c"), batch_size=4, device="cpu", image_size=32)

@@ -192,6 +192,15 @@ def run_watch(
     except Exception as e:
         print(f"error: the {dataset} watcher stopped: {str(e).strip().splitlines()[-1][:500]}", file=sys.stderr)
         return 1
+    from pipelines.common.progress import counter_summary
+
+    counters = counter_summary(result)
+    for plan in plans:  # Beam's counters, where the runner reports them
+        c = counters.get(f"{dataset}/{plan.split}")
+        if c is not None:
+            print(f"[{dataset} {plan.split}] this run: {c.get('generations_published', 0)} generations published, "
+                  f"{c.get('inputs', 0)} inputs, {c.get('samples_written', 0)} samples written, "
+                  f"{c.get('quarantined', 0)} quarantined, {c.get('increments_rejected', 0)} increments rejected")  # fmt: skip
     return 0
 
 
