@@ -4,6 +4,8 @@ generation change, and compaction under a reader that is mid-epoch."""
 from __future__ import annotations
 
 import pytest
+
+pytest.importorskip("apache_beam", reason="Beam is not installed (pip install '.[beam]')")
 import torch
 
 from loaders import imagenet_dali

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+pytest.importorskip("apache_beam", reason="Beam is not installed (pip install '.[beam]')")
+
 from pipelines.imagenet import WNIDS
 from shards.errors import ManifestError
 from shards.generations import read_generation
