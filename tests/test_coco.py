@@ -1,0 +1,154 @@
+"""COCO: the job on the official JSON layout (folders and zips) and on TFDS's fake COCO; every numeric field equals
+the JSON; bad rows quarantined one by one with their reasons; re-runs byte-identical."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shards.manifest import read_manifest
+from shards.verify import verify_split
+from shards.wds import iter_samples
+from tests.raw import coco as raw
+
+TFDS = Path(__file__).parent / "data" / "coco" / "tfds"
+
+
+def run_job(inp, out, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipelines", "coco", "--input", str(inp), "--output", str(out), "--min-shards", "2",
+           "--max-bad-fraction", "0.8", "--no-progress", *extra]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def samples(split: Path) -> dict[str, dict[str, bytes]]:
+    out = {}
+    for e in read_manifest(str(split))["shards"]:
+        with open(split / e["path"], "rb") as f:
+            out.update(iter_samples(f, url=e["path"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco")
+    out = {}
+    for layout, write in raw.LAYOUTS.items():
+        run_job(write(root / f"raw-{layout}"), root / f"out-{layout}")
+        out[layout] = root / f"out-{layout}"
+    return out
+
+
+def test_numeric_fields_equal_the_json(converted):
+    data = raw.dataset()
+    split = converted["folders"] / "train"
+    m = read_manifest(str(split))
+    label_of = {cid: i for i, cid in enumerate(m["category_ids"])}
+    assert len(m["classes"]) == 80 and m["classes"][0] == "person"
+    got = samples(split)
+    by_image, seen = {}, set()
+    for a in data["train"]["annotations"]:  # the second annotation with id 8 (on another image) is quarantined
+        if a["id"] not in seen and a["id"] not in {1, 2, 4, 5, 6}:
+            by_image.setdefault(a["image_id"], []).append(a)
+        seen.add(a["id"])
+    for image in data["train"]["images"][:-1]:  # the last has no file
+        s = got[image["file_name"][:-4]]
+        anns = sorted(by_image.get(image["id"], []), key=lambda a: a["id"])
+        info = json.loads(s["json"])
+        assert [a["id"] for a in info["annotations"]] == [a["id"] for a in anns]
+        assert len(info["captions"]) == 5
+        w, h = image["width"], image["height"]
+        expect = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                           for a in anns], np.float32).reshape(-1, 4)  # fmt: skip
+        expect = np.minimum(expect, [w, h, w, h]) / np.array([w, h, w, h], np.float32)  # id 3 pokes out: clipped
+        assert np.allclose(np.frombuffer(s["boxes"], "<f4").reshape(-1, 4), expect, atol=1e-6)
+        assert np.frombuffer(s["labels"], "<i4").tolist() == [label_of[a["category_id"]] for a in anns]
+        assert np.frombuffer(s["iscrowd"], np.uint8).tolist() == [a["iscrowd"] for a in anns]
+        polygons = np.frombuffer(s["polygons"], "<i4").reshape(-1, 3)
+        vertices = np.frombuffer(s["vertices"], "<f4").reshape(-1, 2)
+        polys = [(i, p) for i, a in enumerate(anns) if isinstance(a["segmentation"], list) for p in a["segmentation"]]
+        assert [int(x) for x in polygons[:, 0]] == [i for i, _ in polys]
+        for (_, first, end), (_, p) in zip(polygons.tolist(), polys, strict=True):
+            assert np.allclose(vertices[first:end] * [w, h], np.reshape(p, (-1, 2)), atol=1e-3)
+        kp = np.frombuffer(s["keypoints"], "<f4").reshape(-1, 17, 3)
+        for a, k in zip(anns, kp, strict=True):
+            want = np.reshape(a.get("keypoints", [0] * 51), (17, 3)) / [w, h, 1]
+            assert np.allclose(k, want, atol=1e-6)
+    crowd = json.loads(got[data["train"]["images"][0]["file_name"][:-4]]["json"])
+    assert any(a["iscrowd"] == 1 and isinstance(a["segmentation"], dict) for a in crowd["annotations"])  # RLE kept
+
+
+def test_bad_rows_are_quarantined_one_by_one_and_the_images_kept(converted):
+    split = converted["folders"] / "train"
+    m = read_manifest(str(split))
+    q = {e["key"]: e for e in map(json.loads, (split / "quarantine.jsonl").read_text().splitlines())}
+    reasons = {
+        "ann-1": "zero or negative width or height",
+        "ann-2": "lies outside the 160x120 image",
+        "ann-4": "every polygon has fewer than 3 points",
+        "ann-5": "category id 999 is not in `categories`",
+        "ann-6": "names image id 424242, which no image record has",
+        "ann-8": "annotation id 8 appears twice in instances_train2017.json",  # on two images
+        "000000000777": "is listed in the JSON but has no file",
+        "000000000888": "is in no image record of the split's JSON",
+    }
+    assert set(q) == set(reasons)
+    for key, reason in reasons.items():
+        assert reason in q[key]["reason"], q[key]
+    assert q["ann-2"]["source"].endswith("annotations/instances_train2017.json")
+    assert m["num_samples"] == 10 and m["source"]["inputs_seen"] == 18  # 10 images + 8 quarantined entries
+    info = json.loads(samples(split)[raw.dataset()["train"]["images"][3]["file_name"][:-4]]["json"])
+    assert info["annotations"] == []  # an image without annotations is kept (--drop-empty leaves it out)
+    assert verify_split(str(split)).ok
+
+
+def test_zips_read_in_place_give_the_same_shards_and_reruns_are_identical(converted, tmp_path):
+    for split in ("train", "validation"):
+        a, b = read_manifest(str(converted["folders"] / split)), read_manifest(str(converted["zips"] / split))
+        assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    again = tmp_path / "again"
+    run_job(converted["folders"].parent / "raw-folders", again)
+    assert read_manifest(str(again / "train")) == read_manifest(str(converted["folders"] / "train"))
+
+
+def test_side_table_has_a_row_per_annotation(converted):
+    import pyarrow.parquet as pq
+
+    split = converted["folders"] / "train"
+    m = read_manifest(str(split))
+    table = pq.read_table(split / m["side_tables"]["annotations"][0])
+    n = sum(len(json.loads(s["json"])["annotations"]) for s in samples(split).values())
+    assert table.num_rows == n and set(table.column("segmentation").to_pylist()) == {"polygons", "rle"}
+
+
+def test_tfds_fake_coco_converts_with_its_categories(tmp_path):
+    out = tmp_path / "out"
+    r = run_job(TFDS, out, "--splits", "train,validation")
+    assert "train: 5 samples" in r.stdout and "validation: 2 samples" in r.stdout
+    tfds = json.loads((TFDS / "trainval_annotations" / "annotations" / "instances_train2017.json").read_text())
+    m = read_manifest(str(out / "train"))
+    assert m["category_ids"] == sorted(c["id"] for c in tfds["categories"])
+    got = samples(out / "train")
+    for a in tfds["annotations"]:
+        image = next(i for i in tfds["images"] if i["id"] == a["image_id"])
+        s = got[image["file_name"][:-4]]
+        assert np.frombuffer(s["labels"], "<i4").tolist() == [m["category_ids"].index(a["category_id"])]
+
+
+def test_malformed_json_and_missing_pieces_are_one_line_errors(tmp_path):
+    root = raw.write_folders(tmp_path / "raw")
+    (root / "annotations" / "instances_val2017.json").write_text('{"images": [{"id": 1,, }]')
+    r = run_job(root, tmp_path / "out", "--splits", "validation", check=False)
+    assert r.returncode != 0 and "instances_val2017.json: malformed JSON" in r.stderr
+    (root / "annotations" / "instances_val2017.json").unlink()
+    (root / "annotations" / "person_keypoints_val2017.json").unlink()
+    (root / "annotations" / "captions_val2017.json").unlink()
+    r = run_job(root, tmp_path / "out2", "--splits", "validation", check=False)
+    assert r.returncode == 2 and "split validation (val2017) has no annotations" in r.stderr
