@@ -20,7 +20,7 @@ def _quiet_beam_import() -> None:
 
 _quiet_beam_import()
 
-_SHARED = {"common", "cli", "transforms", "bench", "bench_watch"}  # modules of shared code, not datasets
+_SHARED = {"common", "cli", "transforms", "bench", "bench_watch", "bench_coco"}  # modules of shared code, not datasets
 
 
 def available() -> list[str]:

@@ -81,7 +81,7 @@ def test_sigkill_at_any_moment_then_restart_converts_each_input_exactly_once(tmp
     assert sorted(row["url"] for row in ledger) == sorted(str(p) for p in (raw / "train").rglob("*.JPEG"))
     assert m["source"]["inputs_seen"] == len(expected) and m["quarantine"]["count"] == 0
     assert verify_split(str(split)).ok, verify_split(str(split)).problems
-    # the last run's increments: a line each, and Beam's counters summed up at the end
+    # the last run's increments: a line each, and what the run published summed up at the end
     mine = [g for g in m["generations"] if g["published_at"] >= started]
     assert mine and all(f"[imagenet train] generation {g['generation']}: " in r.stdout for g in mine)
     assert (f"[imagenet train] this run: {len(mine)} generations published, {sum(g['inputs_seen'] for g in mine)} "
