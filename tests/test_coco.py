@@ -130,8 +130,9 @@ def test_side_table_has_a_row_per_annotation(converted):
 
 def test_tfds_fake_coco_converts_with_its_categories(tmp_path):
     out = tmp_path / "out"
-    r = run_job(TFDS, out, "--splits", "train,validation")
-    assert "train: 5 samples" in r.stdout and "validation: 2 samples" in r.stdout
+    r = run_job(TFDS, out, "--splits", "train,validation,test")
+    assert "train: 5 samples" in r.stdout and "validation: 2 samples" in r.stdout and "test: 2 samples" in r.stdout
+    assert set(read_manifest(str(out / "test"))["fields"]) == {"jpg", "json"}  # image_info only: no annotations
     tfds = json.loads((TFDS / "trainval_annotations" / "annotations" / "instances_train2017.json").read_text())
     m = read_manifest(str(out / "train"))
     assert m["category_ids"] == sorted(c["id"] for c in tfds["categories"])

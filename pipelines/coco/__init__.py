@@ -10,6 +10,7 @@ id in Beam; zips are read in place. Bad annotation rows are quarantined one by o
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -31,19 +32,30 @@ def read_categories(unit: JsonUnit) -> list[dict[str, Any]]:
         return sorted(iter_items(f, "categories", unit.source), key=lambda c: c["id"])
 
 
-def parse_json(unit: JsonUnit, storage_options: dict) -> Iterator[tuple[Any, tuple[str, str, dict]]]:
-    """(image id, (kind, source, item)) for every image record and annotation of one JSON, streamed."""
+def parse_json(unit: JsonUnit, storage_options: dict) -> Iterator[tuple[Any, tuple[str, str, str]]]:
+    """(image id, (kind, source, item as compact JSON)) for every image record and annotation of one JSON, streamed.
+    Items cross Beam's GroupByKey as JSON text, not dicts: the local runner holds a GroupByKey in memory, and a
+    pickled dict of floats is several times the size of its JSON."""
     use_storage_options(storage_options)
     with open_json(unit) as f:
         for rec in iter_items(f, "images", unit.source):
-            yield rec.get("id"), ("image", unit.source, rec)
+            yield rec.get("id"), ("image", unit.source, _compact(rec))
     if unit.kind != "image_info":
         seen: set = set()  # annotation ids of this file: ~70 bytes each, 60 MB for 2017 train's 860k
         with open_json(unit) as f:
             for rec in iter_items(f, "annotations", unit.source):
                 kind = "duplicate" if rec.get("id") in seen else unit.kind
                 seen.add(rec.get("id"))
-                yield rec.get("image_id"), (kind, unit.source, rec)
+                yield rec.get("image_id"), (kind, unit.source, _compact(rec))
+
+
+def _compact(item: Any) -> str:
+    return json.dumps(item, separators=(",", ":"))
+
+
+def _assemble(kv: tuple[Any, Any], labels: dict[int, int]) -> Iterator[tuple[str, Any]]:
+    items = [(kind, source, json.loads(text)) for kind, source, text in kv[1]]
+    yield from assemble(kv[0], items, labels)
 
 
 def _error(key: str, url: str, reason: str, stage: str, source: str) -> Pointer:
@@ -64,7 +76,7 @@ def join_file(kv: tuple[str, dict[str, list]]) -> Iterator[Pointer]:
     if files and records:
         f = files[0]
         source = f"{f['url']}:{f['member']}" if f.get("member") else f["url"]
-        meta = {"coco": records[0], "inflate": f["inflate"], "name": name, "source": source}
+        meta = {"coco": records[0], "inflate": f["inflate"], "name": name, "source": source}  # coco: JSON text
         yield Pointer(stem, f["url"], f["offset"], f["length"], meta)
         for extra in files[1:]:
             yield _error(f"{stem}-copy", extra["url"], f"a second file named {name}", "list", extra["url"])
@@ -72,14 +84,14 @@ def join_file(kv: tuple[str, dict[str, list]]) -> Iterator[Pointer]:
         f = files[0]
         yield _error(stem, f["url"], f"{name} is in no image record of the split's JSON", "list", f["url"])
     else:
-        image = records[0]["image"]
+        image = json.loads(records[0])["image"]
         yield _error(stem, "json", f"image {image.get('id')} ({name}) is listed in the JSON but has no file", "list",
                      name)  # fmt: skip
 
 
 def _records(item: tuple) -> Iterator[tuple[str, dict]]:
     if item[0] == "image":
-        yield item[1], item[2]
+        yield item[1], _compact(item[2])
 
 
 def _bad_pointers(item: tuple, split: str) -> Iterator[tuple[str, Pointer]]:
@@ -136,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             | f"JSONs {split}" >> beam.Create(layout.jsons[split])
             | f"Parse {split}" >> beam.FlatMap(parse_json, job.storage_options)
             | f"By image id {split}" >> beam.GroupByKey()
-            | f"Assemble {split}" >> beam.FlatMap(lambda kv: assemble(kv[0], list(kv[1]), labels))
+            | f"Assemble {split}" >> beam.FlatMap(_assemble, labels)
         )
         records = assembled | f"Records {split}" >> beam.FlatMap(_records)
         bad = assembled | f"Bad rows {split}" >> beam.FlatMap(_bad_pointers, split)

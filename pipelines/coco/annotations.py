@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO, Any
 
-__all__ = ["SLACK", "JsonError", "assemble", "check_box", "iter_items"]
+__all__ = ["SLACK", "JsonError", "assemble", "check_box", "iter_items", "polygons_of"]
 
 SLACK = 0.05
 
@@ -54,7 +54,7 @@ def check_box(bbox: Any, width: float, height: float) -> tuple[list[float] | Non
     return clipped, note
 
 
-def _polygons(seg: Any) -> tuple[list[list[float]], int]:
+def polygons_of(seg: Any) -> tuple[list[list[float]], int]:
     """(polygons with at least 3 points, how many were dropped) of a polygon segmentation."""
     if not isinstance(seg, list):
         return [], 0
@@ -102,12 +102,12 @@ def assemble(image_id: Any, items: list[tuple[str, str, dict[str, Any]]], labels
         if box is None:
             yield _bad(ann, source, note)
             continue
-        polygons, dropped = _polygons(ann.get("segmentation"))
+        polygons, dropped = polygons_of(ann.get("segmentation"))
         if isinstance(ann.get("segmentation"), list) and ann.get("segmentation") and not polygons:
             yield _bad(ann, source, "every polygon has fewer than 3 points")
             continue
         fixes = [note] if note else []
         if dropped:
             fixes.append(f"{dropped} polygon(s) of fewer than 3 points dropped")
-        kept.append({**ann, "_box": box, "_polygons": polygons, "_fixes": fixes})
+        kept.append({**ann, "_box": box, "_fixes": fixes})  # polygons are taken from `segmentation` again
     yield ("image", image.get("file_name"), {"image": image, "annotations": kept, "captions": captions})

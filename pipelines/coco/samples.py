@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.coco.annotations import polygons_of
 from pipelines.common.archives import inflate
 from pipelines.common.images import BadInput, prepare_image
 from pipelines.common.records import Pointer
@@ -57,7 +58,7 @@ def _numeric(anns: list[dict[str, Any]], cfg: CocoConfig, width: float, height: 
     boxes = np.array([a["_box"] for a in anns], np.float32).reshape(-1, 4) / scale
     polygons, vertices = [], []
     for i, a in enumerate(anns):
-        for poly in a["_polygons"]:
+        for poly in polygons_of(a.get("segmentation"))[0]:
             start = sum(len(v) for v in vertices)
             xy = np.asarray(poly, np.float32).reshape(-1, 2) / scale[:2]
             vertices.append(xy)
@@ -81,7 +82,7 @@ def _numeric(anns: list[dict[str, Any]], cfg: CocoConfig, width: float, height: 
 
 
 def encode_sample(p: Pointer, data: bytes, *, cfg: CocoConfig) -> dict[str, bytes]:
-    rec = p.meta["coco"]
+    rec = json.loads(p.meta["coco"])
     anns = rec["annotations"]
     if not anns and not cfg.keep_empty and "boxes" in cfg.fields:
         raise BadInput("no annotations (--drop-empty)", stage="filter")
