@@ -3,59 +3,35 @@
 One sample per image: `jpg`, `json` (the image record, all its annotations with every field, RLE masks included,
 and its captions) and, where the split has instances, numeric fields in the layouts DALI's operators take
 (`boxes`, `labels` contiguous over the used categories, `iscrowd`, `area`, `polygons` + `vertices`, and
-`keypoints` where the split has person keypoints). The JSONs are streamed once per job (ijson) and grouped by image
-id in Beam; zips are read in place. Bad annotation rows are quarantined one by one, the image is kept.
+`keypoints` where the split has person keypoints). The JSONs are streamed once per job (ijson) into buckets by
+image id beside the output (pipelines/coco/staging.py), so only small references cross Beam; zips are read in
+place. Bad annotation rows are quarantined one by one, the image is kept.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 from collections.abc import Iterator
 from typing import Any
 
-from pipelines.coco.annotations import JsonError, assemble, iter_items
+from pipelines.coco.annotations import JsonError, iter_items
 from pipelines.coco.layout import JsonUnit, LayoutError, detect_layout, list_images, open_json
 from pipelines.coco.samples import CocoConfig, encode_sample, fields_for
+from pipelines.coco.staging import BUCKETS, assemble_bucket, stage_json
 from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
 from pipelines.common.records import Pointer
 from pipelines.common.watch import refuse_watch
+from shards import storage
 from shards.keys import validate_key
 
-__all__ = ["main", "parse_json", "join_file"]
+__all__ = ["main", "join_file"]
 
 
 def read_categories(unit: JsonUnit) -> list[dict[str, Any]]:
     with open_json(unit) as f:
         return sorted(iter_items(f, "categories", unit.source), key=lambda c: c["id"])
-
-
-def parse_json(unit: JsonUnit, storage_options: dict) -> Iterator[tuple[Any, tuple[str, str, str]]]:
-    """(image id, (kind, source, item as compact JSON)) for every image record and annotation of one JSON, streamed.
-    Items cross Beam's GroupByKey as JSON text, not dicts: the local runner holds a GroupByKey in memory, and a
-    pickled dict of floats is several times the size of its JSON."""
-    use_storage_options(storage_options)
-    with open_json(unit) as f:
-        for rec in iter_items(f, "images", unit.source):
-            yield rec.get("id"), ("image", unit.source, _compact(rec))
-    if unit.kind != "image_info":
-        seen: set = set()  # annotation ids of this file: ~70 bytes each, 60 MB for 2017 train's 860k
-        with open_json(unit) as f:
-            for rec in iter_items(f, "annotations", unit.source):
-                kind = "duplicate" if rec.get("id") in seen else unit.kind
-                seen.add(rec.get("id"))
-                yield rec.get("image_id"), (kind, unit.source, _compact(rec))
-
-
-def _compact(item: Any) -> str:
-    return json.dumps(item, separators=(",", ":"))
-
-
-def _assemble(kv: tuple[Any, Any], labels: dict[int, int]) -> Iterator[tuple[str, Any]]:
-    items = [(kind, source, json.loads(text)) for kind, source, text in kv[1]]
-    yield from assemble(kv[0], items, labels)
 
 
 def _error(key: str, url: str, reason: str, stage: str, source: str) -> Pointer:
@@ -76,7 +52,7 @@ def join_file(kv: tuple[str, dict[str, list]]) -> Iterator[Pointer]:
     if files and records:
         f = files[0]
         source = f"{f['url']}:{f['member']}" if f.get("member") else f["url"]
-        meta = {"coco": records[0], "inflate": f["inflate"], "name": name, "source": source}  # coco: JSON text
+        meta = {"coco": records[0], "inflate": f["inflate"], "name": name, "source": source}  # coco: staged record
         yield Pointer(stem, f["url"], f["offset"], f["length"], meta)
         for extra in files[1:]:
             yield _error(f"{stem}-copy", extra["url"], f"a second file named {name}", "list", extra["url"])
@@ -84,14 +60,13 @@ def join_file(kv: tuple[str, dict[str, list]]) -> Iterator[Pointer]:
         f = files[0]
         yield _error(stem, f["url"], f"{name} is in no image record of the split's JSON", "list", f["url"])
     else:
-        image = json.loads(records[0])["image"]
-        yield _error(stem, "json", f"image {image.get('id')} ({name}) is listed in the JSON but has no file", "list",
+        yield _error(stem, "json", f"image {records[0]['id']} ({name}) is listed in the JSON but has no file", "list",
                      name)  # fmt: skip
 
 
 def _records(item: tuple) -> Iterator[tuple[str, dict]]:
-    if item[0] == "image":
-        yield item[1], _compact(item[2])
+    if item[0] == "record":
+        yield item[1], item[2]
 
 
 def _bad_pointers(item: tuple, split: str) -> Iterator[tuple[str, Pointer]]:
@@ -143,12 +118,22 @@ def main(argv: list[str] | None = None) -> int:
             extra={"category_ids": [int(c["id"]) for c in categories], "year": layout.year,
                    "supercategories": [c.get("supercategory") for c in categories]},
         )  # fmt: skip
+        staging = storage.join(job.output, "_staging", f"coco-{split}")
+        units = list(enumerate(layout.jsons[split]))
+        staged = (
+            pipeline
+            | f"JSONs {split}" >> beam.Create(units)
+            | f"Stage {split}" >> beam.FlatMap(lambda iu, st=staging: stage_json(iu[1], iu[0], st, job.storage_options))
+            | f"Staged {split}" >> beam.CombineGlobally(sum)
+        )
+        sources = [(i, u.source) for i, u in units]
         assembled = (
             pipeline
-            | f"JSONs {split}" >> beam.Create(layout.jsons[split])
-            | f"Parse {split}" >> beam.FlatMap(parse_json, job.storage_options)
-            | f"By image id {split}" >> beam.GroupByKey()
-            | f"Assemble {split}" >> beam.FlatMap(_assemble, labels)
+            | f"Buckets {split}" >> beam.Create(range(BUCKETS))
+            | f"Assemble {split}"
+            >> beam.FlatMap(
+                assemble_bucket, staging, sources, labels, job.storage_options, beam.pvalue.AsSingleton(staged)
+            )
         )
         records = assembled | f"Records {split}" >> beam.FlatMap(_records)
         bad = assembled | f"Bad rows {split}" >> beam.FlatMap(_bad_pointers, split)
@@ -157,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             use_storage_options(job.storage_options)
             yield from list_images(*unit)
 
-        units = pipeline | f"Image units {split}" >> beam.Create(layout.images[split])
-        files = units | f"List {split}" >> beam.FlatMap(listed)
+        files = (
+            pipeline
+            | f"Image units {split}" >> beam.Create(layout.images[split])
+            | f"List {split}" >> beam.FlatMap(listed)
+        )
         samples = (
             {"files": files, "records": records}
             | f"Join {split}" >> beam.CoGroupByKey()

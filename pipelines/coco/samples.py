@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.coco.annotations import polygons_of
+from pipelines.coco.staging import read_record
 from pipelines.common.archives import inflate
 from pipelines.common.images import BadInput, prepare_image
 from pipelines.common.records import Pointer
@@ -82,7 +83,7 @@ def _numeric(anns: list[dict[str, Any]], cfg: CocoConfig, width: float, height: 
 
 
 def encode_sample(p: Pointer, data: bytes, *, cfg: CocoConfig) -> dict[str, bytes]:
-    rec = json.loads(p.meta["coco"])
+    rec = read_record(p.meta["coco"])
     anns = rec["annotations"]
     if not anns and not cfg.keep_empty and "boxes" in cfg.fields:
         raise BadInput("no annotations (--drop-empty)", stage="filter")
