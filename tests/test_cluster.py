@@ -183,7 +183,8 @@ def test_killed_upload_leaves_no_partial_shard_and_a_rerun_finishes(s3_endpoint,
     out = "s3://test/killed"
     fs, path = storage.get_fs(out)
     cmd = [*JOB, "--input", str(raw), "--output", out, *args]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # what the killed job cannot clean up stays in the test's dir
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 240
     while len(storage.listdir(f"{out}/train/_progress")) < 2:
         assert proc.poll() is None, "the job ended before it could be killed"

@@ -202,7 +202,9 @@ def test_sigkill_mid_job_then_rerun_keeps_committed_shards(tmp_path):
     args = ["--splits", "train", "--min-shards", "12", "--resize-max-side", "64", "--writer-processes", "1"]
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(raw), "--output", str(out), "--no-progress"]
-    proc = subprocess.Popen([*cmd, *args], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # what the killed job cannot clean up stays in the test's dir
+    proc = subprocess.Popen([*cmd, *args], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)  # fmt: skip
     progress = out / "train" / "_progress"
     deadline = time.monotonic() + 240
     while not (progress.is_dir() and len(list(progress.glob("*.json"))) >= 2):

@@ -59,7 +59,9 @@ def test_sigkill_at_any_moment_then_restart_converts_each_input_exactly_once(tmp
     ]
     for n, moment in enumerate(moments):
         expected |= wave(raw, 120, 1000 * n)
-        proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # a killed job cannot remove its writer pool's sockets: they go to this test's own temp dir
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
         if moment is None:
             time.sleep(rng.uniform(2.0, 6.0))
         else:
