@@ -163,7 +163,7 @@ class SplitWatcher:
 
     # ------------------------------------------------------------ finding what is new
 
-    def _stable_new(self) -> tuple[dict[str, Stat], list[tuple[str, Stat]], int]:
+    def _stable_new(self) -> tuple[dict[str, Stat], list[tuple[str, Stat, str]], int]:
         """(new stable files, converted files whose bytes changed, files still changing)."""
         now = time.time()
         listing = self.raw.inputs(self.plan.split)
@@ -191,10 +191,14 @@ class SplitWatcher:
         self._retried = sorted(retry)
         for url in [u for u in stable if u in self.ledger and "rejected" not in self.ledger[u]]:
             stat = stable.pop(url)
-            if _checksum(url) == self.ledger[url]["crc32c"]:
+            try:
+                crc = _checksum(url)
+            except FileNotFoundError:  # removed since the listing: nothing to report
+                continue
+            if crc == self.ledger[url]["crc32c"]:
                 self.same_bytes[url] = stat
             else:
-                changed.append((url, stat))
+                changed.append((url, stat, crc))
         return stable, changed, len(unstable)
 
     # ------------------------------------------------------------ intents
@@ -216,7 +220,7 @@ class SplitWatcher:
                 return folder, json.loads(lines[0]), [Pointer(*json.loads(x)) for x in lines[1:]]
         return None
 
-    def _plan_increment(self, stable: dict[str, Stat], changed: list[tuple[str, Stat]]):
+    def _plan_increment(self, stable: dict[str, Stat], changed: list[tuple[str, Stat, str]]):
         """Hash the new files, list their pointers, mark keys taken by earlier generations, write the intent."""
         pointers = sorted(self.raw.pointers(self.plan.split, {u: s[0] for u, s in stable.items()}), key=lambda p: p.key)
         # a file that is one pointer, whole, gets its checksum from the writer that reads it; others (a TFRecord
@@ -240,11 +244,13 @@ class SplitWatcher:
         files = [{"url": u, "size": s[0], "tag": s[1], "crc32c": digests.get(u), "keys": keys.get(u, [])}
                  for u, s in stable.items()]  # fmt: skip
         changes = []
-        for url, stat in changed:
+        for url, stat, crc in changed:
             old = self.ledger[url]
-            changes.append({"url": url, "size": stat[0], "tag": stat[1], "crc32c": _checksum(url), "keys": [],
+            changes.append({"url": url, "size": stat[0], "tag": stat[1], "crc32c": crc, "keys": [],
                             "was": {k: old[k] for k in ("size", "crc32c")}, "converted_in": old.get("generation")})  # fmt: skip
-        arrivals = [_arrival(u, s, self.first_seen.get(u, time.time())) for u, s in [*stable.items(), *changed]]
+        arrivals = [
+            _arrival(u, s, self.first_seen.get(u, time.time())) for u, s in [*stable.items(), *(c[:2] for c in changed)]
+        ]
         header = {"files": files, "changed": changes, "arrivals": [min(arrivals), max(arrivals)]}
         folder = new_folder("inc")
         body = b"".join(json.dumps(list(p)).encode() + b"\n" for p in out)
@@ -315,7 +321,10 @@ class SplitWatcher:
         folder_url = storage.join(plan.split_url, folder)
         read = {u: c for r in records for u, c in r.get("crc32c", {}).items()}
         for f in header["files"]:  # checksums the writers computed; a file no writer read whole is read here
-            f["crc32c"] = f["crc32c"] or read.get(f["url"]) or _checksum(f["url"])
+            f["crc32c"] = f["crc32c"] or read.get(f["url"])
+            if f["crc32c"] is None:
+                with contextlib.suppress(FileNotFoundError):  # gone since it was listed: its entry says why
+                    f["crc32c"] = _checksum(f["url"])
         storage.write_bytes(storage.join(folder_url, "inputs.jsonl"),
                             b"".join(json.dumps(f, sort_keys=True).encode() + b"\n" for f in header["files"] + header["changed"]))  # fmt: skip
         template = {"dataset": plan.dataset, "split": plan.split, "fields": plan.fields, "classes": plan.classes,
