@@ -23,9 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     # Beam leaves folders in the temp dir (a pipeline's own, and with a portable runner the stager's dependency
     # list): the job gets a temp dir of its own, removed when it ends
     import multiprocessing.util
+    import signal
     import tempfile
 
     multiprocessing.util.get_temp_dir()  # the writer pool's sockets stay in the real temp dir (short paths)
+    # SIGTERM (a `kill`, Kubernetes stopping a watcher's pod) ends the job as Ctrl-C does, through the `finally`s:
+    # Python's default for it exits at once and left the job's temp dir behind
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="shardkit-job-") as scratch:
         tempfile.tempdir = scratch
         try:
