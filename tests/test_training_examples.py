@@ -4,6 +4,7 @@ gloo on the CPU), and the Lightning data module resuming mid-epoch from a Lightn
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,9 @@ def test_mixture_training_checkpointed_on_2_ranks_resumes_on_3(two_splits, tmp_p
             "--batch-size", "8", "--checkpoint", str(tmp_path / "ckpt.pt"), "--keys-out", str(tmp_path / "keys")]  # fmt: skip
     for world, extra in ((2, ["--steps", "2"]), (3, ["--resume"])):
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={world}", script, *args, *extra]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        # torchrun keeps a log folder in the temp dir, left there after each run: this test's own temp dir
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                           env={**os.environ, "TMPDIR": str(tmp_path)})  # fmt: skip
         assert r.returncode == 0, r.stderr[-3000:]
     logs = {p.name: json.loads(p.read_text()) for p in (tmp_path / "keys").glob("*.json")}
     before = [k for name, log in logs.items() if name.endswith("-of-2.json") for _, keys, _ in log for k in keys]
@@ -53,7 +56,8 @@ def test_mixture_training_checkpointed_on_2_ranks_resumes_on_3(two_splits, tmp_p
     assert all(x == ("a", 0) or x == ("b", 1) for x in sources)
 
 
-def test_lightning_data_module_resumes_mid_epoch_from_a_checkpoint(two_splits, tmp_path):
+def test_lightning_data_module_resumes_mid_epoch_from_a_checkpoint(two_splits, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # torch makes it on Lightning's import
     L = pytest.importorskip("lightning", reason="the Lightning snippet needs `pip install lightning` (dev extra)")
     import torch
 
