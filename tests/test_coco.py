@@ -13,8 +13,8 @@ import pytest
 
 from shards.manifest import read_manifest
 from shards.verify import verify_split
-from shards.wds import iter_samples
 from tests.raw import coco as raw
+from tests.splits import read_samples
 
 TFDS = Path(__file__).parent / "data" / "coco" / "tfds"
 
@@ -26,14 +26,6 @@ def run_job(inp, out, *extra: str, check: bool = True) -> subprocess.CompletedPr
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
-
-
-def samples(split: Path) -> dict[str, dict[str, bytes]]:
-    out = {}
-    for e in read_manifest(str(split))["shards"]:
-        with open(split / e["path"], "rb") as f:
-            out.update(iter_samples(f, url=e["path"]))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +44,7 @@ def test_numeric_fields_equal_the_json(converted):
     m = read_manifest(str(split))
     label_of = {cid: i for i, cid in enumerate(m["category_ids"])}
     assert len(m["classes"]) == 80 and m["classes"][0] == "person"
-    got = samples(split)
+    got = read_samples(split)
     by_image, seen = {}, set()
     for a in data["train"]["annotations"]:  # the second annotation with id 8 (on another image) is quarantined
         if a["id"] not in seen and a["id"] not in {1, 2, 4, 5, 6}:
@@ -104,7 +96,7 @@ def test_bad_rows_are_quarantined_one_by_one_and_the_images_kept(converted):
         assert reason in q[key]["reason"], q[key]
     assert q["ann-2"]["source"].endswith("annotations/instances_train2017.json")
     assert m["num_samples"] == 10 and m["source"]["inputs_seen"] == 18  # 10 images + 8 quarantined entries
-    info = json.loads(samples(split)[raw.dataset()["train"]["images"][3]["file_name"][:-4]]["json"])
+    info = json.loads(read_samples(split)[raw.dataset()["train"]["images"][3]["file_name"][:-4]]["json"])
     assert info["annotations"] == []  # an image without annotations is kept (--drop-empty leaves it out)
     assert verify_split(str(split)).ok
 
@@ -124,7 +116,7 @@ def test_side_table_has_a_row_per_annotation(converted):
     split = converted["folders"] / "train"
     m = read_manifest(str(split))
     table = pq.read_table(split / m["side_tables"]["annotations"][0])
-    n = sum(len(json.loads(s["json"])["annotations"]) for s in samples(split).values())
+    n = sum(len(json.loads(s["json"])["annotations"]) for s in read_samples(split).values())
     assert table.num_rows == n and set(table.column("segmentation").to_pylist()) == {"polygons", "rle"}
 
 
@@ -136,7 +128,7 @@ def test_tfds_fake_coco_converts_with_its_categories(tmp_path):
     tfds = json.loads((TFDS / "trainval_annotations" / "annotations" / "instances_train2017.json").read_text())
     m = read_manifest(str(out / "train"))
     assert m["category_ids"] == sorted(c["id"] for c in tfds["categories"])
-    got = samples(out / "train")
+    got = read_samples(out / "train")
     for a in tfds["annotations"]:
         image = next(i for i in tfds["images"] if i["id"] == a["image_id"])
         s = got[image["file_name"][:-4]]

@@ -13,9 +13,8 @@ import pytest
 
 from loaders.mixture import Source, source_plans
 from loaders.plan import consumed_after, plan_epoch
-from shards.manifest import build_manifest, write_manifest
-from shards.photos import photo_jpeg
-from shards.publish import write_tar_shard
+from shards.manifest import write_manifest
+from tests.splits import make_split, photo_shards
 
 SCRIPT = """
 import json, pickle, sys
@@ -44,17 +43,10 @@ SIZES = {"a": [9, 14, 11, 12, 10, 13], "b": [7, 9, 8]}
 def splits(s3_endpoint):
     urls, keys = {}, {}
     for name, sizes in SIZES.items():
-        url = f"s3://test/elastic/{name}"
-        entries, keys[name] = [], []
-        for s, n in enumerate(sizes):
-            samples = [(f"{name}{s}k{i:02d}", {"jpg": photo_jpeg(50 * s + i, size=(40, 32)), "cls": b"%d" % (i % 5),
-                        "json": b"{}"}) for i in range(n)]  # fmt: skip
-            entries.append(write_tar_shard(url, s, samples))
-            keys[name].append([k for k, _ in samples])
-        write_manifest(url, build_manifest(dataset="imagenet", split=name, shards=entries, classes=list("abcde"),
-                                           fields={"jpg": "image/jpeg", "cls": "label", "json": "meta"},
-                                           source={"url": "test", "inputs_seen": sum(sizes)}))  # fmt: skip
-        urls[name] = url
+        shards = photo_shards(name, sizes)
+        urls[name] = f"s3://test/elastic/{name}"
+        make_split(urls[name], shards)
+        keys[name] = [[k for k, _ in shard] for shard in shards]
     return urls, keys
 
 

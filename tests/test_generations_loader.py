@@ -14,7 +14,8 @@ from shards.errors import ManifestError
 from shards.generations import collect, read_generation
 from shards.manifest import read_manifest
 from shards.verify import verify_split
-from tests.watching import POOL, add_photos, samples_of, watcher
+from tests.splits import read_samples
+from tests.watching import POOL, add_photos, watcher
 
 
 def loader(url, **kw):
@@ -77,7 +78,7 @@ def test_compaction_keeps_every_sample_once_and_a_reader_mid_epoch_finishes_its_
     raw, split, w, keys = growing
     keys[3] = add_photos(raw, 200, 24)
     assert w.tick(POOL.submit).generation == 3
-    before = samples_of(split)
+    before = read_samples(split)
     reference = run(loader(str(split)))
     reader = loader(str(split))
     it = iter(reader)
@@ -86,7 +87,7 @@ def test_compaction_keeps_every_sample_once_and_a_reader_mid_epoch_finishes_its_
     assert report.generation == 4 and report.replaced == [1, 2] and report.shards_after < report.shards_before
     assert same(head + run(it), reference)  # the retired shards stay for the grace period
     m = read_manifest(str(split))
-    assert [g["generation"] for g in m["generations"]] == [3, 4] and samples_of(split) == before
+    assert [g["generation"] for g in m["generations"]] == [3, 4] and read_samples(split) == before
     assert m["source"]["inputs_seen"] == 104 == m["num_samples"] + m["quarantine"]["count"]
     assert verify_split(str(split)).ok, verify_split(str(split)).problems
     assert w.tick(POOL.submit).generation is None  # the watcher still knows every input as converted

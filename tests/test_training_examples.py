@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shards.manifest import build_manifest, write_manifest
-from shards.photos import photo_jpeg
-from shards.publish import write_tar_shard
+from tests.splits import make_split, photo_shards
 
 ROOT = Path(__file__).parents[1]
 
@@ -21,18 +19,9 @@ ROOT = Path(__file__).parents[1]
 @pytest.fixture(scope="module")
 def two_splits(tmp_path_factory) -> list[str]:
     root = tmp_path_factory.mktemp("examples")
-    urls = []
     for name, sizes in (("a", [20, 18, 22, 20]), ("b", [15, 17])):
-        url, entries = str(root / name), []
-        for s, n in enumerate(sizes):
-            samples = [(f"{name}{s}k{i:02d}", {"jpg": photo_jpeg(40 * s + i, size=(40, 32)), "cls": b"%d" % (i % 4),
-                        "json": b"{}"}) for i in range(n)]  # fmt: skip
-            entries.append(write_tar_shard(url, s, samples))
-        write_manifest(url, build_manifest(dataset="imagenet", split=name, shards=entries, classes=list("abcd"),
-                                           fields={"jpg": "image/jpeg", "cls": "label", "json": "meta"},
-                                           source={"url": "test", "inputs_seen": sum(sizes)}))  # fmt: skip
-        urls.append(url)
-    return urls
+        make_split(str(root / name), photo_shards(name, sizes))
+    return [str(root / "a"), str(root / "b")]
 
 
 def test_mixture_training_checkpointed_on_2_ranks_resumes_on_3(two_splits, tmp_path):
@@ -67,7 +56,7 @@ def test_lightning_data_module_resumes_mid_epoch_from_a_checkpoint(two_splits, t
     class Model(L.LightningModule):
         def __init__(self):
             super().__init__()
-            self.net, self.keys = TinyNet(4), []
+            self.net, self.keys = TinyNet(3), []
 
         def training_step(self, batch, _):
             self.keys.append(list(batch["key"]))

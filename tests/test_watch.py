@@ -20,7 +20,8 @@ from shards.manifest import read_manifest, validate_manifest
 from shards.photos import photo_jpeg
 from shards.verify import verify_split
 from tests.raw import imagenet as imagenet_raw
-from tests.watching import POOL, add, samples_of, watcher
+from tests.splits import read_samples
+from tests.watching import POOL, add, watcher
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_waves_become_generations_equal_to_the_batch_job(waves, tmp_path):
     cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(raw), "--output", str(batch), "--splits",
            "train", "--min-shards", "2", "--max-bad-fraction", "0.2", "--no-progress"]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
-    assert samples_of(out / "train") == samples_of(batch / "train")
+    assert read_samples(out / "train") == read_samples(batch / "train")
     bm = read_manifest(str(batch / "train"))
     assert m["num_samples"] == bm["num_samples"] and m["quarantine"]["count"] == bm["quarantine"]["count"]
     quarantined = [json.loads(x)["key"] for x in (out / "train" / m["quarantine"]["path"]).read_text().splitlines()]
@@ -82,7 +83,7 @@ def test_waves_become_generations_equal_to_the_batch_job(waves, tmp_path):
 def test_a_pinned_generation_reads_as_published_and_v2_counts_must_reconcile(waves):
     _, out, _ = waves
     g1 = read_generation(str(out / "train"), 1)
-    assert g1["generation"] == 1 and len(samples_of(out / "train", g1)) == g1["num_samples"] == 27
+    assert g1["generation"] == 1 and len(read_samples(out / "train", g1)) == g1["num_samples"] == 27
     with pytest.raises(ManifestError, match="generation 9 is not published; the newest is"):
         read_generation(str(out / "train"), 9)
     bad = json.loads(json.dumps(g1))
@@ -193,7 +194,7 @@ def test_kaggle_val_files_arrive_with_their_labels_in_the_csv(tmp_path):
     land(5, 3, 2)  # one image whose row has not come: quarantined for it, as the batch job would
     r = w.tick(POOL.submit)
     assert (r.generation, r.samples, r.quarantined) == (2, 2, 1)
-    got = {k: int(s["cls"]) for k, s in samples_of(out / "validation").items()}
+    got = {k: int(s["cls"]) for k, s in read_samples(out / "validation").items()}
     assert got == {f"ILSVRC2012_val_{i:08d}": i for i in (1, 2, 3, 4, 5, 6)}
     q = (out / "validation" / read_manifest(str(out / "validation"))["quarantine"]["path"]).read_text()
     assert "ILSVRC2012_val_00000007" in q and "no label" in q

@@ -9,9 +9,7 @@ from pathlib import Path
 from pipelines.common.increments import SplitWatcher
 from pipelines.common.sharding import SplitPlan
 from pipelines.imagenet import FIELDS, WNIDS, ImageNetConfig, WatchedFolders, encode_sample
-from shards.manifest import read_manifest
 from shards.photos import photo_jpeg
-from shards.wds import iter_samples
 
 POOL = cf.ThreadPoolExecutor(2)  # the writers in threads: the job uses processes, the code path is the same
 
@@ -41,13 +39,3 @@ def add_photos(raw: Path, start: int, n: int) -> set[str]:
         add(raw, wnid, {f"{wnid}_{i}.JPEG": photo_jpeg(i, size=(96, 72))})
         keys.add(f"{wnid}_{i}")
     return keys
-
-
-def samples_of(split: Path, manifest: dict | None = None) -> dict[str, dict[str, bytes]]:
-    out: dict[str, dict[str, bytes]] = {}
-    for entry in (manifest or read_manifest(str(split)))["shards"]:
-        with open(split / entry["path"], "rb") as f:
-            for key, sample in iter_samples(f, url=entry["path"]):
-                assert key not in out, f"{key} is in two shards"
-                out[key] = sample
-    return out

@@ -18,7 +18,6 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # Beam is imported only when the job runs, after the arguments are checked
@@ -153,9 +152,6 @@ def run_watch(
     body = _Watch(plans, raw, encode, opts, writers)
 
     class Watch(beam.DoFn):
-        def __init__(self) -> None:
-            self.counters: dict[str, Callable] = {}
-
         def setup(self) -> None:
             body.setup()
 
