@@ -80,6 +80,9 @@ class DaliLoader:
         host_fields: dict[str, Callable[[bytes], np.ndarray]] | None = None,
         host_dtypes: dict[str, str] | None = None,
         tensor_fields: dict[str, tuple[str, Callable[[Any, str], Any]]] | None = None,
+        prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        inputs: dict[str, str] | None = None,
+        finish: Callable[[dict[str, Any]], None] | None = None,
         device: str = "gpu",
         seed: int = 0,
         rank: int | None = None,
@@ -130,6 +133,14 @@ class DaliLoader:
         self.tensor_fields = dict(tensor_fields or {})
         self.tensor_columns = {f for f, _ in self.tensor_fields.values()}
         self.dali_fields = [f for f in self.fields if f not in self.tensor_columns]
+        # `prepare(columns) -> {input: column}`, on the reader thread, turns a batch's read columns into the DALI
+        # inputs named (with their DALI types) in `inputs` (per-object rows reordered, ids made: what DALI has no
+        # operator for); without it, each read field is an input. `finish(batch)` adds outputs after DALI's.
+        self.prepare, self.finish = prepare, finish
+        if prepare is not None and not inputs:
+            raise ValueError("prepare= needs inputs={name: DALI type} naming what it makes")
+        self.dali_inputs = dict(inputs) if prepare is not None else {
+            f: self.host_dtypes.get(f, "INT64") if f in self.host_fields else "UINT8" for f in self.dali_fields}  # fmt: skip
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
@@ -231,15 +242,12 @@ class DaliLoader:
         def pipe():
             encoded = fn.external_source(
                 source=self._source,
-                num_outputs=len(self.dali_fields),
+                num_outputs=len(self.dali_inputs),
                 batch=True,
                 no_copy=True,
-                dtype=[
-                    getattr(types, self.host_dtypes.get(f, "INT64")) if f in self.host_fields else types.UINT8
-                    for f in self.dali_fields
-                ],
+                dtype=[getattr(types, t) for t in self.dali_inputs.values()],
             )
-            outputs = self._graph(dict(zip(self.dali_fields, encoded, strict=True)), self.device)
+            outputs = self._graph(dict(zip(self.dali_inputs, encoded, strict=True)), self.device)
             self.output_names = list(outputs)
             return tuple(outputs.values())
 
@@ -287,6 +295,8 @@ class DaliLoader:
             try:
                 for name, (field, make) in self.tensor_fields.items():
                     batch[name] = make(self._source.produced[self._consumed][2][field], self._torch_device())
+                if self.finish is not None:
+                    self.finish(batch)
             except ValueError as e:
                 raise ShardFormatError(
                     f"{e}\nwhile making batch {self._consumed} from {self._where(self._consumed)}", url=self.split_url

@@ -57,7 +57,10 @@ class BatchSource:
             tensors["__source__"] = plan.source[lo:hi]
         if L.return_keys:  # looked up here too, not on the main thread
             tensors["__key__"] = [L.reader.key(s, i) for s, i in zip(shards.tolist(), samples.tolist(), strict=True)]
-        return shards, samples, tensors, [_for_dali(columns[f]) for f in L.dali_fields]
+        inputs = {f: columns[f] for f in L.dali_fields}
+        if L.prepare is not None:
+            inputs = L.prepare(inputs)
+        return shards, samples, tensors, [_for_dali(inputs[name]) for name in L.dali_inputs]
 
     def __call__(self) -> list[Any]:
         L = self.loader
