@@ -11,12 +11,15 @@ __all__ = ["available"]
 _SHARED = {
     "baselines",
     "bench",
+    "bench_cifar10",
+    "bench_coco",
     "bench_mix",
     "bench_reading",
     "cache",
     "common",
     "core",
     "elastic",
+    "generic",
     "mixture",
     "tensors",
     "integrity",
@@ -38,6 +41,8 @@ def available() -> list[str]:
 def __getattr__(attr: str) -> Any:
     if attr in ("mix", "Source", "Mixture"):  # mixtures: `from loaders import Source, mix`
         return getattr(importlib.import_module(f"{__name__}.mixture"), attr)
+    if attr in ("generic_dali", "image_classification", "raw_tensors"):  # your own data: loaders/generic.py
+        return getattr(importlib.import_module(f"{__name__}.generic"), attr)
     if attr == "merge_states":
         return importlib.import_module(f"{__name__}.elastic").merge_states
     if attr.endswith("_dali") and attr[: -len("_dali")] in available():

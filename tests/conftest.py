@@ -55,3 +55,23 @@ def s3_endpoint():
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def coco_splits(tmp_path_factory) -> dict[str, Path]:
+    """The generated COCO (tests/raw/coco.py) converted by `python -m pipelines coco`, from folders and from zips:
+    {layout: output folder holding train/ and validation/}."""
+    import subprocess
+    import sys
+
+    from tests.raw import coco
+
+    root = tmp_path_factory.mktemp("coco")
+    out = {}
+    for layout, write in coco.LAYOUTS.items():
+        cmd = [sys.executable, "-m", "pipelines", "coco", "--input", str(write(root / f"raw-{layout}")), "--output",
+               str(root / f"out-{layout}"), "--min-shards", "2", "--max-bad-fraction", "0.8", "--no-progress"]  # fmt: skip
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out[layout] = root / f"out-{layout}"
+    return out

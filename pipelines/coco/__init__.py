@@ -10,8 +10,10 @@ place. Bad annotation rows are quarantined one by one, the image is kept.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -159,4 +161,11 @@ def main(argv: list[str] | None = None) -> int:
             | f"Batch {split}" >> BatchPointers()
             | f"Write {split}" >> WriteSplit(plan, functools.partial(encode_sample, cfg=cfg))
         )
-    return run_and_report(pipeline, "coco", split_urls, progress=job.progress)
+    status = run_and_report(pipeline, "coco", split_urls, progress=job.progress)
+    # the staged records are the job's scratch (pointers read them while shards are written): gone once it ends
+    for split in job.splits:
+        storage.remove_tree(storage.join(job.output, "_staging", f"coco-{split}"))
+    if storage.is_local(job.output):
+        with contextlib.suppress(OSError):  # only if nothing else staged there (Open Images' tars are reused)
+            os.rmdir(storage.local_path(storage.join(job.output, "_staging")))
+    return status

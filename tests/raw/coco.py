@@ -26,10 +26,11 @@ SIZE = (160, 120)
 SPLITS = {"train": 10, "val": 4}
 
 
-def _object(rng: np.random.Generator, cat: int, w: int, h: int) -> dict[str, Any]:
-    """A convex polygon (a jittered rectangle) inside the image, with its box and area."""
-    x0, y0 = rng.uniform(5, w * 0.5), rng.uniform(5, h * 0.5)
-    x1, y1 = x0 + rng.uniform(25, w * 0.45), y0 + rng.uniform(20, h * 0.45)
+def _object(rng: np.random.Generator, cat: int, slot: int, w: int, h: int) -> dict[str, Any]:
+    """A convex polygon (a jittered rectangle) in vertical strip `slot` of three (objects never overlap, so every
+    pixel of an object's mask shows its colour), with its box and area."""
+    x0, y0 = slot * w / 3 + rng.uniform(2, 8), rng.uniform(5, h * 0.4)
+    x1, y1 = x0 + rng.uniform(25, w / 3 - 12), y0 + rng.uniform(25, h - y0 - 6)
     poly = [x0, y0, x1, y0 + 3, x1 - 2, y1, x0 + 2, y1 - 3]
     xs, ys = poly[0::2], poly[1::2]
     bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
@@ -62,7 +63,8 @@ def logical(split: str) -> dict[str, Any]:
         name = f"{image_id:012d}.jpg"
         images.append({"id": image_id, "file_name": name, "width": w, "height": h, "license": 1,
                        "coco_url": f"http://images.cocodataset.org/{split}2017/{name}", "date_captured": ""})  # fmt: skip
-        objects = [] if i == 3 else [_object(rng, int(c), w, h) for c in rng.choice(list(COLOURS), 1 + i % 3)]
+        cats = rng.choice(list(COLOURS), 1 + i % 3)
+        objects = [] if i == 3 else [_object(rng, int(c), slot, w, h) for slot, c in enumerate(cats)]
         for o in objects:
             o.update(id=next_id, image_id=image_id)
             if o["category_id"] == 1:  # a person: 17 keypoints inside its box, some not labelled
@@ -148,3 +150,6 @@ def write_zips(root: Path) -> Path:
 
 
 LAYOUTS = {"folders": write_folders, "zips": write_zips}
+
+# the loader conformance suite (tests/test_conformance_loaders.py): the eval graph against `reference_eval`
+LOADER = {"kwargs": {"image_size": 64, "max_size": 96}, "tolerance": {"image": (0.052, 0.35)}}
