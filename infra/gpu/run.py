@@ -33,13 +33,35 @@ TARGETS = {
 
 SCALES = {  # data sizes and benchmark lengths
     "full": {
-        "splits": ["--images", "16384", "--boxes-images", "4096", "--videos", "200000", "--frames", "2000"],
+        "splits": [
+            "--images",
+            "16384",
+            "--boxes-images",
+            "4096",
+            "--videos",
+            "200000",
+            "--frames",
+            "2000",
+            "--coco-images",
+            "2048",
+        ],
         "clips": 384,
         "bench": ["--seconds", "6", "--warmup", "3"],
         "pytest_timeout": 200,
     },
     "small": {
-        "splits": ["--images", "256", "--boxes-images", "96", "--videos", "8000", "--frames", "64"],
+        "splits": [
+            "--images",
+            "256",
+            "--boxes-images",
+            "96",
+            "--videos",
+            "8000",
+            "--frames",
+            "64",
+            "--coco-images",
+            "64",
+        ],
         "clips": 24,
         "bench": ["--seconds", "2", "--warmup", "1"],
         "pytest_timeout": 300,

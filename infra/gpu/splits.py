@@ -1,4 +1,4 @@
-"""Splits of the four datasets in the shard format, written straight with `shards/` (no Beam, no audio codecs):
+"""Splits of the five datasets in the shard format, written straight with `shards/` (no Beam, no audio codecs):
 what the GPU tests and the device run read on a machine that has neither Beam nor PyAV.
 
 The loaders only see the shard format, so these splits exercise them exactly as a job's output does; the jobs
@@ -25,9 +25,10 @@ import numpy as np
 from shards.manifest import build_manifest, write_manifest
 from shards.publish import write_arrow_shard, write_tar_shard
 
-__all__ = ["imagenet_jpeg", "write_imagenet", "write_openimages", "write_youtube8m", "write_fma", "main"]
+__all__ = ["imagenet_jpeg", "main", "write_coco", "write_fma", "write_imagenet", "write_openimages", "write_youtube8m"]
 
-NUM_CLASSES = {"imagenet": 1000, "openimages": 601, "youtube8m": 3862}
+NUM_CLASSES = {"imagenet": 1000, "openimages": 601, "youtube8m": 3862, "coco": 80}
+COCO_FIELDS = ("boxes", "labels", "iscrowd", "area", "polygons", "vertices", "keypoints")
 FMA_TOP = 16  # FMA's top-level genres
 FMA_GENRES = 163
 
@@ -67,6 +68,8 @@ def _image_shard(args: tuple[str, str, int, int, int]) -> dict[str, Any]:
         fields: dict[str, bytes] = {"jpg": jpg}
         if dataset == "imagenet":
             fields["cls"] = b"%d" % (k % NUM_CLASSES["imagenet"])
+        elif dataset == "coco":
+            fields |= _coco_objects(rng)
         else:  # Open Images: normalized [xmin, ymin, xmax, ymax] boxes, their labels, human image labels
             n = int(rng.integers(1, 6))
             lo_xy = rng.uniform(0, 0.6, (n, 2))
@@ -79,12 +82,40 @@ def _image_shard(args: tuple[str, str, int, int, int]) -> dict[str, Any]:
     return write_tar_shard(url, index, samples)
 
 
+def _coco_objects(rng: np.random.Generator) -> dict[str, bytes]:
+    """COCO's numeric fields (`pipelines/coco/samples.py`): 0-8 objects, a quadrilateral each inside its box, the
+    last sometimes a crowd without polygons, keypoints on some."""
+    n = int(rng.integers(0, 9))
+    lo = rng.uniform(0, 0.6, (n, 2))
+    boxes = np.concatenate([lo, lo + rng.uniform(0.1, 0.4, (n, 2))], axis=1).clip(0, 1)
+    crowd = np.zeros(n, np.uint8)
+    if n and rng.random() < 0.3:
+        crowd[-1] = 1
+    polygons, vertices = [], []
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        if not crowd[i]:
+            polygons.append((i, 4 * len(polygons), 4 * len(polygons) + 4))
+            vertices += [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    kp = np.zeros((n, 17, 3), np.float32)
+    for i in np.flatnonzero(rng.random(n) < 0.5):
+        kp[i, :, 0] = rng.uniform(boxes[i, 0], boxes[i, 2], 17)
+        kp[i, :, 1] = rng.uniform(boxes[i, 1], boxes[i, 3], 17)
+        kp[i, :, 2] = rng.integers(0, 3, 17)
+    return {"boxes": boxes.astype("<f4").tobytes(), "labels": rng.integers(0, 80, n).astype("<i4").tobytes(),
+            "iscrowd": crowd.tobytes(), "area": rng.uniform(100, 5000, n).astype("<f4").tobytes(),
+            "polygons": np.array(polygons, "<i4").reshape(-1, 3).tobytes(),
+            "vertices": np.array(vertices, "<f4").reshape(-1, 2).tobytes(), "keypoints": kp.astype("<f4").tobytes()}  # fmt: skip
+
+
 def _write_images(dataset: str, url: str, n: int, shards: int, workers: int) -> dict[str, Any]:
     jobs = [(dataset, url, s, lo, hi) for s, (lo, hi) in enumerate(_spans(n, shards))]
     with ProcessPoolExecutor(workers) as pool:
         entries = list(pool.map(_image_shard, jobs))
     fields = {"jpg": "image/jpeg", "json": "meta"}
-    fields |= {"cls": "label"} if dataset == "imagenet" else {"boxes": "<f4", "labels": "<i4", "imagelabels": "<i4"}
+    if dataset == "coco":
+        fields |= dict.fromkeys(COCO_FIELDS, "numeric")
+    else:
+        fields |= {"cls": "label"} if dataset == "imagenet" else {"boxes": "<f4", "labels": "<i4", "imagelabels": "<i4"}
     m = build_manifest(
         dataset=dataset,
         split="train",
@@ -105,6 +136,11 @@ def write_imagenet(url: str, n: int, *, shards: int = 16, workers: int = 1) -> d
 def write_openimages(url: str, n: int, *, shards: int = 16, workers: int = 1) -> dict[str, Any]:
     """An Open Images split (`jpg`, `boxes`, `labels`, `imagelabels`, `json`) of `n` ImageNet-like photos."""
     return _write_images("openimages", url, n, shards, workers)
+
+
+def write_coco(url: str, n: int, *, shards: int = 16, workers: int = 1) -> dict[str, Any]:
+    """A COCO split (`jpg`, `json`, boxes, labels, crowd flags, polygons, keypoints) of `n` ImageNet-like photos."""
+    return _write_images("coco", url, n, shards, workers)
 
 
 def write_youtube8m(url: str, n: int, *, level: str = "video", shards: int = 8) -> dict[str, Any]:
@@ -198,9 +234,12 @@ def write_fma(url: str, n: int, *, seconds: float = 30.0, rate: int = 22050, sha
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m infra.gpu.splits", description=__doc__.split("\n")[0])
-    p.add_argument("out", help="folder to write imagenet/, openimages/, youtube8m-video/, youtube8m-frame/, fma/ in")
+    p.add_argument(
+        "out", help="folder to write imagenet/, openimages/, coco/, youtube8m-video/, youtube8m-frame/, fma/ in"
+    )
     p.add_argument("--images", type=int, default=16384, help="ImageNet images (default 16384, ~1.8 GB)")
     p.add_argument("--boxes-images", type=int, default=4096, help="Open Images images (default 4096)")
+    p.add_argument("--coco-images", type=int, default=2048, help="COCO images (default 2048)")
     p.add_argument("--videos", type=int, default=200_000, help="YouTube-8M video-level rows (default 200000)")
     p.add_argument("--frames", type=int, default=2000, help="YouTube-8M frame-level videos (default 2000)")
     p.add_argument("--clips", type=int, default=512, help="FMA 30 s clips (default 512)")
@@ -209,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     join = lambda name: os.path.join(a.out, name, "train")  # noqa: E731
     write_imagenet(join("imagenet"), a.images, shards=max(8, a.images // 512), workers=a.workers)
     write_openimages(join("openimages"), a.boxes_images, shards=max(8, a.boxes_images // 512), workers=a.workers)
+    write_coco(join("coco"), a.coco_images, shards=max(4, a.coco_images // 512), workers=a.workers)
     write_youtube8m(join("youtube8m-video"), a.videos, level="video", shards=16)
     write_youtube8m(join("youtube8m-frame"), a.frames, level="frame", shards=16)
     write_fma(join("fma"), a.clips, shards=8)
