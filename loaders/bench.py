@@ -271,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     from shards.cli import OneLineParser
 
     argv = sys.argv[1:] if argv is None else argv
-    sub = {"reading": "loaders.bench_reading", "mix": "loaders.bench_mix"}.get(argv[0] if argv else "")
-    if sub:  # the reading path alone (bench_reading.py); a mixture against one source (bench_mix.py)
+    sub = f"bench_{argv[0]}" if argv and argv[0] in ("reading", "mix", "coco", "cifar10") else None
+    if sub:  # the reading path alone, a mixture, COCO, CIFAR-10 (bench_<name>.py)
         import importlib
 
-        return importlib.import_module(sub).main(argv[1:])
+        return importlib.import_module(f"loaders.{sub}").main(argv[1:])
 
     p = OneLineParser(prog="python -m loaders.bench", description=__doc__.split("\n")[0])
     p.add_argument("dataset", choices=["imagenet", "openimages", "youtube8m", "fma", "reading"])

@@ -10,51 +10,13 @@ that parse the JSON per process). Defaults: COCO 2017 train's counts (118,287 im
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
 import sys
 import time
 
-__all__ = ["main", "write_coco"]
-
-
-def write_coco(root: str, images: int, annotations: int, seed: int = 0) -> int:
-    """The layout under `root` (reused when present); returns the JSON's size in bytes."""
-    import numpy as np
-    from PIL import Image
-
-    ann_dir, img_dir = os.path.join(root, "annotations"), os.path.join(root, "train2017")
-    path = os.path.join(ann_dir, "instances_train2017.json")
-    if os.path.exists(path):
-        return os.path.getsize(path)
-    os.makedirs(ann_dir, exist_ok=True)
-    os.makedirs(img_dir, exist_ok=True)
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
-    jpeg = buf.getvalue()
-    for i in range(images):
-        with open(os.path.join(img_dir, f"{i + 1:012d}.jpg"), "wb") as f:
-            f.write(jpeg)
-    gaps = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}  # COCO's 80 used ids among 1..90
-    categories = [{"id": i, "name": f"class {i}", "supercategory": "thing"} for i in range(1, 91) if i not in gaps]
-    rng = np.random.default_rng(seed)
-    cats = [c["id"] for c in categories]
-    with open(path, "w") as f:
-        f.write('{"info": {"year": 2017}, "licenses": [], "images": [')
-        f.write(",".join(json.dumps({"id": i + 1, "file_name": f"{i + 1:012d}.jpg", "width": 640, "height": 480,
-                                     "license": 1, "coco_url": "", "date_captured": ""}) for i in range(images)))  # fmt: skip
-        f.write('], "annotations": [')
-        for a in range(annotations):
-            x, y = rng.uniform(0, 500), rng.uniform(0, 380)
-            poly = np.round(np.column_stack([x + rng.uniform(0, 120, 24), y + rng.uniform(0, 90, 24)]), 2).ravel()
-            ann = {"id": a + 1, "image_id": int(rng.integers(1, images + 1)), "category_id": int(rng.choice(cats)),
-                   "segmentation": [poly.tolist()], "area": 5000.0, "bbox": [round(x, 2), round(y, 2), 120.0, 90.0],
-                   "iscrowd": 0}  # fmt: skip
-            f.write(("," if a else "") + json.dumps(ann))
-        f.write('], "categories": ' + json.dumps(categories) + "}")
-    return os.path.getsize(path)
+__all__ = ["main"]
 
 
 def _json_load_peak(path: str) -> int:
@@ -65,6 +27,7 @@ def _json_load_peak(path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from infra.fake_coco import write_coco
     from pipelines.bench import run_measured
     from shards.units import format_size
 
