@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-__all__ = ["available", "load"]
+__all__ = ["Converted", "ConvertError", "available", "convert", "load"]
 
 
 def _quiet_beam_import() -> None:
@@ -20,7 +20,16 @@ def _quiet_beam_import() -> None:
 
 _quiet_beam_import()
 
-_SHARED = {"common", "cli", "transforms", "bench", "bench_watch", "bench_coco"}  # modules of shared code, not datasets
+_SHARED = {
+    "common",
+    "cli",
+    "conversion",
+    "transforms",
+    "bench",
+    "bench_watch",
+    "bench_coco",
+    "bench_convert",
+}  # modules of shared code, not datasets
 
 
 def available() -> list[str]:
@@ -37,3 +46,10 @@ def load(name: str) -> ModuleType:
     if name not in available():
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available()) or 'none yet'}")
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def __getattr__(attr: str):
+    """`from pipelines import convert` (pipelines/conversion.py), imported on first use."""
+    if attr in ("convert", "Converted", "ConvertError"):
+        return getattr(importlib.import_module(f"{__name__}.conversion"), attr)
+    raise AttributeError(f"module 'pipelines' has no attribute {attr!r}")

@@ -215,11 +215,13 @@ def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: Spli
     quarantine = [q for r in records for q in r["quarantine"]]
     seen = sum(r["seen"] for r in records)
     written = sum(e["num_samples"] for e in entries)
-    if seen != counts[0] or seen != written + len(quarantine):
+    expanded = sum(r.get("expanded", 0) for r in records)  # a user's function may make several samples of one input
+    if seen != counts[0] or seen + expanded != written + len(quarantine):
         raise RuntimeError(
             f"{plan.split_url}: counts do not add up: {counts[0]} inputs listed, {seen} reached the writers, "
             f"{written} written + {len(quarantine)} quarantined; no manifest written"
         )
+    _check_keys(plan, records)
     storage.write_bytes(storage.join(plan.split_url, QUARANTINE_NAME), dumps_quarantine(quarantine))
     bad = [q for q in quarantine if q["stage"] not in plan.benign_stages]
     if seen and len(bad) > plan.max_bad_fraction * seen:
@@ -240,7 +242,8 @@ def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: Spli
         shards=entries,
         classes=plan.classes,
         quarantine_count=len(quarantine),
-        source={**plan.source, "inputs_seen": seen},
+        # inputs_seen reconciles with samples + quarantine: a function's several samples of one input count each
+        source={**plan.source, "inputs_seen": seen + expanded, **({"inputs": seen} if expanded else {})},
         params=plan.params,
         **plan.extra,
         **({"side_tables": {"annotations": [r["side"] for r in records if r.get("side")]}} if plan.side_table else {}),
@@ -249,6 +252,21 @@ def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: Spli
     # Progress records stay in _progress/: a re-run with the same input and options then re-checks and keeps
     # every shard instead of rewriting it. Readers never look there; the manifest is the truth.
     return {"split": plan.split, "samples": written, "quarantined": len(quarantine), "shards": len(entries)}
+
+
+def _check_keys(plan: SplitPlan, records: list[dict[str, Any]]) -> None:
+    """Keys a user's function gave are unique within a shard (a repeat is quarantined there); across shards a
+    repeat fails the job, naming both inputs (its shard is written by then)."""
+    owner: dict[str, str] = {}
+    for r in records:
+        for key, source in r.get("keys", {}).items():
+            if key in owner:
+                raise RuntimeError(
+                    f"{plan.split_url}: sample key {key!r} was given by two inputs, {owner[key]} and {source}; "
+                    "keys must be unique in a split (leave __key__ out to have one made per input). "
+                    "No manifest written."
+                )
+            owner[key] = source
 
 
 class BatchPointers(beam.PTransform):

@@ -12,6 +12,7 @@ from typing import Any
 from pipelines.common.images import BadInput
 from pipelines.common.options import use_storage_options
 from pipelines.common.records import Pointer
+from pipelines.common.usersamples import Expanded
 from shards import storage
 from shards.keys import shuffle_hash
 from shards.publish import sha256_of, shard_name, write_arrow_shard, write_tar_shard
@@ -159,6 +160,8 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
     if checksums is not None:
         import google_crc32c
     side_rows: list[tuple[str, bytes]] = []  # (key, json) of written samples, for the side table
+    expanded = [0]  # outcomes (samples or quarantine entries) beyond one per input
+    made: dict[str, str] = {}  # key -> input, of samples a user's function named
 
     def samples() -> Iterator[tuple[str, dict[str, bytes]]]:
         for p in pointers:
@@ -173,6 +176,20 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
                 sample = encode(p, data)
             except BadInput as e:
                 quarantine.append(quarantine_entry(key=p.key, source=_source(p), stage=e.stage, reason=str(e)))
+                continue
+            if isinstance(sample, Expanded):  # a user's function: one input, several samples (pipelines.convert)
+                expanded[0] += len(sample) - 1
+                for key, one in sample:
+                    if not isinstance(one, BadInput) and key in keys:
+                        one = BadInput(f"duplicate key: another sample of this split is also named {key}", "convert")
+                    if isinstance(one, BadInput):
+                        quarantine.append(
+                            quarantine_entry(key=key, source=_source(p), stage=one.stage, reason=str(one))
+                        )
+                        continue
+                    keys.add(key)
+                    made[key] = _source(p)
+                    yield key, one
                 continue
             keys.add(p.key)
             if plan_side:
@@ -198,6 +215,10 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
     if plan_side and entry is not None:
         record["side"] = _write_side_table(plan, index, side_rows)
     record["seen"] = len(pointers)
+    if expanded[0]:
+        record["expanded"] = expanded[0]
+    if made:  # keys are known only once the function ran: the finaliser checks them across shards
+        record["keys"] = made
     if checksums is not None:
         record["crc32c"] = checksums
     storage.write_bytes(progress_url, json.dumps(record, sort_keys=True).encode())

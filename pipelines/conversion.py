@@ -1,0 +1,220 @@
+"""`convert`: any data to a verified, globally shuffled split, with one call, on any Beam runner.
+
+    from pipelines import convert
+
+    def to_sample(path):                      # runs on the workers, once per input
+        label = path.split("/")[-2]
+        return {"jpg": open(path, "rb").read(), "cls": CLASSES.index(label)}
+
+    convert("data/*/*.jpg", to_sample, "s3://bucket/mine", split="train")
+
+`inputs` are small references (paths, URLs, ids, row tuples) or a URL glob; only they travel through Beam and are
+shuffled (seeded, the same on every run), never the bytes. Each shard's writer calls `fn` on its inputs, so the
+bytes are made where they are written. What `fn` returns, one sample dict or an iterable of them (`__key__`
+optional: one is made per input), is checked against the split's fields (given, or those of the first sample it
+returns here) and encoded by extension (`pipelines/common/usersamples.py`); an exception in `fn`, a `None`, a
+sample with other fields, an invalid or repeated key become quarantine entries naming the input. Shards, indexes,
+manifest, quarantine, resume and byte-identical re-runs are the dataset jobs' own (`pipelines/common/sharding.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import inspect
+import json
+import math
+import pickle
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from pipelines.common.images import BadInput
+from pipelines.common.records import Pointer
+from pipelines.common.usersamples import UserEncoder, samples_of
+from shards import storage
+from shards.units import parse_size
+
+__all__ = ["ConvertError", "Converted", "JobFailed", "convert", "list_inputs"]
+
+PROBE = 16  # inputs `fn` is tried on here, for the fields and the size of a sample
+
+
+class ConvertError(ValueError):
+    """What the user has to fix before the pipeline runs: one line naming it."""
+
+
+class JobFailed(ConvertError):
+    """The pipeline ran and failed (too much quarantined, a key given twice, a runner error): one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Converted:
+    url: str
+    samples: int
+    shards: int
+    quarantined: int
+
+
+def list_inputs(inputs: str | Iterable[Any]) -> list[Any]:
+    """A URL glob (`data/*/*.jpg`, `s3://b/x/**.png`) -> the matching file URLs, sorted; anything else as a list."""
+    if not isinstance(inputs, str):
+        return list(inputs)
+    if not any(c in inputs for c in "*?["):
+        raise ConvertError(f"inputs {inputs!r} is a string without a wildcard: give a glob or a list of inputs")
+    if storage.is_local(inputs):
+        import glob
+
+        return sorted(glob.glob(storage.local_path(inputs), recursive=True))
+    fs, path = storage.get_fs(inputs)
+    proto = storage.protocol_of(inputs)
+    return sorted(f"{proto}://{p}" for p in fs.glob(path))
+
+
+def _pointer(i: int, ref: Any) -> Pointer:
+    try:
+        json.dumps(ref)
+        meta: dict[str, Any] = {"input": ref}
+    except (TypeError, ValueError):  # travels pickled (still small)
+        meta = {"input_pickle": base64.b64encode(pickle.dumps(ref, protocol=4)).decode()}
+    meta["source"] = ref if isinstance(ref, str) else f"input #{i}: {repr(ref)[:200]}"
+    return Pointer(f"in{i:09d}", "", 0, 0, meta)
+
+
+def _picklable(what: str, value: Any) -> None:
+    try:
+        pickle.dumps(value, protocol=4)
+    except Exception as e:
+        hint = " (a function defined at module level, not a lambda or a nested function)" if callable(value) else ""
+        raise ConvertError(f"{what} must be picklable{hint}: {type(e).__name__}: {e}") from None
+
+
+def _fn_identity(fn: Callable) -> dict[str, str]:
+    """Recorded in the manifest's params: a changed function does not reuse an earlier run's shards."""
+    target = getattr(fn, "func", fn)
+    name = f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', type(target).__name__)}"
+    try:
+        source = inspect.getsource(target)
+    except (OSError, TypeError):
+        source = name
+    extra = repr((getattr(fn, "args", ()), getattr(fn, "keywords", {})))  # a functools.partial's arguments
+    return {"fn": name, "fn_sha256": hashlib.sha256((source + extra).encode()).hexdigest()}
+
+
+def _probe(fn: Callable, refs: list[Any], fields: Any, format: str) -> tuple[list[str], dict[str, str], int]:
+    """fn on the first inputs (up to PROBE): the split's fields (given, or the first sample's), the manifest's
+    fields (Arrow: the schema, inferred from all the samples made here), and the bytes of a sample."""
+    encoder = UserEncoder(fn, (), format=format)
+    errors: list[str] = []
+    samples: list[Any] = []
+    for i, ref in enumerate(refs[:PROBE]):
+        try:
+            samples += samples_of(fn(ref))
+        except BadInput as e:
+            errors.append(f"input #{i}: {e}")
+        except Exception as e:
+            errors.append(f"input #{i}: {type(e).__name__}: {e}")
+    if not samples:
+        raise ConvertError(f"the function made no sample from the first {min(PROBE, len(refs))} inputs"
+                           + (f"; first failure: {errors[0]}" if errors else ""))  # fmt: skip
+    names = [k for k in samples[0] if k != "__key__" and not (format == "arrow" and k == "id")]
+    wanted = list(fields) if fields is not None else names
+    encoder.fields = tuple(wanted)
+    if format == "tar":
+        size = sum(len(v) for v in encoder._one("k", samples[0]).values() if isinstance(v, bytes))
+        return wanted, {f: "user" for f in wanted}, size
+    import pyarrow as pa
+
+    from shards.arrow import schema_from_json, schema_to_json
+
+    if isinstance(fields, Mapping):
+        schema = {"id": "string", **fields}
+        schema_from_json(schema)  # a type this project cannot read back is refused now
+    else:
+        rows = [encoder._one(f"k{j}", s) for j, s in enumerate(samples) if sorted(s) == sorted(samples[0])]
+        inferred = pa.Table.from_pylist(rows).schema
+        unknown = [f.name for f in inferred if "null" in str(f.type)]
+        if unknown:
+            raise ConvertError(f"cannot tell the type of column(s) {unknown} from the first {len(rows)} samples "
+                               "(all empty or None): give fields={column: type}")  # fmt: skip
+        schema = schema_to_json(inferred)
+    size = pa.Table.from_pylist([encoder._one("k", samples[0])]).nbytes
+    return wanted, schema, size
+
+
+def convert(
+    inputs: str | Iterable[Any],
+    fn: Callable[[Any], Any],
+    output: str,
+    *,
+    split: str = "train",
+    fields: Sequence[str] | Mapping[str, str] | None = None,
+    format: str = "tar",
+    shard_size: str | int = "256MB",
+    min_shards: int = 1,
+    seed: int = 0,
+    max_bad_fraction: float = 0.001,
+    classes: Sequence[str] | None = None,
+    dataset: str = "custom",
+    runner_args: Sequence[str] = (),
+    storage_options: dict[str, dict[str, Any]] | None = None,
+    writer_processes: int | None = None,
+) -> Converted:
+    """Convert `inputs` with `fn` into `<output>/<split>/` (a WebDataset tar split, or Arrow with format="arrow"),
+    on Beam's local runner by default or the runner `runner_args` name. Raises ConvertError on bad arguments, on
+    a function that makes nothing of the first inputs, or when the job fails (more quarantined than
+    `max_bad_fraction` allows, a key given twice); returns where the split is and its counts.
+
+    fields: the tar fields (extensions) every sample has, or for Arrow {column: type}; default: the first
+    sample's. classes: label names recorded in the manifest (for `cls`)."""
+    from pipelines.common.options import beam_pipeline_options, is_local_runner, use_storage_options
+
+    if format not in ("tar", "arrow"):
+        raise ConvertError(f"format must be 'tar' or 'arrow', not {format!r}")
+    _picklable("fn", fn)
+    storage_options = dict(storage_options or {})
+    use_storage_options(storage_options)
+    refs = list_inputs(inputs)
+    if not refs:
+        raise ConvertError(f"no inputs{f' match {inputs!r}' if isinstance(inputs, str) else ''}")
+    for i, ref in enumerate(refs):
+        try:
+            pickle.dumps(ref, protocol=4)
+        except Exception as e:
+            raise ConvertError(f"input #{i} ({repr(ref)[:100]}) must be picklable: {type(e).__name__}: {e}") from None
+    names, schema, per_sample = _probe(fn, refs, fields, format)
+    output = output.rstrip("/")
+    size = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
+    shards = max(min_shards, math.ceil(per_sample * len(refs) / size))
+    import apache_beam as beam
+
+    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
+
+    plan = SplitPlan(
+        dataset=dataset, split=split, split_url=storage.join(output, split), fields=schema,
+        classes=list(classes) if classes is not None else None, source={"url": str(inputs)[:300], "layout": "custom"},
+        params={"shard_size": size, "min_shards": shards, "seed": seed, "format": format, **_fn_identity(fn)},
+        seed=seed, shard_size=size, min_shards=shards, max_bad_fraction=max_bad_fraction,
+        writer_processes=writer_processes if writer_processes is not None else (0 if is_local_runner(runner_args) else 1),
+        storage_options=storage_options, format=format, benign_stages=("filter",),
+    )  # fmt: skip
+    pointers = [_pointer(i, ref) for i, ref in enumerate(refs)]
+    chunks = [Pointers(pointers[i : i + 2048]) for i in range(0, len(pointers), 2048)]
+    pipeline = beam.Pipeline(options=beam_pipeline_options(list(runner_args)))
+    _ = (
+        pipeline
+        | "Inputs" >> beam.Create(chunks).with_output_types(Pointers)
+        | WriteSplit(plan, UserEncoder(fn, names, format=format, schema=schema if format == "arrow" else None))
+    )
+    try:
+        pipeline.run().wait_until_finish()
+    except Exception as e:  # the runner wraps the finaliser's and the workers' errors
+        text = str(e)
+        for marker in ("RuntimeError: ", "ValueError: "):
+            if marker in text:
+                text = text.rsplit(marker, 1)[1]
+        raise JobFailed(text.strip().splitlines()[0][:600]) from None
+    from shards.manifest import read_manifest
+
+    m = read_manifest(plan.split_url)
+    return Converted(plan.split_url, m["num_samples"], len(m["shards"]), m["quarantine"]["count"])

@@ -1,0 +1,71 @@
+"""`python -m pipelines custom`: your own files to shards with a function of yours (`pipelines.convert`).
+
+    python -m pipelines custom --input 'photos/*/*.jpg' --output out --module my_pkg.samples:to_sample
+
+The function gets each file's URL and returns a sample dict (or several): `{"jpg": bytes, "cls": 3}`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from pipelines.common.options import base_parser, split_argv
+from shards import storage
+
+__all__ = ["load_function", "main"]
+
+
+def load_function(spec: str):
+    """'pkg.mod:fn' or 'pkg.mod.fn' -> the function; a one-line error otherwise."""
+    module, _, name = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    if not module or not name:
+        raise ValueError(f"--module {spec!r}: give it as package.module:function")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        raise ValueError(f"--module {spec!r}: cannot import {module}: {e}") from None
+    except AttributeError:
+        raise ValueError(f"--module {spec!r}: {module} has no {name}") from None
+    if not callable(fn):
+        raise ValueError(f"--module {spec!r}: {name} is not callable")
+    return fn
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.conversion import ConvertError, JobFailed, convert
+
+    ours, beam_args = split_argv(sys.argv[1:] if argv is None else argv)
+    p = base_parser("python -m pipelines custom", __doc__.split("\n")[0], splits="train",
+                    layouts="  a glob of files ('data/**/*.png', 's3://bucket/x/*.jpg'), or a folder (every file under it)")  # fmt: skip
+    p.add_argument("--module", required=True, help="the sample function, as package.module:function")
+    p.add_argument("--format", choices=["tar", "arrow"], default="tar", help="shard format (default tar)")
+    p.add_argument("--fields", help="comma-separated fields every sample has (default: the first sample's)")
+    args = p.parse_args(ours)
+    if "," in args.splits:
+        p.error("custom writes one split: give --splits NAME")
+    try:
+        fn = load_function(args.module)
+    except ValueError as e:
+        p.error(str(e))
+    inputs = args.input
+    if not any(c in inputs for c in "*?[") and storage.is_local(inputs):
+        inputs = storage.walk(inputs.rstrip("/"))  # a folder: every file under it
+    import json
+
+    try:
+        done = convert(
+            inputs, fn, args.output, split=args.splits, fields=args.fields.split(",") if args.fields else None,
+            format=args.format, shard_size=args.shard_size, min_shards=args.min_shards, seed=args.seed,
+            max_bad_fraction=args.max_bad_fraction, runner_args=beam_args, writer_processes=args.writer_processes,
+            storage_options=json.loads(args.storage_options) if args.storage_options else None,
+        )  # fmt: skip
+    except JobFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ConvertError as e:
+        p.error(str(e))
+    print(
+        f"{args.splits}: {done.samples} samples in {done.shards} shards, {done.quarantined} quarantined -> {done.url}"
+    )
+    return 0

@@ -1,0 +1,59 @@
+"""Your own data, as a user has it: a folder of photos in one folder per class (`LAYOUTS`), and the sample
+functions a user writes for `pipelines.convert` / `python -m pipelines custom` (importable by the workers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from shards.photos import photo_jpeg
+
+CLASSES = ["cats", "dogs", "owls"]
+EXTRA_ARGS = ["--module", "tests.raw.custom:to_sample"]
+
+
+def write_folder(root: Path, n: int = 36) -> Path:
+    for i in range(n):
+        folder = root / CLASSES[i % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"img{i:04d}.jpg").write_bytes(photo_jpeg(i, size=(96, 72)))
+    (root / "dogs" / "notes.txt").write_text("not an image: to_sample refuses it")
+    return root
+
+
+def to_sample(path: str) -> dict:
+    """A file -> {jpg, cls}: the class is the folder's name."""
+    if not path.endswith(".jpg"):
+        raise ValueError(f"not a JPEG: {path.rsplit('/', 1)[-1]}")
+    with open(path, "rb") as f:
+        return {"jpg": f.read(), "cls": CLASSES.index(Path(path).parent.name)}
+
+
+def row_sample(row: tuple) -> dict:
+    """A row (name, values) -> a sample with an array and its JSON; rows named 'bad*' fail in the ways the
+    function of a user can."""
+    name, values = row
+    if name == "bad-raise":
+        raise KeyError("no such record")
+    if name == "bad-none":
+        return None
+    if name == "bad-fields":
+        return {"npy": np.zeros(2), "extra": 1}
+    if name == "bad-key":
+        return {"__key__": "has a space", "npy": np.zeros(2), "json": {}}
+    if name.startswith("dup"):
+        return {"__key__": "dup", "npy": np.zeros(2), "json": {}}
+    return {"__key__": name, "npy": np.asarray(values, np.float32), "json": {"name": name, "n": len(values)}}
+
+
+def expand(n: int) -> list[dict]:
+    """One input -> n % 3 samples (0: filtered out)."""
+    return [{"__key__": f"s{n}_{j}", "txt": f"row {n}.{j}"} for j in range(n % 3)]
+
+
+def arrow_row(n: int) -> dict:
+    return {"id": f"r{n:03d}", "x": float(n) / 2, "tokens": list(range(n % 5))}
+
+
+LAYOUTS = {"folder": write_folder}

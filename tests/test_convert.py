@@ -1,0 +1,169 @@
+"""`pipelines.convert` and `python -m pipelines custom`: a user's function over a folder, over rows, into tar and
+Arrow splits; its failures quarantined naming the input; re-runs byte-identical; the portable runner; clear
+errors before the pipeline starts; the generic loader over the result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipelines import ConvertError, convert
+from pipelines.conversion import JobFailed
+from shards.manifest import read_manifest
+from shards.verify import verify_split
+from tests.raw import custom
+from tests.splits import read_samples
+
+pytest.importorskip("apache_beam")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return custom.write_folder(tmp_path_factory.mktemp("mine") / "photos")
+
+
+@pytest.fixture(scope="module")
+def converted(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    done = convert(f"{folder}/*/*", custom.to_sample, str(out), classes=custom.CLASSES, max_bad_fraction=0.1,
+                   min_shards=2)  # fmt: skip
+    return out, done
+
+
+def test_a_folder_becomes_a_verified_shuffled_split(folder, converted):
+    out, done = converted
+    assert (done.samples, done.quarantined, done.shards) == (36, 1, 2)
+    m = read_manifest(str(out / "train"))
+    assert m["classes"] == custom.CLASSES and set(m["fields"]) == {"jpg", "cls"}
+    assert m["params"]["fn"] == "tests.raw.custom:to_sample"
+    q = [json.loads(x) for x in (out / "train" / "quarantine.jsonl").read_text().splitlines()]
+    assert q[0]["source"].endswith("dogs/notes.txt") and "raised ValueError: not a JPEG: notes.txt" in q[0]["reason"]
+    samples = read_samples(out / "train")
+    files = sorted(folder.glob("*/*.jpg"))
+    assert sorted(s["jpg"] for s in samples.values()) == sorted(f.read_bytes() for f in files)
+    for s in samples.values():
+        f = next(f for f in files if f.read_bytes() == s["jpg"])
+        assert int(s["cls"]) == custom.CLASSES.index(f.parent.name)
+    order = [int(k[2:]) for k in samples]  # keys in[index] of the sorted inputs, in the shards' order
+    assert order != sorted(order)  # shuffled
+    assert verify_split(str(out / "train")).ok
+
+
+def test_reruns_are_byte_identical_and_keep_shards(folder, converted, tmp_path):
+    out, _ = converted
+    again = convert(f"{folder}/*/*", custom.to_sample, str(tmp_path), classes=custom.CLASSES,
+                    max_bad_fraction=0.1, min_shards=2)  # fmt: skip
+    assert read_manifest(str(tmp_path / "train")) == read_manifest(str(out / "train"))
+    for name in ("shard-000000.tar", "shard-000001.idx", "quarantine.jsonl"):
+        assert (tmp_path / "train" / name).read_bytes() == (out / "train" / name).read_bytes()
+    assert again.samples == 36
+
+
+def test_rows_with_failures_are_quarantined_naming_the_input(tmp_path):
+    rows = [(f"r{i:02d}", list(range(i))) for i in range(20)]
+    rows += [("bad-raise", []), ("bad-none", []), ("bad-fields", []), ("bad-key", [])]
+    done = convert(rows, custom.row_sample, str(tmp_path), max_bad_fraction=0.5)
+    assert (done.samples, done.quarantined) == (20, 4)
+    reasons = {q["source"]: q["reason"] for q in map(json.loads, (tmp_path / "train" / "quarantine.jsonl").open())}
+    assert reasons["input #20: ('bad-raise', [])"] == "the function raised KeyError: 'no such record'"
+    assert reasons["input #21: ('bad-none', [])"] == "the function returned None, not a sample"
+    assert "has fields ['extra', 'npy']; the split's are ['json', 'npy']" in reasons["input #22: ('bad-fields', [])"]
+    assert "contains ' '" in reasons["input #23: ('bad-key', [])"]
+    got = read_samples(tmp_path / "train")
+    assert np.array_equal(np.load(__import__("io").BytesIO(got["r07"]["npy"])), np.arange(7, dtype=np.float32))
+    assert json.loads(got["r07"]["json"]) == {"n": 7, "name": "r07"}
+    assert verify_split(str(tmp_path / "train")).ok
+
+
+def test_several_samples_per_input_and_none_are_accounted_for(tmp_path):
+    done = convert(range(30), custom.expand, str(tmp_path))
+    assert done.samples == 30 and done.quarantined == 10  # 10 x 0 (filtered), 10 x 1, 10 x 2 samples
+    m = read_manifest(str(tmp_path / "train"))
+    assert m["source"]["inputs"] == 30 and m["source"]["inputs_seen"] == done.samples + done.quarantined
+    assert verify_split(str(tmp_path / "train")).ok
+
+
+def test_a_key_given_twice_is_quarantined_in_a_shard_and_fails_the_job_across_shards(tmp_path):
+    rows = [(f"r{i}", [1]) for i in range(40)] + [("dup-a", []), ("dup-b", [])]
+    try:  # the two land in one shard (quarantined) or in two (the job fails, naming both inputs)
+        done = convert(rows, custom.row_sample, str(tmp_path / "a"), min_shards=2, max_bad_fraction=0.1)
+        assert done.quarantined == 1
+        (q,) = map(json.loads, (tmp_path / "a" / "train" / "quarantine.jsonl").open())
+        assert "duplicate key: another sample of this split is also named dup" in q["reason"]
+    except JobFailed as e:
+        assert "sample key 'dup' was given by two inputs" in str(e) and "dup-a" in str(e) and "dup-b" in str(e)
+        assert not (tmp_path / "a" / "train" / "manifest.json").exists()
+
+
+def test_arrow_rows_with_an_inferred_schema(tmp_path):
+    done = convert(range(24), custom.arrow_row, str(tmp_path), format="arrow")
+    m = read_manifest(str(tmp_path / "train"))
+    assert m["fields"] == {"id": "string", "x": "double", "tokens": "list<item: int64>"}
+    import pyarrow as pa
+
+    rows = [
+        r for e in m["shards"] for r in pa.ipc.open_file(str(tmp_path / "train" / e["path"])).read_all().to_pylist()
+    ]
+    assert done.samples == 24 and sorted(rows, key=lambda r: r["id"]) == [custom.arrow_row(n) for n in range(24)]
+
+
+def test_bad_arguments_are_clear_errors_before_the_pipeline(tmp_path):
+    with pytest.raises(ConvertError, match=r"fn must be picklable .*not a lambda"):
+        convert(range(3), lambda i: {"txt": str(i)}, str(tmp_path))
+    with pytest.raises(ConvertError, match=r"input #1 .* must be picklable"):
+        convert([1, (x for x in ()), 3], custom.expand, str(tmp_path))
+    with pytest.raises(ConvertError, match="no inputs match"):
+        convert(f"{tmp_path}/nothing/*.jpg", custom.to_sample, str(tmp_path))
+    with pytest.raises(ConvertError, match="made no sample from the first 3 inputs; first failure: input #0"):
+        convert(["a.png", "b.png", "c.png"], custom.to_sample, str(tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
+def test_custom_command_and_its_usage_errors(folder, converted, tmp_path):
+    cmd = [sys.executable, "-m", "pipelines", "custom", "--input", str(folder), "--output", str(tmp_path),
+           "--module", "tests.raw.custom:to_sample", "--min-shards", "2", "--max-bad-fraction", "0.1", "--no-progress"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "train: 36 samples in 2 shards, 1 quarantined" in r.stdout, r.stderr[-2000:]
+    bad = [*cmd[:9], "tests.raw.custom:nothing"]
+    r = subprocess.run(bad, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--module 'tests.raw.custom:nothing': tests.raw.custom has no nothing" in r.stderr
+
+
+def test_generic_loader_reads_the_split_with_a_ready_graph_and_raw_tensors(converted, tmp_path):
+    pytest.importorskip("nvidia.dali")
+    from loaders import generic_dali, image_classification, raw_tensors
+
+    out, _ = converted
+    loader = generic_dali(str(out / "train"), batch_size=6, graph=image_classification(image_size=32, train=False),
+                          device="cpu", return_keys=True)  # fmt: skip
+    samples = read_samples(out / "train")
+    n = 0
+    for batch in loader:
+        assert batch["image"].shape == (6, 3, 32, 32)
+        assert batch["label"].tolist() == [int(samples[k]["cls"]) for k in batch["key"]]
+        n += 6
+    assert n == 36
+    rows = [(f"r{i:02d}", [i, i + 1, i + 2]) for i in range(32)]
+    convert(rows, custom.row_sample, str(tmp_path), fields=["npy", "json"])
+    tensors = generic_dali(str(tmp_path / "train"), batch_size=8, graph=raw_tensors(), device="cpu", return_keys=True)
+    for batch in tensors:
+        for key, row in zip(batch["key"], batch["npy"].numpy(), strict=True):
+            assert row.tolist() == [int(key[1:]), int(key[1:]) + 1, int(key[1:]) + 2]
+
+
+@pytest.mark.integration
+def test_the_portable_runner_gives_the_local_runners_bytes(folder, converted, tmp_path):
+    from infra.beam_local import local_beam_cluster
+
+    out, _ = converted
+    with local_beam_cluster(workers=2) as cluster:
+        done = convert(f"{folder}/*/*", custom.to_sample, str(tmp_path), classes=custom.CLASSES,
+                       max_bad_fraction=0.1, min_shards=2, runner_args=cluster.args)  # fmt: skip
+    assert done.samples == 36
+    for name in sorted(p.name for p in (out / "train").iterdir() if p.is_file()):
+        assert (tmp_path / "train" / name).read_bytes() == (out / "train" / name).read_bytes(), name
