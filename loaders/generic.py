@@ -1,0 +1,125 @@
+"""`generic_dali`: a loader over any split (your own, from `pipelines.convert`), with a graph you write or a ready one.
+
+    from loaders import generic_dali, image_classification, raw_tensors
+
+    loader = generic_dali("out/train", batch_size=64, graph=image_classification(image_size=128))
+    loader = generic_dali("out/train", batch_size=64, graph=raw_tensors())         # npy fields -> tensors
+
+    def graph(encoded, device):                     # your own: encoded fields (DALI DataNodes) -> named outputs
+        from nvidia.dali import fn, types
+        images = fn.decoders.image(encoded["png"], device="mixed" if device == "gpu" else "cpu")
+        return {"image": fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW")}
+    loader = generic_dali("out/train", batch_size=64, graph=graph, fields=["png"])
+
+The dataset loaders are exactly this with their own graph: same plan, ranks, resume, verification, cache. A graph
+is a function `graph(encoded, device) -> {name: DataNode}`; `encoded[field]` is the field's bytes (uint8), or its
+parsed array for fields given in `parsers`. A ready graph carries the fields and parsers it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from loaders.core import DaliLoader, LoaderOptions, class_label, positive
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from loaders.mixture import Mixture
+
+__all__ = ["Graph", "generic_dali", "image_classification", "npy_parser", "raw_tensors"]
+
+DALI_TYPES = {"uint8": "UINT8", "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
+              "uint16": "UINT16", "uint32": "UINT32", "float16": "FLOAT16", "float32": "FLOAT", "float64": "FLOAT64",
+              "bool": "BOOL"}  # fmt: skip
+
+
+@dataclasses.dataclass
+class Graph:
+    """A ready graph: the function and what it reads (fields, host parsers and their DALI types)."""
+
+    fn: Callable[[dict[str, Any], str], dict[str, Any]]
+    fields: Sequence[str]
+    parsers: dict[str, Callable[[Any], np.ndarray]] = dataclasses.field(default_factory=dict)
+    dtypes: dict[str, str] = dataclasses.field(default_factory=dict)
+    resolve: Callable[[Any], Graph] | None = None  # made when the split is known (from its first sample)
+
+    def __call__(self, encoded: dict[str, Any], device: str) -> dict[str, Any]:
+        return self.fn(encoded, device)
+
+
+def npy_parser(data) -> np.ndarray:
+    """A `.npy` field's array (no pickles), as a host parser."""
+    return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+
+
+def image_classification(*, image_size: int = 224, train: bool = True, image: str = "jpg", label: str = "cls",
+                         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), dtype: str = "float32",
+                         channels_last: bool = False) -> Graph:  # fmt: skip
+    """ImageNet's graphs (random resized crop + flip, or resize + centre crop) at `image_size`, on an image field
+    (any format DALI decodes) and an integer label field: outputs `image` and `label`."""
+    from loaders.imagenet import classification_images
+
+    positive("image_size", image_size)
+
+    def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
+        from nvidia.dali import fn
+
+        images = classification_images(encoded[image], device, train=train, image_size=image_size, mean=mean,
+                                       std=std, dtype=dtype, channels_last=channels_last)  # fmt: skip
+        labels = fn.reshape(encoded[label], shape=[])
+        return {"image": images, "label": labels.gpu() if device == "gpu" else labels}
+
+    return Graph(graph, (image, label), {label: class_label})
+
+
+def raw_tensors(fields: dict[str, str] | None = None) -> Graph:
+    """Tensors with no decoding: each `.npy` field (or each field named in `fields`, {field: dtype}) parsed on the
+    host and handed over as it is (outputs named by field). Without `fields`, the split's `.npy` fields and their
+    dtypes are read from its first sample when the loader opens."""
+    if fields is None:
+        return Graph(lambda encoded, device: {}, (), resolve=lambda url: raw_tensors(_first_sample_dtypes(url)))
+
+    def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
+        return {name: (encoded[name].gpu() if device == "gpu" else encoded[name]) for name in fields}
+
+    return Graph(graph, tuple(fields), dict.fromkeys(fields, npy_parser), {f: DALI_TYPES[t] for f, t in fields.items()})
+
+
+def _first_sample_dtypes(url: str | Mixture) -> dict[str, str]:
+    from shards.browse import find_sample
+
+    first = url.sources[0].url if hasattr(url, "sources") else url
+    _, sample, _ = find_sample(str(first))
+    return {f: str(npy_parser(v).dtype) for f, v in sample.items() if f.endswith("npy")}
+
+
+def generic_dali(
+    url: str | Mixture,
+    batch_size: int = 64,
+    *,
+    graph: Graph | Callable[..., Any],
+    fields: Sequence[str] | None = None,
+    parsers: dict[str, Callable[[Any], np.ndarray]] | None = None,
+    dtypes: dict[str, str] | None = None,
+    device: str = "gpu",
+    **options: Unpack[LoaderOptions],
+) -> DaliLoader:
+    """A loader over any split. `graph`: a ready one (`image_classification(...)`, `raw_tensors(...)`) or your
+    function with the `fields` it reads; `parsers` turn a field's bytes into an array on the host (DALI type in
+    `dtypes`, e.g. {"cls": "INT64"}). `options`: seed, rank, world_size, cache_dir, ... (`LoaderOptions`)."""
+    if isinstance(graph, Graph) and graph.resolve is not None:
+        graph = graph.resolve(url)
+    if isinstance(graph, Graph):
+        fields = fields or graph.fields
+        parsers = {**graph.parsers, **(parsers or {})}
+        dtypes = {**graph.dtypes, **(dtypes or {})}
+    if not fields:
+        raise ValueError("give the fields your graph reads: generic_dali(url, graph=fn, fields=['jpg', 'cls'])")
+    return DaliLoader(url, graph=graph, fields=tuple(fields), host_fields=parsers or {}, host_dtypes=dtypes or {},
+                      batch_size=batch_size, device=device, **options)  # fmt: skip
