@@ -1,0 +1,81 @@
+"""`mnist_dali`: MNIST / Fashion-MNIST / KMNIST shards (`python -m pipelines mnist`) -> N x 1 x 28 x 28 batches,
+written with the generic loader (`loaders/generic.py`) as a worked example.
+
+    from loaders import mnist_dali
+    for batch in mnist_dali("out/train", batch_size=128, device="gpu"):
+        batch["image"], batch["label"]   # N x 1 x 28 x 28 float, normalized; N int64
+
+The images are decoded (`png`) or taken as they are (`npy`), then normalized with MNIST's mean and std (0.1307,
+0.3081); no augmentation (what MNIST trainers use), in train and eval alike.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from loaders.core import DaliLoader, LoaderOptions, class_label
+from loaders.generic import Graph, generic_dali, npy_parser
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from loaders.mixture import Mixture
+
+__all__ = ["MNIST_MEAN", "MNIST_STD", "mnist_dali", "reference_eval"]
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def _graph(field: str, mean: float, std: float, dtype: str) -> Graph:
+    def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
+        from nvidia.dali import fn, types
+
+        if field == "png":
+            images = fn.decoders.image(encoded["png"], device="mixed" if device == "gpu" else "cpu",
+                                       output_type=types.GRAY)  # fmt: skip
+        else:  # 28 x 28 uint8 parsed on the host
+            images = fn.reshape(encoded["npy"], shape=[28, 28, 1], layout="HWC")
+            images = images.gpu() if device == "gpu" else images
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
+                                          output_layout="CHW", mean=[mean * 255], std=[std * 255])  # fmt: skip
+        labels = fn.reshape(encoded["cls"], shape=[])
+        return {"image": images, "label": labels.gpu() if device == "gpu" else labels}
+
+    parsers = {"cls": class_label} | ({"npy": npy_parser} if field == "npy" else {})
+    return Graph(graph, (field, "cls"), parsers, {"npy": "UINT8"} if field == "npy" else {})
+
+
+def mnist_dali(
+    url: str | Mixture,
+    batch_size: int = 128,
+    *,
+    train: bool = True,
+    device: str = "gpu",
+    dtype: str = "float32",
+    mean: float = MNIST_MEAN,
+    std: float = MNIST_STD,
+    **options: Unpack[LoaderOptions],
+) -> DaliLoader:
+    """A loader over a split written by `python -m pipelines mnist` (png or npy); `train` changes nothing but is
+    taken, as every loader takes it. `options`: seed, rank, world_size, ... (`loaders.core.LoaderOptions`)."""
+    from shards.manifest import read_manifest, split_url_of
+
+    first = url.sources[0].url if hasattr(url, "sources") else url
+    field = "npy" if "npy" in read_manifest(split_url_of(str(first)))["fields"] else "png"
+    return generic_dali(url, batch_size, graph=_graph(field, mean, std, dtype), device=device, **options)
+
+
+def reference_eval(sample: dict[str, bytes], *, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> dict[str, Any]:
+    """What the graph computes for one sample, in PIL and NumPy (the loader conformance suite compares them)."""
+    import io
+
+    from PIL import Image
+
+    if "npy" in sample:
+        arr = npy_parser(sample["npy"]).astype(np.float32)
+    else:
+        with Image.open(io.BytesIO(sample["png"])) as im:
+            arr = np.asarray(im.convert("L"), dtype=np.float32)
+    return {"image": ((arr - mean * 255) / (std * 255))[None], "label": int(sample["cls"])}

@@ -1,0 +1,143 @@
+"""`python -m pipelines cifar10`: CIFAR-10 as published, written with the public API (`pipelines.convert`) as a
+worked example of converting your own data.
+
+    cifar-10-python.tar.gz (read in place) or its folder cifar-10-batches-py/: pickled data_batch_1..5 (train),
+    test_batch (test), batches.meta (label names); also the binary version (cifar-10-binary.tar.gz or
+    cifar-10-batches-bin/: data_batch_N.bin, test_batch.bin of 3073-byte records, batches.meta.txt)
+
+One input per image (batch file, index): shuffled, and each writer process reads a batch once. Batches are
+unpickled by a restricted unpickler that builds NumPy arrays and nothing else (a pickle can run code). Samples:
+`png` 32x32 RGB, `cls` 0-9; keys `<split>_<index>` in the published order (train: batch 1's 10,000, then 2, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import pickle
+import sys
+import tarfile
+
+import numpy as np
+
+from shards import storage
+
+__all__ = ["BatchError", "main", "read_batch", "sample"]
+
+BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+SAFE = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),
+}  # fmt: skip  (protocol-2 pickles written by Python 3 store bytes through it)
+
+
+class BatchError(ValueError):
+    """A CIFAR batch that is not what CIFAR-10 publishes: one line naming the file."""
+
+
+class _Arrays(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE:
+            raise pickle.UnpicklingError(f"refuses to build {module}.{name} (a CIFAR batch holds arrays only)")
+        return super().find_class(module, name)
+
+
+def _member(url: str, member: str) -> bytes:
+    if not member:
+        return storage.read_bytes(url)
+    with storage.open_read(url) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
+        got = tar.extractfile(member)
+        if got is None:
+            raise BatchError(f"{url}: {member} is not a file in the archive")
+        return got.read()
+
+
+@functools.lru_cache(maxsize=6)
+def read_batch(url: str, member: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(images N x 32 x 32 x 3 uint8, labels N int64) of one batch file, or of an archive's member."""
+    name = f"{url}:{member}" if member else url
+    data = _member(url, member)
+    if (member or url).endswith(".bin"):  # 1 label byte + 3072 pixel bytes per record
+        if len(data) % 3073:
+            raise BatchError(f"{name}: {len(data)} bytes is not a whole number of 3073-byte CIFAR-10 records")
+        rows = np.frombuffer(data, np.uint8).reshape(-1, 3073)
+        return rows[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), rows[:, 0].astype(np.int64)
+    try:
+        d = _Arrays(io.BytesIO(data), encoding="bytes").load()
+    except Exception as e:
+        raise BatchError(f"{name}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
+    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()} if isinstance(d, dict) else {}
+    pixels, labels = np.asarray(d.get("data")), np.asarray(d.get("labels"))
+    if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072 or labels.shape != (len(pixels),):
+        raise BatchError(f"{name}: data is {pixels.dtype} {list(pixels.shape)} with {labels.size} labels; CIFAR-10 "
+                         "batches hold N x 3072 uint8 and N labels")  # fmt: skip
+    return pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
+
+
+def sample(ref: list) -> dict:
+    """The sample of one input: [batch URL, archive member or "", index in the batch, key]."""
+    url, member, index, key = ref
+    images, labels = read_batch(url, member)
+    return {"__key__": key, "png": np.ascontiguousarray(images[index]), "cls": int(labels[index])}
+
+
+def _batches(root: str) -> dict[str, list[tuple[str, str]]]:
+    """Each split's batches as (file URL, member in an archive or "")."""
+    found: dict[str, tuple[str, str]] = {}
+    for url in storage.walk(root):
+        base = url.rsplit("/", 1)[-1]
+        if base.endswith((".tar.gz", ".tgz", ".tar")):
+            with storage.open_read(url) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
+                for m in tar.getmembers():
+                    found.setdefault(m.name.rsplit("/", 1)[-1], (url, m.name))
+        else:
+            found.setdefault(base, (url, ""))
+    out = {}
+    for split, names in BATCHES.items():
+        py = [found.get(n) for n in names]
+        out[split] = py if all(py) else [found.get(n + ".bin") for n in names]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines.common.options import base_parser, job_options, split_argv
+    from pipelines.conversion import ConvertError, JobFailed, convert
+
+    ours, beam_args = split_argv(sys.argv[1:] if argv is None else argv)
+    p = base_parser("python -m pipelines cifar10", __doc__.split("\n")[0], splits="train,test",
+                    layouts="  cifar-10-python.tar.gz or cifar-10-batches-py/ (or the binary version), at any depth")  # fmt: skip
+    args = p.parse_args(ours)
+    job = job_options(args, beam_args)
+    batches = _batches(job.input)
+    for split in job.splits:
+        if split not in BATCHES:
+            p.error(f"unknown split {split!r}; CIFAR-10 has {', '.join(BATCHES)}")
+        missing = [n for n, b in zip(BATCHES[split], batches[split], strict=True) if b is None]
+        if missing:
+            p.error(f"split {split}: {', '.join(missing)} (or .bin) not found under {job.input}")
+        refs, start = [], 0
+        for url, member in batches[split]:
+            try:
+                n = len(read_batch(url, member)[1])
+            except BatchError as e:
+                p.error(str(e))
+            refs += [[url, member, i, f"{split}_{start + i:05d}"] for i in range(n)]
+            start += n
+        try:
+            done = convert(refs, sample, job.output, split=split, fields=["png", "cls"], classes=CLASSES,
+                           dataset="cifar10", shard_size=job.shard_size, min_shards=job.min_shards, seed=job.seed,
+                           max_bad_fraction=job.max_bad_fraction, runner_args=beam_args,
+                           storage_options=job.storage_options, writer_processes=job.writer_processes)  # fmt: skip
+        except JobFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except ConvertError as e:
+            p.error(str(e))
+        print(f"{split}: {done.samples} samples in {done.shards} shards, {done.quarantined} quarantined -> {done.url}")
+    return 0
