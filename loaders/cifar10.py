@@ -5,7 +5,7 @@ CIFAR augmentation, written with the generic loader (`loaders/generic.py`) as a 
     for batch in cifar10_dali("out/train", batch_size=128, device="gpu"):
         batch["image"], batch["label"]
 
-Train: decode, a 32 x 32 crop at a random offset of -4..4 pixels on each axis with zero (black) padding (what
+Train: decode (a `png` split; an `npy` split has nothing to decode), a 32 x 32 crop at a random offset of -4..4 pixels on each axis with zero (black) padding (what
 `RandomCrop(32, padding=4)` does), horizontal flip with p = 0.5, normalize with CIFAR-10's per-channel mean and
 std. Eval: decode, normalize.
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loaders.core import DaliLoader, LoaderOptions, class_label
-from loaders.generic import Graph, generic_dali
+from loaders.generic import Graph, generic_dali, npy_parser
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -31,11 +31,16 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
-def _graph(train: bool, mean, std, dtype: str, channels_last: bool) -> Graph:
+def _graph(field: str, train: bool, mean, std, dtype: str, channels_last: bool) -> Graph:
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
         from nvidia.dali import fn, types
 
-        images = fn.decoders.image(encoded["png"], device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
+        if field == "png":
+            images = fn.decoders.image(encoded["png"], device="mixed" if device == "gpu" else "cpu",
+                                       output_type=types.RGB)  # fmt: skip
+        else:  # 32 x 32 x 3 uint8 parsed on the host: nothing to decode
+            images = fn.reshape(encoded["npy"], layout="HWC")
+            images = images.gpu() if device == "gpu" else images
         mirror = 0
         if train:
             shift = fn.cast(fn.random.uniform(values=[float(v) for v in range(-4, 5)], shape=[2]), dtype=types.INT32)
@@ -50,7 +55,8 @@ def _graph(train: bool, mean, std, dtype: str, channels_last: bool) -> Graph:
         labels = fn.reshape(encoded["cls"], shape=[])
         return {"image": images, "label": labels.gpu() if device == "gpu" else labels}
 
-    return Graph(graph, ("png", "cls"), {"cls": class_label})
+    parsers = {"cls": class_label} | ({"npy": npy_parser} if field == "npy" else {})
+    return Graph(graph, (field, "cls"), parsers, {"npy": "UINT8"} if field == "npy" else {})
 
 
 def cifar10_dali(
@@ -69,7 +75,11 @@ def cifar10_dali(
     (`loaders.core.LoaderOptions`)."""
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
-    return generic_dali(url, batch_size, graph=_graph(train, mean, std, dtype, channels_last), device=device,
+    from shards.manifest import read_manifest, split_url_of
+
+    first = url.sources[0].url if hasattr(url, "sources") else url
+    field = "npy" if "npy" in read_manifest(split_url_of(str(first)))["fields"] else "png"
+    return generic_dali(url, batch_size, graph=_graph(field, train, mean, std, dtype, channels_last), device=device,
                         **options)  # fmt: skip
 
 
@@ -79,7 +89,10 @@ def reference_eval(sample: dict[str, bytes], *, mean=CIFAR_MEAN, std=CIFAR_STD) 
 
     from PIL import Image
 
-    with Image.open(io.BytesIO(sample["png"])) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32)
+    if "npy" in sample:
+        arr = npy_parser(sample["npy"]).astype(np.float32)
+    else:
+        with Image.open(io.BytesIO(sample["png"])) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32)
     arr = (arr - np.array(mean, np.float32) * 255) / (np.array(std, np.float32) * 255)
     return {"image": arr.transpose(2, 0, 1), "label": int(sample["cls"])}

@@ -19,6 +19,7 @@ parsed array for fields given in `parsers`. A ready graph carries the fields and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -79,24 +80,47 @@ def image_classification(*, image_size: int = 224, train: bool = True, image: st
 
 
 def raw_tensors(fields: dict[str, str] | None = None) -> Graph:
-    """Tensors with no decoding: each `.npy` field (or each field named in `fields`, {field: dtype}) parsed on the
-    host and handed over as it is (outputs named by field). Without `fields`, the split's `.npy` fields and their
-    dtypes are read from its first sample when the loader opens."""
+    """Tensors with no decoding, outputs named by field: each `.npy` field of a tar split, each numeric or
+    fixed-size-list column of an Arrow split (or the fields named in `fields`, {field: dtype}), read on the host
+    and handed over as they are. Without `fields`, they and their dtypes come from the split when the loader
+    opens (a tar split's first sample, an Arrow split's schema)."""
     if fields is None:
-        return Graph(lambda encoded, device: {}, (), resolve=lambda url: raw_tensors(_first_sample_dtypes(url)))
+        return Graph(lambda encoded, device: {}, (), resolve=lambda url: raw_tensors(_tensor_fields(url)))
 
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
         return {name: (encoded[name].gpu() if device == "gpu" else encoded[name]) for name in fields}
 
-    return Graph(graph, tuple(fields), dict.fromkeys(fields, npy_parser), {f: DALI_TYPES[t] for f, t in fields.items()})
+    parsers: dict[str, Any] = {}
+    dtypes: dict[str, str] = {}
+    for f, t in fields.items():
+        kind, _, dtype = t.rpartition(":")  # "" (.npy), "arrow" (a 2-D column as it is), "arrow-scalar"
+        dtypes[f] = DALI_TYPES[dtype]
+        parsers[f] = {"": npy_parser, "arrow": None, "arrow-scalar": functools.partial(np.asarray, dtype=dtype)}[kind]
+    return Graph(graph, tuple(fields), parsers, dtypes)
 
 
-def _first_sample_dtypes(url: str | Mixture) -> dict[str, str]:
+ARROW_TYPES = {"double": "float64", "float": "float32", "halffloat": "float16", "int64": "int64", "int32": "int32",
+               "int16": "int16", "int8": "int8", "uint8": "uint8", "uint16": "uint16", "uint32": "uint32",
+               "bool": "bool"}  # fmt: skip
+
+
+def _tensor_fields(url: str | Mixture) -> dict[str, str]:
+    """{field: dtype} of what raw_tensors hands over (Arrow: prefixed "arrow:" or "arrow-scalar:")."""
     from shards.browse import find_sample
+    from shards.manifest import read_manifest, split_url_of
 
-    first = url.sources[0].url if hasattr(url, "sources") else url
-    _, sample, _ = find_sample(str(first))
-    return {f: str(npy_parser(v).dtype) for f, v in sample.items() if f.endswith("npy")}
+    first = str(url.sources[0].url if hasattr(url, "sources") else url)
+    manifest = read_manifest(split_url_of(first))
+    if not manifest["shards"][0]["path"].endswith(".arrow"):
+        _, sample, _ = find_sample(first)
+        return {f: str(npy_parser(v).dtype) for f, v in sample.items() if f.endswith("npy")}
+    out = {}
+    for name, kind in manifest["fields"].items():
+        if kind in ARROW_TYPES:
+            out[name] = f"arrow-scalar:{ARROW_TYPES[kind]}"
+        elif kind.startswith("fixed_size_list<") and kind.split(": ", 1)[-1].split(">")[0] in ARROW_TYPES:
+            out[name] = f"arrow:{ARROW_TYPES[kind.split(': ', 1)[-1].split('>')[0]]}"
+    return out
 
 
 def generic_dali(

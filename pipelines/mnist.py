@@ -5,7 +5,7 @@ with the public API (`pipelines.convert`) as a worked example of converting your
     <input>/**/t10k-images-idx3-ubyte[.gz]   t10k-labels-idx1-ubyte[.gz]   (split test, 10,000)
 
 One input per image, (images file, labels file, index): the inputs are shuffled, and each writer process reads
-(and decompresses) a file once. Samples: `png` (or `npy` with --format npy) 28x28 uint8, `cls` 0-9; keys
+(and decompresses) a file once. Samples: `npy` (or `png` with --format png) 28x28 uint8, `cls` 0-9; keys
 `<split>_<index>` in the published order.
 """
 
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ours, beam_args = split_argv(sys.argv[1:] if argv is None else argv)
     p = base_parser("python -m pipelines mnist", __doc__.split("\n")[0], splits="train,test",
                     layouts="  the four IDX files of MNIST / Fashion-MNIST / KMNIST, gzipped or not, at any depth")  # fmt: skip
-    p.add_argument("--format", choices=["png", "npy"], default="png", help="image field (default png)")
+    p.add_argument("--format", choices=["npy", "png"], default="npy",
+                   help="image field: npy (28 x 28 uint8, nothing to decode when read; default) or png")  # fmt: skip
     p.add_argument("--variant", choices=sorted(CLASSES), default="mnist", help="class names (default mnist)")
     args = p.parse_args(ours)
     job = job_options(args, beam_args)

@@ -5,8 +5,10 @@ errors before the pipeline starts; the generic loader over the result."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,6 +63,10 @@ def test_reruns_are_byte_identical_and_keep_shards(folder, converted, tmp_path):
     for name in ("shard-000000.tar", "shard-000001.idx", "quarantine.jsonl"):
         assert (tmp_path / "train" / name).read_bytes() == (out / "train" / name).read_bytes()
     assert again.samples == 36
+    shards = sorted((out / "train").glob("shard-*"))
+    before = {p.name: p.stat().st_mtime_ns for p in shards}
+    convert(f"{folder}/*/*", custom.to_sample, str(out), classes=custom.CLASSES, max_bad_fraction=0.1, min_shards=2)
+    assert {p.name: p.stat().st_mtime_ns for p in shards} == before  # the same inputs and function: shards kept
 
 
 def test_rows_with_failures_are_quarantined_naming_the_input(tmp_path):
@@ -154,6 +160,12 @@ def test_generic_loader_reads_the_split_with_a_ready_graph_and_raw_tensors(conve
     for batch in tensors:
         for key, row in zip(batch["key"], batch["npy"].numpy(), strict=True):
             assert row.tolist() == [int(key[1:]), int(key[1:]) + 1, int(key[1:]) + 2]
+    columns = {"x": "double", "v": "fixed_size_list<item: int64>[3]"}  # Arrow columns: tensors as they are
+    convert(range(16), custom.arrow_fixed, str(tmp_path / "arrow"), format="arrow", fields=columns)
+    for batch in generic_dali(str(tmp_path / "arrow" / "train"), batch_size=8, graph=raw_tensors(), device="cpu",
+                              return_keys=True):  # fmt: skip
+        n = [int(k[1:]) for k in batch["key"]]
+        assert batch["x"].tolist() == [i / 4 for i in n] and batch["v"].tolist() == [[i, i + 1, i + 2] for i in n]
 
 
 @pytest.mark.integration
@@ -167,3 +179,19 @@ def test_the_portable_runner_gives_the_local_runners_bytes(folder, converted, tm
     assert done.samples == 36
     for name in sorted(p.name for p in (out / "train").iterdir() if p.is_file()):
         assert (tmp_path / "train" / name).read_bytes() == (out / "train" / name).read_bytes(), name
+
+
+def test_a_function_of_the_users_script_works_as_the_readme_shows(folder, tmp_path):
+    """fn defined in the script run as __main__ (the README's example): it travels by value to the writers."""
+    script = tmp_path / "mine.py"
+    script.write_text(
+        "import os\nfrom pipelines import convert\nCLASSES = ['cats', 'dogs', 'owls']\n\n"
+        "def to_sample(path):\n    with open(path, 'rb') as f:\n"
+        "        return {'jpg': f.read(), 'cls': CLASSES.index(os.path.basename(os.path.dirname(path)))}\n\n"
+        "if __name__ == '__main__':\n"
+        f"    print(convert({str(folder)!r} + '/*/*.jpg', to_sample, {str(tmp_path / 'out')!r}, classes=CLASSES))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]), TMPDIR=str(tmp_path))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and "samples=36" in r.stdout, r.stderr[-2000:]
+    assert read_manifest(str(tmp_path / "out" / "train"))["params"]["fn"] == "__main__:to_sample"

@@ -77,6 +77,25 @@ class UserEncoder:
         self.fn, self.fields, self.format, self.schema = fn, tuple(fields), format, schema
         self._arrow = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A function of the user's script (`__main__`) travels by value (cloudpickle, as Beam ships its own
+        functions): the writer processes and a cluster's workers cannot import the launcher's `__main__` by name,
+        and after Beam's own round trip it is no longer the object `__main__` holds. Others travel by name."""
+        state = dict(self.__dict__, _arrow=None)
+        if getattr(self.fn, "__module__", None) == "__main__":
+            import cloudpickle
+
+            state["fn"] = ("cloudpickle", cloudpickle.dumps(self.fn))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        fn = state["fn"]
+        if isinstance(fn, tuple) and len(fn) == 2 and fn[0] == "cloudpickle":
+            import cloudpickle
+
+            state["fn"] = cloudpickle.loads(fn[1])
+        self.__dict__.update(state)
+
     def _input(self, p: Pointer) -> Any:
         if "input_pickle" in p.meta:
             import base64

@@ -57,3 +57,7 @@ def arrow_row(n: int) -> dict:
 
 
 LAYOUTS = {"folder": write_folder}
+
+
+def arrow_fixed(n: int) -> dict:
+    return {"id": f"f{n:03d}", "x": float(n) / 4, "v": [n, n + 1, n + 2]}
