@@ -33,10 +33,11 @@ def _tree_rss(root: int) -> int:
     return tree_usage(root)[0]
 
 
-def run_measured(cmd: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak resident bytes of the process tree) of a command; raises if it fails."""
+def run_measured(cmd: list[str], *, cwd: str | None = None, poll=None) -> tuple[float, int]:
+    """(wall seconds, peak resident bytes of the process tree) of a command; raises if it fails. `poll(elapsed)`,
+    if given, is called at every 50 ms sample too."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
     stop = threading.Event()
 
@@ -44,6 +45,8 @@ def run_measured(cmd: list[str]) -> tuple[float, int]:
         nonlocal peak
         while not stop.wait(0.05):
             peak = max(peak, _tree_rss(proc.pid))
+            if poll is not None:
+                poll(time.perf_counter() - t0)
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()

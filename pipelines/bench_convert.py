@@ -17,10 +17,7 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import threading
-import time
 
 __all__ = ["main"]
 
@@ -52,33 +49,20 @@ def _first_file(folder: str, suffix: str) -> bool:
 
 def measure(python: str, code: str, out: str, suffix: str) -> dict[str, float]:
     """Wall seconds, peak RSS of the tree, seconds to the first output file."""
-    from pipelines.bench import _tree_rss
+    from pipelines.bench import run_measured
 
     shutil.rmtree(out, ignore_errors=True)
     script = os.path.join(os.path.dirname(out), f"run-{os.path.basename(out)}.py")
     with open(script, "w") as f:
         f.write(code)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([python, script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak, first = 0, None
-    stop = threading.Event()
+    first: list[float] = []
 
-    def sample() -> None:
-        nonlocal peak, first
-        while not stop.wait(0.05):
-            peak = max(peak, _tree_rss(proc.pid))
-            if first is None and _first_file(out, suffix):
-                first = time.perf_counter() - t0
+    def poll(elapsed: float) -> None:
+        if not first and _first_file(out, suffix):
+            first.append(elapsed)
 
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    _, err = proc.communicate()
-    wall = time.perf_counter() - t0
-    stop.set()
-    t.join()
-    if proc.returncode:
-        raise RuntimeError(f"{python} {script} failed: {err.decode()[-2000:]}")
-    return {"seconds": wall, "peak_rss_bytes": peak, "first_file_seconds": first if first is not None else wall}
+    wall, peak = run_measured([python, script], cwd=REPO, poll=poll)
+    return {"seconds": wall, "peak_rss_bytes": peak, "first_file_seconds": first[0] if first else wall}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,7 +107,7 @@ def _batches(root: str) -> dict[str, list[tuple[str, str]]]:
 
 def main(argv: list[str] | None = None) -> int:
     from pipelines.common.options import base_parser, job_options, split_argv
-    from pipelines.conversion import ConvertError, JobFailed, convert
+    from pipelines.conversion import convert_split
 
     ours, beam_args = split_argv(sys.argv[1:] if argv is None else argv)
     p = base_parser("python -m pipelines cifar10", __doc__.split("\n")[0], splits="train,test",
@@ -131,15 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 p.error(str(e))
             refs += [[url, member, i, f"{split}_{start + i:05d}", args.format] for i in range(n)]
             start += n
-        try:
-            done = convert(refs, sample, job.output, split=split, fields=[args.format, "cls"], classes=CLASSES,
-                           dataset="cifar10", shard_size=job.shard_size, min_shards=job.min_shards, seed=job.seed,
-                           max_bad_fraction=job.max_bad_fraction, runner_args=beam_args,
-                           storage_options=job.storage_options, writer_processes=job.writer_processes)  # fmt: skip
-        except JobFailed as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        except ConvertError as e:
-            p.error(str(e))
-        print(f"{split}: {done.samples} samples in {done.shards} shards, {done.quarantined} quarantined -> {done.url}")
+        status = convert_split(p, job, beam_args, refs, sample, split=split, fields=[args.format, "cls"],
+                               classes=CLASSES, dataset="cifar10")  # fmt: skip
+        if status:
+            return status
     return 0

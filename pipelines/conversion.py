@@ -35,7 +35,7 @@ from pipelines.common.usersamples import UserEncoder, samples_of
 from shards import storage
 from shards.units import parse_size
 
-__all__ = ["ConvertError", "Converted", "JobFailed", "convert", "list_inputs"]
+__all__ = ["ConvertError", "Converted", "JobFailed", "convert", "convert_split", "list_inputs"]
 
 PROBE = 16  # inputs `fn` is tried on here, for the fields and the size of a sample
 
@@ -218,3 +218,23 @@ def convert(
 
     m = read_manifest(plan.split_url)
     return Converted(plan.split_url, m["num_samples"], len(m["shards"]), m["quarantine"]["count"])
+
+
+def convert_split(parser: Any, job: Any, beam_args: Sequence[str], inputs: Any, fn: Callable, *, split: str,
+                  **kwargs: Any) -> int:  # fmt: skip
+    """`convert` as a command runs it (`python -m pipelines custom|mnist|cifar10`): the job's common options
+    (`JobOptions`), a usage error (exit 2) for what is wrong before the pipeline, one line and exit 1 when the job
+    fails, and the split's line when it is done."""
+    import sys
+
+    try:
+        done = convert(inputs, fn, job.output, split=split, shard_size=job.shard_size, min_shards=job.min_shards,
+                       seed=job.seed, max_bad_fraction=job.max_bad_fraction, runner_args=beam_args,
+                       storage_options=job.storage_options, writer_processes=job.writer_processes, **kwargs)  # fmt: skip
+    except JobFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ConvertError as e:
+        parser.error(str(e))
+    print(f"{split}: {done.samples} samples in {done.shards} shards, {done.quarantined} quarantined -> {done.url}")
+    return 0

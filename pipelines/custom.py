@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-from pipelines.common.options import base_parser, split_argv
+from pipelines.common.options import JobOptions, base_parser, is_local_runner, parse_storage_options, split_argv
 from shards import storage
+from shards.units import parse_size
 
 __all__ = ["load_function", "main"]
 
@@ -33,7 +34,7 @@ def load_function(spec: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.conversion import ConvertError, JobFailed, convert
+    from pipelines.conversion import convert_split
 
     ours, beam_args = split_argv(sys.argv[1:] if argv is None else argv)
     p = base_parser("python -m pipelines custom", __doc__.split("\n")[0], splits="train",
@@ -51,21 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     inputs = args.input
     if not any(c in inputs for c in "*?[") and storage.is_local(inputs):
         inputs = storage.walk(inputs.rstrip("/"))  # a folder: every file under it
-    import json
-
-    try:
-        done = convert(
-            inputs, fn, args.output, split=args.splits, fields=args.fields.split(",") if args.fields else None,
-            format=args.format, shard_size=args.shard_size, min_shards=args.min_shards, seed=args.seed,
-            max_bad_fraction=args.max_bad_fraction, runner_args=beam_args, writer_processes=args.writer_processes,
-            storage_options=json.loads(args.storage_options) if args.storage_options else None,
-        )  # fmt: skip
-    except JobFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except ConvertError as e:
-        p.error(str(e))
-    print(
-        f"{args.splits}: {done.samples} samples in {done.shards} shards, {done.quarantined} quarantined -> {done.url}"
-    )
-    return 0
+    job = JobOptions(
+        input=args.input, output=args.output.rstrip("/"), splits=(args.splits,), shard_size=parse_size(args.shard_size),
+        min_shards=args.min_shards, seed=args.seed, max_bad_fraction=args.max_bad_fraction,
+        writer_processes=args.writer_processes if args.writer_processes is not None else int(not is_local_runner(beam_args)),
+        storage_options=parse_storage_options(args.storage_options),
+    )  # fmt: skip
+    fields = args.fields.split(",") if args.fields else None
+    return convert_split(p, job, beam_args, inputs, fn, split=args.splits, fields=fields, format=args.format)

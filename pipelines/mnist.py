@@ -71,7 +71,7 @@ def _find(root: str, name: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     from pipelines.common.options import base_parser, job_options, split_argv
-    from pipelines.conversion import ConvertError, JobFailed, convert
+    from pipelines.conversion import convert_split
 
     ours, beam_args = split_argv(sys.argv[1:] if argv is None else argv)
     p = base_parser("python -m pipelines mnist", __doc__.split("\n")[0], splits="train,test",
@@ -94,16 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         if n != m:
             p.error(f"split {split}: {images} holds {n} images but {labels} {m} labels")
         refs = [[images, labels, i, split, args.format] for i in range(n)]
-        try:
-            done = convert(refs, sample, job.output, split=split, fields=[args.format, "cls"],
-                           classes=CLASSES[args.variant], dataset="mnist", shard_size=job.shard_size,
-                           min_shards=job.min_shards, seed=job.seed, max_bad_fraction=job.max_bad_fraction,
-                           runner_args=beam_args, storage_options=job.storage_options,
-                           writer_processes=job.writer_processes)  # fmt: skip
-        except JobFailed as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        except ConvertError as e:
-            p.error(str(e))
-        print(f"{split}: {done.samples} samples in {done.shards} shards, {done.quarantined} quarantined -> {done.url}")
+        status = convert_split(p, job, beam_args, refs, sample, split=split, fields=[args.format, "cls"],
+                               classes=CLASSES[args.variant], dataset="mnist")  # fmt: skip
+        if status:
+            return status
     return 0

@@ -20,6 +20,7 @@ __all__ = [
     "expand_option_files",
     "is_local_runner",
     "job_options",
+    "parse_storage_options",
     "read_option_file",
     "split_argv",
     "use_storage_options",
@@ -135,7 +136,7 @@ def use_storage_options(options: dict[str, dict[str, Any]]) -> None:
         storage.configure(protocol, **opts)
 
 
-def _parse_storage_options(text: str | None) -> dict[str, dict[str, Any]]:
+def parse_storage_options(text: str | None) -> dict[str, dict[str, Any]]:
     if not text:
         return {}
     try:
@@ -207,7 +208,7 @@ def _cause(e: BaseException) -> str:
 
 
 def job_options(args: argparse.Namespace, beam_args: list[str] = ()) -> JobOptions:
-    storage_options = _parse_storage_options(args.storage_options)
+    storage_options = parse_storage_options(args.storage_options)
     use_storage_options(storage_options)  # the launcher lists and detects the layout itself
     check_stores(args.input.rstrip("/"), args.output.rstrip("/"), verbose=getattr(args, "verbose", False))
     return JobOptions(
