@@ -71,14 +71,15 @@ def test_reruns_are_byte_identical_and_keep_shards(folder, converted, tmp_path):
 
 def test_rows_with_failures_are_quarantined_naming_the_input(tmp_path):
     rows = [(f"r{i:02d}", list(range(i))) for i in range(20)]
-    rows += [("bad-raise", []), ("bad-none", []), ("bad-fields", []), ("bad-key", [])]
+    rows += [("bad-raise", []), ("bad-none", []), ("bad-fields", []), ("bad-key", []), ("bad-type", [])]
     done = convert(rows, custom.row_sample, str(tmp_path), max_bad_fraction=0.5)
-    assert (done.samples, done.quarantined) == (20, 4)
+    assert (done.samples, done.quarantined) == (20, 5)
     reasons = {q["source"]: q["reason"] for q in map(json.loads, (tmp_path / "train" / "quarantine.jsonl").open())}
     assert reasons["input #20: ('bad-raise', [])"] == "the function raised KeyError: 'no such record'"
     assert reasons["input #21: ('bad-none', [])"] == "the function returned None, not a sample"
     assert "has fields ['extra', 'npy']; the split's are ['json', 'npy']" in reasons["input #22: ('bad-fields', [])"]
     assert "contains ' '" in reasons["input #23: ('bad-key', [])"]
+    assert reasons["input #24: ('bad-type', [])"].startswith("field 'npy' (ndarray) cannot be encoded: ")
     got = read_samples(tmp_path / "train")
     assert np.array_equal(np.load(__import__("io").BytesIO(got["r07"]["npy"])), np.arange(7, dtype=np.float32))
     assert json.loads(got["r07"]["json"]) == {"n": 7, "name": "r07"}

@@ -129,6 +129,19 @@ def test_cifar10_fakes_in_both_published_layouts_equal_their_arrays(tmp_path):
                 s = got[f"{split}_{i:05d}"]
                 assert np.array_equal(np.load(io.BytesIO(s["npy"])), images[i])
                 assert int(s["cls"]) == want_labels[i]
+            if layout == "tfds-py" and split == "train":  # and through the eval loader
+                from loaders import cifar10_dali
+                from loaders.cifar10 import CIFAR_MEAN, CIFAR_STD
+
+                loader = cifar10_dali(str(tmp_path / layout / split), batch_size=2, train=False, device="cpu",
+                                      return_keys=True, drop_last=False)  # fmt: skip
+                for batch in loader:
+                    pixels = batch["image"].numpy().transpose(0, 2, 3, 1) * np.array(CIFAR_STD) * 255
+                    pixels = np.rint(pixels + np.array(CIFAR_MEAN) * 255)
+                    index = [int(k.split("_")[1]) for k in batch["key"]]
+                    assert np.array_equal(pixels, images[index]) and batch["label"].tolist() == [
+                        want_labels[i] for i in index
+                    ]
 
 
 def test_cifar10_loader_augments_like_randomcrop_pad4_and_flip(tmp_path):

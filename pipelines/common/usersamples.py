@@ -155,4 +155,14 @@ class UserEncoder:
                 validate_ext(ext, key=key)
             except KeyError_ as e:
                 raise BadInput(str(e).split(": ", 1)[-1], stage="convert") from None
-        return {ext: encode_field(ext, s[ext]) for ext in got}
+        out = {}
+        for ext in got:
+            try:
+                out[ext] = encode_field(ext, s[ext])
+            except BadInput:
+                raise
+            except Exception as e:  # a value the format cannot hold (an object array as .npy, a 4-D image, ...)
+                raise BadInput(
+                    f"field {ext!r} ({type(s[ext]).__name__}) cannot be encoded: {e}", stage="convert"
+                ) from None
+        return out

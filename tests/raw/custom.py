@@ -40,6 +40,8 @@ def row_sample(row: tuple) -> dict:
         return None
     if name == "bad-fields":
         return {"npy": np.zeros(2), "extra": 1}
+    if name == "bad-type":
+        return {"npy": np.array([object()]), "json": {}}
     if name == "bad-key":
         return {"__key__": "has a space", "npy": np.zeros(2), "json": {}}
     if name.startswith("dup"):
