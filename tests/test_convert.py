@@ -170,10 +170,14 @@ def test_generic_loader_reads_the_split_with_a_ready_graph_and_raw_tensors(conve
 
 
 @pytest.mark.integration
-def test_the_portable_runner_gives_the_local_runners_bytes(folder, converted, tmp_path):
+def test_the_portable_runner_gives_the_local_runners_bytes(folder, converted, tmp_path, monkeypatch):
+    import tempfile
+
     from infra.beam_local import local_beam_cluster
 
     out, _ = converted
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the runner's staging folder (it leaves it)
     with local_beam_cluster(workers=2) as cluster:
         done = convert(f"{folder}/*/*", custom.to_sample, str(tmp_path), classes=custom.CLASSES,
                        max_bad_fraction=0.1, min_shards=2, runner_args=cluster.args)  # fmt: skip
