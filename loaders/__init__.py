@@ -15,6 +15,7 @@ _SHARED = {
     "bench_coco",
     "bench_mix",
     "bench_reading",
+    "bench_rounds",
     "cache",
     "common",
     "core",

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import random
-import statistics
 
 import numpy as np
 
@@ -71,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from loaders import cifar10_dali
     from loaders.bench import _measure_loader, _measure_loop
+    from loaders.bench_rounds import interleaved
 
     p = argparse.ArgumentParser(prog="python -m loaders.bench cifar10", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="a CIFAR-10 split written by `python -m pipelines cifar10`")
@@ -93,13 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         for images, _ in dl:
             yield {"n": len(images), "bytes": int(len(images) * per_sample)}
 
-    runs: dict[str, list[dict]] = {"cifar10_dali": [], "pil_numpy": []}
-    for r in range(args.rounds):
-        runs["cifar10_dali"].append(_measure_loader(ours, args, "image"))
-        runs["pil_numpy"].append(_measure_loop(theirs, args))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['images_per_s']:.0f} images/s" for k, v in runs.items()),
-              flush=True)  # fmt: skip
-    med = {k: statistics.median(x["images_per_s"] for x in v) for k, v in runs.items()}
+    runs, med = interleaved({"cifar10_dali": lambda: _measure_loader(ours, args, "image"),
+                             "pil_numpy": lambda: _measure_loop(theirs, args)}, args.rounds)  # fmt: skip
     ratio = med["cifar10_dali"] / med["pil_numpy"]
     print(f"cifar10_dali / PIL + NumPy DataLoader = {ratio:.2f}x ({med['cifar10_dali']:.0f} vs "
           f"{med['pil_numpy']:.0f} images/s, {args.workers} cores each; target >= 2)")  # fmt: skip

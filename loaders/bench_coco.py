@@ -173,17 +173,13 @@ def main(argv: list[str] | None = None) -> int:
 def _throughput(args: argparse.Namespace, split: str) -> dict:
     from loaders import coco_dali
     from loaders.bench import _measure_loader, _measure_loop
+    from loaders.bench_rounds import interleaved
 
-    runs: dict[str, list[dict]] = {"coco_dali": [], "pil_pycocotools": []}
     ours = coco_dali(split, batch_size=args.batch_size, task="instance", masks=False, device="cpu",
                      num_threads=args.workers, image_size=args.image_size)  # fmt: skip
     theirs = baseline_batches(args.dir, args.batch_size, args.workers, args.image_size)
-    for r in range(args.rounds):
-        runs["coco_dali"].append(_measure_loader(ours, args, "image"))
-        runs["pil_pycocotools"].append(_measure_loop(theirs, args))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['images_per_s']:.1f} images/s" for k, v in runs.items()),
-              flush=True)  # fmt: skip
-    med = {k: statistics.median(x["images_per_s"] for x in v) for k, v in runs.items()}
+    runs, med = interleaved({"coco_dali": lambda: _measure_loader(ours, args, "image"),
+                             "pil_pycocotools": lambda: _measure_loop(theirs, args)}, args.rounds)  # fmt: skip
     ratio = med["coco_dali"] / med["pil_pycocotools"]
     print(f"coco_dali / PIL + pycocotools = {ratio:.2f}x ({med['coco_dali']:.1f} vs {med['pil_pycocotools']:.1f} "
           f"images/s, {args.workers} cores each; target >= 2)")  # fmt: skip

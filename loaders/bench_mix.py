@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 
 from shards import storage
 from shards.manifest import build_manifest, read_manifest, write_manifest
@@ -42,6 +41,7 @@ def split_in_three(split: str, folder: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     from loaders import Source, imagenet_dali, mix
     from loaders.bench import _measure_loader
+    from loaders.bench_rounds import interleaved
 
     p = argparse.ArgumentParser(prog="python -m loaders.bench mix", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="an ImageNet split on local disk")
@@ -64,12 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         "single": imagenet_dali(split, **common),
         "mixture": imagenet_dali(mix(*(Source(u, weight=n) for u, n in zip(parts, sizes, strict=True))), **common),
     }
-    runs: dict[str, list[dict]] = {k: [] for k in loaders}
-    for r in range(args.rounds):
-        for name, loader in loaders.items():
-            runs[name].append(_measure_loader(loader, args, "image"))
-            print(f"round {r + 1} {name:>8}: {runs[name][-1]['images_per_s']:.0f} images/s", flush=True)
-    med = {k: statistics.median(x["images_per_s"] for x in v) for k, v in runs.items()}
+    runs, med = interleaved({k: lambda loader=loader: _measure_loader(loader, args, "image")
+                             for k, loader in loaders.items()}, args.rounds)  # fmt: skip
     ratio = med["mixture"] / med["single"]
     print(f"mixture of 3 / one source = {ratio:.3f} ({med['mixture']:.0f} vs {med['single']:.0f} images/s; "
           "target >= 0.95)")  # fmt: skip
