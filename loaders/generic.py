@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from loaders.mixture import Mixture
 
-__all__ = ["Graph", "generic_dali", "image_classification", "npy_parser", "raw_tensors"]
+__all__ = ["Graph", "generic_dali", "image_classification", "npy_parser", "raw_tensors", "stored_as"]
 
 DALI_TYPES = {"uint8": "UINT8", "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
               "uint16": "UINT16", "uint32": "UINT32", "float16": "FLOAT16", "float32": "FLOAT", "float64": "FLOAT64",
@@ -104,12 +104,22 @@ ARROW_TYPES = {"double": "float64", "float": "float32", "halffloat": "float16", 
                "bool": "bool"}  # fmt: skip
 
 
+def stored_as(url: str | Mixture, *choices: str) -> str:
+    """Which of `choices` (fields holding the same thing in other encodings: "npy", "png") the split stores."""
+    from loaders.mixture import first_url
+    from shards.manifest import read_manifest, split_url_of
+
+    fields = read_manifest(split_url_of(first_url(url)))["fields"]
+    return next((c for c in choices if c in fields), choices[-1])
+
+
 def _tensor_fields(url: str | Mixture) -> dict[str, str]:
     """{field: dtype} of what raw_tensors hands over (Arrow: prefixed "arrow:" or "arrow-scalar:")."""
+    from loaders.mixture import first_url
     from shards.browse import find_sample
     from shards.manifest import read_manifest, split_url_of
 
-    first = str(url.sources[0].url if hasattr(url, "sources") else url)
+    first = first_url(url)
     manifest = read_manifest(split_url_of(first))
     if not manifest["shards"][0]["path"].endswith(".arrow"):
         _, sample, _ = find_sample(first)

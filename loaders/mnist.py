@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loaders.core import DaliLoader, LoaderOptions, class_label
-from loaders.generic import Graph, generic_dali, npy_parser
+from loaders.generic import Graph, generic_dali, npy_parser, stored_as
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -60,10 +60,9 @@ def mnist_dali(
 ) -> DaliLoader:
     """A loader over a split written by `python -m pipelines mnist` (png or npy); `train` changes nothing but is
     taken, as every loader takes it. `options`: seed, rank, world_size, ... (`loaders.core.LoaderOptions`)."""
-    from shards.manifest import read_manifest, split_url_of
-
-    first = url.sources[0].url if hasattr(url, "sources") else url
-    field = "npy" if "npy" in read_manifest(split_url_of(str(first)))["fields"] else "png"
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
+    field = stored_as(url, "npy", "png")
     return generic_dali(url, batch_size, graph=_graph(field, mean, std, dtype), device=device, **options)
 
 
