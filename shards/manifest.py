@@ -30,6 +30,8 @@ __all__ = [
     "write_manifest",
     "read_manifest",
     "split_url_of",
+    "check_relpath",
+    "check_folder",
 ]
 
 FORMAT = "shards"
@@ -96,13 +98,32 @@ def _require(cond: bool, url: str, msg: str) -> None:
         raise ManifestError(f"{url}: {msg}")
 
 
-def _check_relpath(path: Any, url: str, what: str) -> None:
+_FOLDER = re.compile(r"(inc|cmp)-[A-Za-z0-9_-]{1,80}")
+
+
+def check_relpath(path: Any, url: str, what: str) -> None:
+    """The one check every path read from a manifest, snapshot or ledger goes through before it is joined to the
+    split's URL: a non-empty string, relative, inside the split (no `..`, no scheme), without NUL, control
+    characters or backslashes. A hostile manifest must not make `compact` copy or delete outside the split."""
     _require(isinstance(path, str) and path != "", url, f"{what} must be a non-empty string, got {path!r}")
     _require(
-        not path.startswith("/") and "://" not in path and ".." not in posixpath.normpath(path).split("/"),
+        not re.search(r"[\x00-\x1f\x7f\\]", path),
+        url,
+        f"{what} {path!r} contains a control character or a backslash",
+    )
+    parts = posixpath.normpath(path).split("/")
+    _require(
+        not path.startswith("/") and "://" not in path and ".." not in parts and parts != ["."],
         url,
         f"{what} {path!r} must be relative to the manifest and stay inside the split",
     )
+
+
+def check_folder(name: Any, url: str, what: str) -> None:
+    """A generation's folder: one path segment `inc-...` or `cmp-...` (what `new_folder` makes). `collect`
+    removes such folders, so nothing else - `.`, `..`, a nested path - may ever stand here."""
+    _require(isinstance(name, str) and bool(_FOLDER.fullmatch(name)), url,
+             f"{what} {name!r} is not a generation folder (inc-... or cmp-..., one path segment)")  # fmt: skip
 
 
 def _validate_shards(m: Mapping[str, Any], url: str) -> None:
@@ -114,7 +135,7 @@ def _validate_shards(m: Mapping[str, Any], url: str) -> None:
         _require(isinstance(s, dict), url, f"{where} must be an object")
         for k in ("path", "num_samples", "num_bytes", "sha256"):
             _require(k in s, url, f"{where} lacks {k!r}")
-        _check_relpath(s["path"], url, f"{where}.path")
+        check_relpath(s["path"], url, f"{where}.path")
         _require(s["path"] not in paths, url, f"{where}.path {s['path']!r} is listed twice")
         paths.add(s["path"])
         for k in ("num_samples", "num_bytes"):
@@ -123,7 +144,7 @@ def _validate_shards(m: Mapping[str, Any], url: str) -> None:
         _require(isinstance(s["sha256"], str) and bool(_SHA256.match(s["sha256"])), url, f"{where}.sha256 is not hex")
         if s["path"].endswith(".tar"):
             _require("idx" in s, url, f"{where} is a tar without its 'idx' path")
-            _check_relpath(s["idx"], url, f"{where}.idx")
+            check_relpath(s["idx"], url, f"{where}.idx")
 
 
 def validate_manifest(m: Any, *, url: str = "<manifest>") -> None:
@@ -153,7 +174,7 @@ def validate_manifest(m: Any, *, url: str = "<manifest>") -> None:
     q = m["quarantine"]
     _require(isinstance(q, dict) and "count" in q and "path" in q, url, "'quarantine' needs 'count' and 'path'")
     _require(isinstance(q["count"], int) and q["count"] >= 0, url, f"quarantine count is {q['count']!r}")
-    _check_relpath(q["path"], url, "quarantine.path")
+    check_relpath(q["path"], url, "quarantine.path")
     src = m["source"]
     _require(isinstance(src, dict) and "inputs_seen" in src, url, "'source' needs 'inputs_seen'")
     seen = src["inputs_seen"]
@@ -163,6 +184,10 @@ def validate_manifest(m: Any, *, url: str = "<manifest>") -> None:
         f"counts do not add up: {seen} inputs seen but {n} samples + {q['count']} quarantined = {n + q['count']}",
     )
     _require(isinstance(m["params"], dict), url, "'params' must be an object")
+    for name, paths in (m.get("side_tables") or {}).items():
+        _require(isinstance(paths, list), url, f"side_tables.{name} must be a list of paths")
+        for j, path in enumerate(paths):
+            check_relpath(path, url, f"side_tables.{name}[{j}]")
     if m["version"] >= 2:
         _validate_generations(m, url)
 
@@ -187,6 +212,9 @@ def _validate_generations(m: Mapping[str, Any], url: str) -> None:
         per_gen[s["generation"]] = per_gen.get(s["generation"], 0) + 1
     for g in gens:
         where = f"generation {g['generation']}"
+        check_folder(g.get("folder"), url, f"{where}: folder")
+        for k in ("inputs", "quarantine"):
+            check_relpath(g.get(k), url, f"{where}: {k}")
         for k in ("num_samples", "quarantine_count", "inputs_seen", "shards"):
             _require(_whole(g.get(k)), url, f"{where}: {k!r} is {g.get(k)!r}")
         _require(
@@ -200,6 +228,14 @@ def _validate_generations(m: Mapping[str, Any], url: str) -> None:
     for total, key in ((m["num_samples"], "num_samples"), (m["quarantine"]["count"], "quarantine_count"),
                        (m["source"]["inputs_seen"], "inputs_seen")):  # fmt: skip
         _require(total == sum(g[key] for g in gens), url, f"the generations' {key} do not add up to {total}")
+    retired = m.get("retired", [])
+    _require(isinstance(retired, list), url, "'retired' must be a list")
+    for i, r in enumerate(retired):
+        _require(isinstance(r, dict), url, f"retired[{i}] must be an object")
+        check_folder(r.get("folder"), url, f"retired[{i}].folder")
+        _require(_whole(r.get("generation")) and _whole(r.get("by")), url, f"retired[{i}] needs whole generation, by")
+        _require(isinstance(r.get("at"), (int, float)) and not isinstance(r.get("at"), bool), url,
+                 f"retired[{i}].at is {r.get('at')!r}")  # fmt: skip
 
 
 def dumps_manifest(m: Mapping[str, Any]) -> bytes:

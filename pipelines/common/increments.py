@@ -33,7 +33,7 @@ from shards import storage
 from shards.errors import ManifestError
 from shards.generations import new_folder, publish_generation, split_lock
 from shards.keys import shuffle_hash
-from shards.manifest import read_manifest
+from shards.manifest import check_folder, read_manifest
 from shards.quarantine import quarantine_entry
 
 __all__ = ["IncrementReport", "RawInputs", "SplitWatcher", "WATCH_DIR"]
@@ -213,6 +213,10 @@ class SplitWatcher:
         for name in storage.listdir(storage.join(self.plan.split_url, WATCH_DIR)):
             if name.startswith("intent-") and name.endswith(".jsonl"):
                 folder = name.removeprefix("intent-").removesuffix(".jsonl")
+                try:  # the folder becomes a path: only a name new_folder makes is taken
+                    check_folder(folder, self._intent_url(folder), "intent's folder")
+                except ManifestError:
+                    continue
                 lines = storage.read_bytes(self._intent_url(folder)).splitlines()
                 if folder in published:  # published, the intent not yet removed
                     storage.remove(self._intent_url(folder))
