@@ -198,3 +198,44 @@ def test_kaggle_val_files_arrive_with_their_labels_in_the_csv(tmp_path):
     assert got == {f"ILSVRC2012_val_{i:08d}": i for i in (1, 2, 3, 4, 5, 6)}
     q = (out / "validation" / read_manifest(str(out / "validation"))["quarantine"]["path"]).read_text()
     assert "ILSVRC2012_val_00000007" in q and "no label" in q
+
+
+@pytest.mark.parametrize("same_stat", [True, False])
+def test_a_file_briefly_missing_is_converted_once_it_reads_again(tmp_path, same_stat):
+    """Removed after the listing, back with the same bytes (renamed back: same size and mtime; or copied: a new
+    mtime): quarantined as unreadable in its generation, then converted - not reported as changed, not lost."""
+    import dataclasses
+    import os
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    add(raw, WNIDS[0], {f"{WNIDS[0]}_{i}.JPEG": photo_jpeg(i, size=(64, 48)) for i in range(3)})
+    target = raw / "train" / WNIDS[0] / f"{WNIDS[0]}_1.JPEG"
+    aside = tmp_path / "aside.JPEG"
+    w = watcher(raw, out, max_bad=0.5)
+    listed = w.raw
+
+    @dataclasses.dataclass
+    class VanishingAfterListing:
+        def inputs(self, split):
+            return listed.inputs(split)
+
+        def pointers(self, split, files):
+            ps = listed.pointers(split, files)
+            os.rename(target, aside)
+            return ps
+
+    w.raw = VanishingAfterListing()
+    r = w.tick(POOL.submit)
+    assert (r.generation, r.samples, r.quarantined) == (1, 2, 1)
+    w.raw = listed
+    assert w.tick(POOL.submit).generation is None  # still missing: nothing new, no empty generation per tick
+    if same_stat:
+        os.rename(aside, target)
+    else:
+        shutil.copyfile(aside, target)
+    r = w.tick(POOL.submit)
+    assert (r.generation, r.samples, r.changed, r.quarantined) == (2, 1, 0, 0)
+    assert watcher(raw, out).tick(POOL.submit).generation is None  # a restarted watcher: converted once
+    m = read_manifest(str(out / "train"))
+    assert m["num_samples"] == 3 and m["quarantine"]["count"] == 1 and verify_split(str(out / "train")).ok
+    assert set(read_samples(out / "train")) == {f"{WNIDS[0]}_{i}" for i in range(3)}

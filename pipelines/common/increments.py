@@ -11,6 +11,9 @@ Exactly once, across kills and restarts:
   neither loses nor duplicates an input.
 - A file whose size or tag changed after it was converted is hashed again; if its bytes differ it is reported in
   the next generation's quarantine (stage `changed`) and not converted again.
+- A file that could not be read (removed or cut short after it was listed) is not converted: its ledger row says
+  `unread`, its inputs are in that generation's quarantine (stage `read`), and it is tried again, as new, as soon
+  as it lists and reads - even with the same size and tag it had.
 - A file is converted only once it is stable: the same size and tag in two listings `settle` seconds apart (a
   local file last modified longer ago than that is stable at once: a backlog does not wait).
 """
@@ -92,6 +95,22 @@ def _checksum(url: str) -> str:
     return f"{crc:08x}"
 
 
+def _checksum_or_none(url: str) -> str | None:
+    try:
+        return _checksum(url)
+    except OSError:  # gone or unreadable since the listing: its inputs are quarantined by the writer
+        return None
+
+
+def _readable(url: str) -> bool:
+    try:
+        with storage.open_read(url) as f:
+            f.read(1)
+        return True
+    except OSError:
+        return False
+
+
 def _arrival(url: str, stat: Stat, first_seen: float) -> float:
     """When a file arrived: its modification time where the tag is one (local files), else when first listed."""
     if storage.is_local(url) and stat[1].isdigit():
@@ -108,6 +127,7 @@ class SplitWatcher:
         self.encode = encode
         self.settle = settle
         self.ledger: dict[str, dict[str, Any]] = {}  # url -> {size, tag, crc32c, keys, generation|rejected}
+        self.unread: dict[str, dict[str, Any]] = {}  # url -> ledger row of a file that could not be read
         self.keys: dict[str, str] = {}  # key -> the url it came from
         self.known_gens: set[int] = set()
         self.first_seen: dict[str, float] = {}
@@ -141,7 +161,7 @@ class SplitWatcher:
         m = self._manifest()
         live = {g["generation"]: g for g in (m or {}).get("generations", [])}
         if not self.known_gens <= set(live):  # a compaction replaced some: read the ledgers it carries
-            self.ledger, self.keys, self.known_gens = {}, {}, set()
+            self.ledger, self.keys, self.known_gens, self.unread = {}, {}, set(), {}
         for n, g in sorted(live.items()):
             if n in self.known_gens:
                 continue
@@ -157,6 +177,11 @@ class SplitWatcher:
         return m
 
     def _remember(self, row: dict[str, Any], generation: int) -> None:
+        if row.get("unread") or (row.get("crc32c") is None and "was" not in row):
+            if row["url"] not in self.ledger:  # never read: not converted
+                self.unread[row["url"]] = {**row, "generation": generation}
+            return
+        self.unread.pop(row["url"], None)
         self.ledger[row["url"]] = {**row, "generation": generation}
         for k in row.get("keys", ()):
             self.keys.setdefault(k, row["url"])
@@ -171,6 +196,8 @@ class SplitWatcher:
         for url, stat in listing.items():
             self.first_seen.setdefault(url, now)
             known = self.ledger.get(url)
+            if known is None and url in self.unread and not _readable(url):
+                continue  # still unreadable: tried again once it reads, with no generation per tick meanwhile
             if known is None or ((known["size"], known["tag"]) != stat and self.same_bytes.get(url) != stat):
                 fresh[url] = stat
         # the same size and tag `settle` seconds later, or it is still being written; a local file last modified
@@ -232,7 +259,7 @@ class SplitWatcher:
         whole = {p.url for p in pointers if p.offset == 0 and p.length == stable.get(p.url, (-1,))[0]}
         rest = [u for u in stable if u not in whole]
         with cf.ThreadPoolExecutor(8) as pool:  # google_crc32c releases the GIL
-            digests = dict(zip(rest, pool.map(_checksum, rest), strict=True))
+            digests = dict(zip(rest, pool.map(_checksum_or_none, rest), strict=True))
         out = []
         for p in pointers:
             owner = self.keys.get(p.key)
@@ -324,11 +351,13 @@ class SplitWatcher:
             return self._reject(folder, header, quarantine, bad, seen, report)
         folder_url = storage.join(plan.split_url, folder)
         read = {u: c for r in records for u, c in r.get("crc32c", {}).items()}
+        unread = {u for r in records for u in r.get("unread", ())}
         for f in header["files"]:  # checksums the writers computed; a file no writer read whole is read here
-            f["crc32c"] = f["crc32c"] or read.get(f["url"])
-            if f["crc32c"] is None:
-                with contextlib.suppress(FileNotFoundError):  # gone since it was listed: its entry says why
-                    f["crc32c"] = _checksum(f["url"])
+            f["crc32c"] = None if f["url"] in unread else f["crc32c"] or read.get(f["url"])
+            if f["crc32c"] is None and f["url"] not in unread:
+                f["crc32c"] = _checksum_or_none(f["url"])
+            if f["crc32c"] is None:  # never read: not converted; tried again when it reads (its entry says why)
+                f["unread"] = True
         storage.write_bytes(storage.join(folder_url, "inputs.jsonl"),
                             b"".join(json.dumps(f, sort_keys=True).encode() + b"\n" for f in header["files"] + header["changed"]))  # fmt: skip
         template = {"dataset": plan.dataset, "split": plan.split, "fields": plan.fields, "classes": plan.classes,

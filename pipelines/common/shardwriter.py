@@ -160,6 +160,7 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
     if checksums is not None:
         import google_crc32c
     side_rows: list[tuple[str, bytes]] = []  # (key, json) of written samples, for the side table
+    unread: set[str] = set()  # inputs that could not be read (gone, truncated since listing)
     expanded = [0]  # outcomes (samples or quarantine entries) beyond one per input
     made: dict[str, str] = {}  # key -> input, of samples a user's function named
 
@@ -176,6 +177,8 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
                 sample = encode(p, data)
             except BadInput as e:
                 quarantine.append(quarantine_entry(key=p.key, source=_source(p), stage=e.stage, reason=str(e)))
+                if checksums is not None and e.stage == "read":  # not converted: the watcher tries it again
+                    unread.add(p.url)
                 continue
             if isinstance(sample, Expanded):  # a user's function: one input, several samples (pipelines.convert)
                 expanded[0] += len(sample) - 1
@@ -220,6 +223,8 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
     if made:  # keys are known only once the function ran: the finaliser checks them across shards
         record["keys"] = made
     if checksums is not None:
-        record["crc32c"] = checksums
+        record["crc32c"] = {u: c for u, c in checksums.items() if u not in unread}
+        if unread:
+            record["unread"] = sorted(unread)
     storage.write_bytes(progress_url, json.dumps(record, sort_keys=True).encode())
     return record, False
