@@ -186,8 +186,11 @@ class DaliLoader:
             return chosen
         joined = self.world_size > 1 and _distributed()
         if not joined or self.rank == 0:
-            chosen = [g if g is not None else generation_of(read_manifest(split_url_of(s.url)))
-                      for g, s in zip(chosen, self.specs, strict=True)]  # fmt: skip
+            manifests = [None if g is not None else read_manifest(split_url_of(s.url))
+                         for g, s in zip(chosen, self.specs, strict=True)]  # fmt: skip
+            if self.world_size > 1 and not joined:
+                _refuse_unpinned(self.specs, manifests, self.rank, self.world_size)
+            chosen = [g if g is not None else generation_of(m) for g, m in zip(chosen, manifests, strict=True)]
         if joined:
             import torch.distributed as dist
 
@@ -371,6 +374,19 @@ class DaliLoader:
         self._base_epoch = self.epoch
         self._pipe = None
         self._plan_for(self.epoch)
+
+
+def _refuse_unpinned(specs, manifests, rank: int, world_size: int) -> None:
+    """Ranks that cannot agree on a generation must not each take the newest they see: a publication (or a
+    compaction) between two ranks' start would make them read different sample sets - some samples twice, some
+    never, silently. A split written once (version 1) has one generation and needs no pin."""
+    for spec, m in zip(specs, manifests, strict=True):
+        if m is not None and m["version"] >= 2:
+            raise ValueError(
+                f"{split_url_of(spec.url)} grows by generations (newest: {generation_of(m)}) and rank {rank} of "
+                f"{world_size} is not joined by torch.distributed, so the ranks could read different generations: "
+                f"pass generation={generation_of(m)} to every rank (or initialise torch.distributed first)"
+            )
 
 
 def _distributed() -> bool:

@@ -131,3 +131,15 @@ def test_compaction_of_arrow_generations_keeps_every_row(tmp_path):
     r = compact(str(out / "train"))
     assert r.replaced == [1, 2] and r.shards_after == 1 and rows() == before and len(before) == 28
     assert verify_split(str(out / "train")).ok
+
+
+def test_ranks_that_cannot_agree_on_a_generation_are_refused_and_pinned_ranks_read_one(growing):
+    raw, split, w, keys = growing
+    with pytest.raises(ValueError, match=r"grows by generations .* pass generation=2 to every rank"):
+        loader(str(split), rank=0, world_size=2)
+    rank0 = loader(str(split), rank=0, world_size=2, generation=2)
+    keys[3] = add_photos(raw, 200, 24)  # published between the two ranks' start
+    assert w.tick(POOL.submit).generation == 3
+    rank1 = loader(str(split), rank=1, world_size=2, generation=2)
+    read = [k for r in (rank0, rank1) for b in run(r) for k in b[0]]
+    assert len(read) == len(set(read)) == 80 and set(read) == keys[1] | keys[2]
