@@ -9,6 +9,7 @@ import time
 
 from shards import storage
 from shards.errors import ShardError
+from shards.generations import LockedError
 from shards.units import format_size, parse_size
 
 __all__ = ["OneLineParser", "main"]
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         storage.configure(protocol, **opts)
     try:
         return args.func(args)
-    except (ShardError, ValueError, KeyError, OSError) as e:  # OSError: a URL under a regular file, no access, ...
+    except (ShardError, ValueError, KeyError, OSError, LockedError) as e:  # OSError: a URL under a file, no access
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -17,7 +17,15 @@ from typing import Any
 
 from shards import storage
 from shards.errors import ShardFormatError
-from shards.generations import DEFAULT_GRACE, collect, new_folder, publish_generation, split_lock
+from shards.generations import (
+    COMPACT_LOCK,
+    COMPACT_STALE,
+    DEFAULT_GRACE,
+    collect,
+    new_folder,
+    publish_generation,
+    split_lock,
+)
 from shards.keys import shuffle_hash
 from shards.manifest import read_manifest, split_url_of
 from shards.publish import sha256_of, write_arrow_shard, write_tar_shard
@@ -84,9 +92,29 @@ def compact(
     """Merge the generations whose shards average under `small` bytes (default half of `shard_size`)."""
     split = split_url_of(url)
     m = read_manifest(split)
-    report = CompactReport(split)
     if m["version"] < 2:
         raise ValueError(f"{split} is a version-1 split (one generation): nothing to compact")
+    # one compaction at a time: a second one refuses at once (LockedError names the first), rather than writing
+    # a folder it cannot publish; a stale one (its process gone) is taken over
+    with split_lock(split, "shards compact", wait=0, name=COMPACT_LOCK, stale=COMPACT_STALE):
+        _remove_abandoned(split)
+        return _compact(split, shard_size, small, grace)
+
+
+def _remove_abandoned(split: str) -> list[str]:
+    """`cmp-*` folders of compactions that never published (killed, or failed): no generation owns them and,
+    under the compaction lock, no live compaction is writing them."""
+    m = read_manifest(split)
+    owned = {g["folder"] for g in m["generations"]} | {r["folder"] for r in m.get("retired", [])}
+    gone = [n for n in storage.listdir(split) if n.startswith("cmp-") and n not in owned]
+    for name in gone:
+        storage.remove_tree(storage.join(split, name))
+    return gone
+
+
+def _compact(split: str, shard_size: int, small: int | None, grace: float) -> CompactReport:
+    m = read_manifest(split)
+    report = CompactReport(split)
     picked = _pick(m, small if small is not None else shard_size // 2)
     numbers = {g["generation"] for g in picked}
     entries = [s for s in m["shards"] if s["generation"] in numbers]
@@ -103,9 +131,13 @@ def compact(
                                f"{total}; nothing published")  # fmt: skip
         ledger = b"".join(storage.read_bytes(storage.join(split, g["inputs"])) for g in picked)
         storage.write_bytes(storage.join(out_url, "inputs.jsonl"), ledger)
-        with split_lock(split, "shards compact"):
-            published = publish_generation(split, folder=folder, kind="compaction", shards=written, quarantine=[],
-                                           inputs_seen=0, replaces=sorted(numbers))  # fmt: skip
+        try:
+            with split_lock(split, "shards compact"):
+                published = publish_generation(split, folder=folder, kind="compaction", shards=written,
+                                               quarantine=[], inputs_seen=0, replaces=sorted(numbers))  # fmt: skip
+        except BaseException:
+            storage.remove_tree(out_url)  # never published: nothing may point at it
+            raise
         report.generation, report.replaced = published["generation"], sorted(numbers)
         report.shards_before, report.shards_after, report.samples = len(entries), len(written), total
     with split_lock(split, "shards compact"):

@@ -40,11 +40,15 @@ from shards.quarantine import dumps_quarantine, read_quarantine
 
 __all__ = [
     "DEFAULT_GRACE",
+    "COMPACT_LOCK",
+    "COMPACT_STALE",
     "LockedError",
+    "live_holder",
     "collect",
     "generation_of",
     "new_folder",
     "publish_generation",
+    "renew_lock",
     "read_generation",
     "snapshot_path",
     "split_lock",
@@ -53,6 +57,8 @@ __all__ = [
 VERSION = 2
 DEFAULT_GRACE = 24 * 3600.0
 LOCK_NAME = "_lock"
+COMPACT_LOCK = "_compact_lock"  # held by `shards compact` while it writes its cmp-* folder
+COMPACT_STALE = 6 * 3600.0
 LOCK_STALE = 600.0  # a lock older than this (its holder on another host) is taken over: publishing takes seconds
 
 
@@ -105,20 +111,23 @@ def _collected(retired: Mapping[str, Any]) -> bool:
     return bool(retired.get("collected"))
 
 
-def _lock_holder_gone(record: Mapping[str, Any], age: float) -> bool:
+def _lock_holder_gone(record: Mapping[str, Any], age: float, stale: float) -> bool:
     from shards.procs import alive
 
     if record.get("host") == socket.gethostname():
         return not alive(int(record.get("pid", 0)))
-    return age > LOCK_STALE
+    return age > stale
 
 
 @contextlib.contextmanager
-def split_lock(split_url: str, owner: str, *, wait: float = 60.0) -> Iterator[None]:
-    """Hold the split's publishing lock (created exclusively: O_EXCL locally, a conditional PUT on object
-    stores). A lock whose holder is gone (its process on this host has exited, or it is older than 10 minutes)
-    is taken over; a live holder is waited for up to `wait` seconds, then LockedError names it."""
-    url = storage.join(split_url, LOCK_NAME)
+def split_lock(
+    split_url: str, owner: str, *, wait: float = 60.0, name: str = LOCK_NAME, stale: float = LOCK_STALE
+) -> Iterator[None]:
+    """Hold one of the split's locks (`_lock`, the publishing lock, by default; created exclusively: O_EXCL
+    locally, a conditional PUT on object stores). A lock whose holder is gone (its process on this host has
+    exited, or on another host it was last renewed more than `stale` seconds ago) is taken over; a live holder is
+    waited for up to `wait` seconds, then LockedError names it (host, pid, what it is)."""
+    url = storage.join(split_url, name)
     me = {"host": socket.gethostname(), "pid": os.getpid(), "owner": owner, "since": time.time()}
     deadline = time.monotonic() + wait
     while not storage.create_exclusive(url, json.dumps(me).encode()):
@@ -127,21 +136,40 @@ def split_lock(split_url: str, owner: str, *, wait: float = 60.0) -> Iterator[No
         except (FileNotFoundError, ValueError):
             record = {}
         age = time.time() - float(record.get("since", 0))
-        if not record or _lock_holder_gone(record, age):
+        if not record or _lock_holder_gone(record, age, stale):
             with contextlib.suppress(FileNotFoundError):
                 storage.remove(url)
             continue
         if time.monotonic() > deadline:
             raise LockedError(
-                f"{split_url} is being published by {record.get('owner')} (pid {record.get('pid')} on "
-                f"{record.get('host')}, for {age:.0f}s); try again when it has finished"
+                f"{split_url} is held by {record.get('owner')} (pid {record.get('pid')} on {record.get('host')}, "
+                f"for {age:.0f}s); try again when it has finished"
             )
         time.sleep(0.2)
     try:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            storage.remove(url)
+            held = json.loads(storage.read_bytes(url))
+            if (held.get("host"), held.get("pid")) == (me["host"], me["pid"]):
+                storage.remove(url)
+
+
+def live_holder(split_url: str, name: str, stale: float = LOCK_STALE) -> dict[str, Any] | None:
+    """The record of a lock's holder while it is alive, else None."""
+    try:
+        record = json.loads(storage.read_bytes(storage.join(split_url, name)))
+    except (FileNotFoundError, ValueError):
+        return None
+    age = time.time() - float(record.get("since", 0))
+    return None if _lock_holder_gone(record, age, stale) else record
+
+
+def renew_lock(split_url: str, name: str) -> None:
+    """A long-held lock (a watcher's) says it is alive: its time is brought up to now."""
+    url = storage.join(split_url, name)
+    record = json.loads(storage.read_bytes(url))
+    storage.write_bytes(url, json.dumps({**record, "since": time.time()}).encode())
 
 
 def _quarantine_of(split_url: str, manifest: Mapping[str, Any] | None) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from shards import storage
 from shards.errors import ShardError
-from shards.generations import read_generation, snapshot_path
+from shards.generations import COMPACT_LOCK, COMPACT_STALE, live_holder, read_generation, snapshot_path
 from shards.quarantine import read_quarantine
 
 __all__ = ["check_generations"]
@@ -47,6 +47,8 @@ def check_generations(split: str, manifest: dict[str, Any]) -> list[str]:
     pending = {n.removeprefix("intent-").removesuffix(".jsonl") for n in storage.listdir(storage.join(split, "_watch"))}
     for name in storage.listdir(split):
         if re.fullmatch(r"(inc|cmp)-.+", name) and name not in owned and name not in pending:
-            problems.append(f"{storage.join(split, name)}: folder of no generation (an interrupted compaction, or a "
-                            "rejected increment); safe to remove")  # fmt: skip
+            if name.startswith("cmp-") and live_holder(split, COMPACT_LOCK, COMPACT_STALE):
+                continue  # a compaction at work: its folder is published or removed when it ends
+            problems.append(f"{storage.join(split, name)}: folder of no generation (an interrupted compaction, "
+                            "which the next `shards compact` removes, or a rejected increment); safe to remove")  # fmt: skip
     return problems

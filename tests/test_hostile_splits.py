@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +92,51 @@ def test_compact_of_a_sound_split_still_works(tmp_path):
     report = compact(str(split), shard_size=1 << 30, grace=0)
     assert report.replaced == [1, 2] and report.samples == 8
     assert read_manifest(str(split))["num_samples"] == 12 and verify_split(str(split)).ok
+
+
+def test_a_second_compaction_refuses_at_once_naming_the_first_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import threading
+
+    import shards.compact as compaction
+    from shards.cli import main
+
+    split = grown_split(tmp_path, generations=4)
+    inside, release = threading.Event(), threading.Event()
+    rewrite_shards = compaction._rewrite
+
+    def slow_rewrite(*a, **kw):
+        inside.set()
+        release.wait(30)
+        return rewrite_shards(*a, **kw)
+
+    monkeypatch.setattr(compaction, "_rewrite", slow_rewrite)
+    first = threading.Thread(target=compaction.compact, args=(str(split),), kwargs={"shard_size": 1 << 30})
+    first.start()
+    try:
+        assert inside.wait(30)
+        assert verify_split(str(split)).ok  # the first one's folder is work in progress, not a problem
+        assert main(["compact", str(split)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "held by shards compact" in err and f"pid {os.getpid()}" in err
+    finally:
+        release.set()
+        first.join()
+    assert len(list(split.glob("cmp-*"))) == 1 and verify_split(str(split)).ok
+
+
+def test_the_folder_of_a_killed_compaction_is_reported_then_removed_by_the_next(tmp_path):
+    import socket
+
+    split = grown_split(tmp_path, generations=3)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (split / "_compact_lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout),
+                                                     "owner": "shards compact", "since": time.time()}))  # fmt: skip
+    (split / "cmp-20261202T000000-deadbeef").mkdir()
+    (split / "cmp-20261202T000000-deadbeef" / "shard-000000.tar").write_bytes(b"half")
+    problems = verify_split(str(split)).problems
+    assert (
+        len(problems) == 1 and "cmp-20261202T000000-deadbeef" in problems[0] and "next `shards compact`" in problems[0]
+    )
+    report = compact(str(split), shard_size=1 << 30, grace=0)
+    assert report.replaced == [1, 2] and not (split / "cmp-20261202T000000-deadbeef").exists()
+    assert not (split / "_compact_lock").exists() and verify_split(str(split)).ok

@@ -1,4 +1,5 @@
-"""The streaming job itself (`--watch`): killed with SIGKILL and restarted, on the portable runner, bad usage."""
+"""The streaming job itself (`--watch`): killed with SIGKILL and restarted, stopped by SIGINT/SIGTERM, one per
+output, on the portable runner, bad usage."""
 
 from __future__ import annotations
 
@@ -123,3 +124,42 @@ def test_watch_usage_errors_are_one_line(tmp_path):
     r = subprocess.run(watch_cmd("imagenet", folders, tmp_path / "b", "--splits", "train"), capture_output=True,
                        text=True, timeout=300)  # fmt: skip
     assert r.returncode == 2 and "was written once by a batch job; a watcher needs an output of its own" in r.stderr
+
+
+def test_a_second_watcher_on_the_same_output_refuses_in_one_line_naming_the_first(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    wave(raw, 6, 0)
+    first = subprocess.Popen(watch_cmd("imagenet", raw, out, "--splits", "train"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: (out / "train" / "manifest.json").exists(), first, "first generation", timeout=60)
+        r = subprocess.run(watch_cmd("imagenet", raw, out, "--splits", "train"), capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert f"pid {first.pid} on " in r.stderr and "stop it first, or watch into another --output" in r.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert not (out / "train" / "_watch_lock").exists()  # released: the next watcher may start
+
+
+def test_a_stop_request_ends_the_watcher_within_10s_with_its_summary_every_time(tmp_path):
+    """20 stop requests, SIGINT and SIGTERM in turn, at random moments: while idle and inside a conversion."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    wave(raw, 4, 0)
+    cmd = watch_cmd("imagenet", raw, out, "--splits", "train", "--resize-max-side", "64", "--writer-processes", "1")
+    rng = random.Random(7)
+    for i in range(20):
+        if i % 2:
+            wave(raw, 3, 100 + 3 * i)  # new files: the next run is converting when the request comes
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(1.5, 4.0))
+        sig = signal.SIGINT if i % 2 == 0 else signal.SIGTERM
+        proc.send_signal(sig)
+        sent = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+        assert took < 10, f"run {i}: {sig.name} took {took:.1f}s"
+        assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
+        assert "this run:" in stdout and f"stopped by {sig.name}" in stdout, stdout[-1000:]
+    assert verify_split(str(out / "train")).ok
