@@ -8,6 +8,11 @@ Latency: a watcher runs with `--interval`, and a `follow=True` loader reads epoc
 `--increments` times, at a random moment, a few hundred new images are written into the class folders; latency
 is from the last file written to (a) the publication of the generation holding them (its `published_at`) and (b)
 the first batch of the loader holding one of them. Figures: medians (target (a) <= interval + 30 s).
+
+Soak (`--soak SECONDS`): a watcher over a small folder, idle after its first generation, ticking every second;
+the resident memory of its process tree is sampled every 10 s. Figure: growth from the first sample to the last
+(target: flat within 50 MB over 10 minutes). `--soak-beam SECONDS` runs the same watcher on Beam's local streaming
+runner (`-- --runner=FnApiRunner`) beside it, for comparison.
 """
 
 from __future__ import annotations
@@ -155,6 +160,63 @@ def bench_latency(work: str, interval: float, increments: int, per_increment: in
     }
 
 
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and its descendants (Linux /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def bench_soak(work: str, seconds: float, beam_seconds: float = 0.0) -> dict:
+    """Idle watchers' memory over time: ours (no runner named) and, optionally, Beam's local streaming runner."""
+    from pipelines.imagenet import WNIDS
+
+    raw = os.path.join(work, "soak-raw")
+    make_photo_folder(os.path.join(raw, "train"), parse_size("2MB"), pattern="{cls}/{cls}_{i}.JPEG",
+                      classes=tuple(WNIDS[:2]))  # fmt: skip
+    runs = {"watch": (seconds, [])}
+    if beam_seconds:
+        runs["watch-beam-local-runner"] = (beam_seconds, ["--", "--runner=FnApiRunner"])
+    procs, samples = {}, {}
+    for name, (secs, extra) in runs.items():
+        out = os.path.join(work, f"soak-out-{name}")
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = _cmd(raw, out, "--watch", "--interval", "1s", "--stop-after", f"{secs + 60:.0f}s", *extra)
+        procs[name] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL), os.path.join(out, "train", "manifest.json"))
+        samples[name] = []
+    for name, (proc, manifest) in procs.items():
+        while not os.path.exists(manifest):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the {name} watcher ended before its first generation")
+            time.sleep(0.2)
+    t0 = time.monotonic()
+    while any(time.monotonic() - t0 <= runs[n][0] for n in runs):
+        for name, (proc, _) in procs.items():
+            if time.monotonic() - t0 <= runs[name][0]:
+                samples[name].append((round(time.monotonic() - t0, 1), _tree_rss(proc.pid)))
+        time.sleep(10)
+    result = {}
+    for name, (proc, _) in procs.items():
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        rss = [b for _, b in samples[name]]
+        result[name] = {"seconds": runs[name][0], "samples": samples[name], "rss_first": rss[0], "rss_last": rss[-1],
+                        "rss_max": max(rss), "growth_bytes": rss[-1] - rss[0]}  # fmt: skip
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.bench_watch", description=__doc__.split("\n")[0])
     p.add_argument("--size", default="400MB", help="backlog bytes to generate (default 400MB)")
@@ -163,9 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=15.0, help="the watcher's --interval in seconds (default 15)")
     p.add_argument("--increments", type=int, default=10, help="latency increments (default 10; 0: backlog only)")
     p.add_argument("--images", type=int, default=300, help="images per increment (default 300)")
+    p.add_argument("--soak", type=float, default=0, help="only the idle soak, this many seconds (e.g. 600)")
+    p.add_argument("--soak-beam", type=float, default=0, help="with --soak: Beam's local runner beside it, seconds")
     p.add_argument("--json")
     args = p.parse_args(argv)
     from pipelines.imagenet import WNIDS
+
+    if args.soak:
+        r = {"benchmark": "imagenet-watch-soak", "cores": os.cpu_count(),
+             "soak": bench_soak(args.dir, args.soak, args.soak_beam)}  # fmt: skip
+        for name, x in r["soak"].items():
+            print(f"{name}: idle {x['seconds']:.0f}s, memory {format_size(x['rss_first'])} -> "
+                  f"{format_size(x['rss_last'])} (max {format_size(x['rss_max'])}), growth "
+                  f"{x['growth_bytes'] / 1e6:+.1f} MB (target: within 50 MB)")  # fmt: skip
+        return _save(r, args.json)
 
     raw = os.path.join(args.dir, "backlog-raw")
     n, size = make_photo_folder(os.path.join(raw, "train"), parse_size(args.size), pattern="{cls}/{cls}_{i}.JPEG",
