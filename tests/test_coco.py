@@ -115,9 +115,17 @@ def test_side_table_has_a_row_per_annotation(converted):
     assert table.num_rows == n and set(table.column("segmentation").to_pylist()) == {"polygons", "rle"}
 
 
-def test_tfds_fake_coco_converts_with_its_categories(tmp_path):
+def test_tfds_fake_coco_images_disagree_with_their_records_and_a_scaled_copy_converts(tmp_path):
+    """TFDS's fake COCO gives ~12x12 images records of 640x480 or 1000x1000: boxes normalized by the record would
+    be wrong for the file, so each image is quarantined naming both sizes. A copy whose files are scaled copies
+    of the recorded sizes (as people shrink COCO and keep its JSON) converts with its categories."""
+    r = run_job(TFDS, tmp_path / "as-is", "--splits", "train", check=False)
+    assert r.returncode == 1 and "8 of 8 inputs quarantined" in r.stderr  # 3 files no record names
+    reasons = (tmp_path / "as-is" / "train" / "quarantine.jsonl").read_text()
+    assert "(1) says 1000x1000 but COCO_train2017_000000000001.jpg is 13x11: its boxes would be normalized" in reasons
+    tfds_scaled = raw.scaled_tfds(tmp_path / "tfds")
     out = tmp_path / "out"
-    r = run_job(TFDS, out, "--splits", "train,validation,test")
+    r = run_job(tfds_scaled, out, "--splits", "train,validation,test")
     assert "train: 5 samples" in r.stdout and "validation: 2 samples" in r.stdout and "test: 2 samples" in r.stdout
     assert set(read_manifest(str(out / "test"))["fields"]) == {"jpg", "json"}  # image_info only: no annotations
     tfds = json.loads((TFDS / "trainval_annotations" / "annotations" / "instances_train2017.json").read_text())
@@ -140,3 +148,41 @@ def test_malformed_json_and_missing_pieces_are_one_line_errors(tmp_path):
     (root / "annotations" / "captions_val2017.json").unlink()
     r = run_job(root, tmp_path / "out2", "--splits", "validation", check=False)
     assert r.returncode == 2 and "split validation (val2017) has no annotations" in r.stderr
+
+
+def test_records_that_disagree_with_their_file_or_cannot_be_stored_are_quarantined_with_the_reason(tmp_path):
+    """Each hostile record is one quarantine entry naming the file (or annotation) and why; the job completes."""
+    root = raw.write_folders(tmp_path / "raw")
+    for which in ("person_keypoints", "captions"):
+        (root / "annotations" / f"{which}_val2017.json").unlink()
+    path = root / "annotations" / "instances_val2017.json"
+    d = json.loads(path.read_text())
+    images = {i["id"]: i for i in d["images"]}
+    ids = sorted(images)
+    images[ids[0]]["width"] = 1e300  # a size no file has
+    images[ids[1]]["width"] = "wide"  # not a number at all
+    d["images"].append({**images[ids[2]], "id": 4242})  # a second record for the same file
+    d["images"].append({**images[ids[3]], "id": 999, "file_name": "000000000999.jpg", "width": 200})  # wrong size
+    (root / "val2017" / "000000000999.jpg").write_bytes((root / "val2017" / f"{ids[3]:012d}.jpg").read_bytes())
+    a = {**d["annotations"][0], "image_id": ids[3]}  # on the one sound image
+    hostile = {"iscrowd": 300, "area": "12", "category_id": [1], "keypoints": [1, 2], "id": "x",
+               "num_keypoints": -1, "segmentation": [[1, 2, "3", 4, 5, 6]]}  # fmt: skip
+    for n, (k, v) in enumerate(hostile.items()):
+        d["annotations"].append({**a, "id": 90000 + n, k: v})
+    path.write_text(json.dumps(d))
+    out = tmp_path / "out"
+    run_job(root, out, "--splits", "validation", "--max-bad-fraction", "0.95")
+    q = [json.loads(x) for x in (out / "validation" / "quarantine.jsonl").read_text().splitlines()]
+    reasons = "\n".join(f"{e['key']} {e['source']}: {e['reason']}" for e in q)
+    for expected in (
+        "width 1e+300 is not a whole number of pixels", "width 'wide' is not a whole number of pixels",
+        "(999) says 200x120 but 000000000999.jpg is 160x120: its boxes would be normalized by the wrong size",
+        f"{ids[2]:012d}.jpg is named by 2 image records (ids 4242, {ids[2]})", "iscrowd 300 is not 0 or 1",
+        "area '12' is not a finite number", "category id [1] is not in", "keypoints are not 17", "annotation id 'x'",
+        "num_keypoints -1", "a polygon holds something other than finite numbers",
+    ):  # fmt: skip
+        assert expected in reasons, (expected, reasons)
+    m = read_manifest(str(out / "validation"))
+    assert m["source"]["inputs_seen"] == m["num_samples"] + len(q) and verify_split(str(out / "validation")).ok
+    got = read_samples(out / "validation")
+    assert not {f"{i:012d}" for i in [*ids[:3], 999]} & set(got) and f"{ids[3]:012d}" in got

@@ -212,7 +212,7 @@ def test_a_task_the_split_cannot_serve_is_a_clear_error(coco_splits, tmp_path):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "pipelines", "coco", "--input", str(raw.DATA), "--output", str(tfds),
+    cmd = [sys.executable, "-m", "pipelines", "coco", "--input", str(raw.scaled_tfds(tmp_path / "raw")), "--output", str(tfds),
            "--splits", "validation", "--max-bad-fraction", "0.8", "--no-progress"]  # fmt: skip
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     lacks = r"no field\(s\) \['keypoints'\].*task='keypoints' needs them \(its job saw no person_keypoints"

@@ -44,12 +44,26 @@ def join_file(kv: tuple[str, dict[str, list]]) -> Iterator[Pointer]:
     """One file name's image file(s) and record -> the sample's pointer, or why there is none."""
     name, groups = kv
     files, records = list(groups["files"]), list(groups["records"])
+    if not isinstance(name, str):  # a record whose file_name is not a string (no file can have it)
+        for r in records:
+            yield _error(f"img-{r.get('id')}", "json", f"image {r.get('id')}: file_name {name!r} is not a string",
+                         "annotations", "json")  # fmt: skip
+        return
     stem = name.rsplit(".", 1)[0]
     try:
         validate_key(stem)
     except ValueError as e:
         where = files[0]["url"] if files else "json"
         yield _error(stem.replace(".", "_").replace("/", "_") or "empty", where, str(e), "list", name)
+        return
+    if len(records) > 1:  # which record's boxes are this file's? ambiguous: the file and every record are held
+        ids = sorted(str(r.get("id")) for r in records)
+        reason = f"{name} is named by {len(records)} image records (ids {', '.join(ids)}); their annotations cannot be told apart"
+        for i, r in enumerate(records):
+            where = files[0]["url"] if files and i == 0 else "json"
+            yield _error(stem if i == 0 else f"{stem}-img{r.get('id')}", where, reason, "annotations", name)
+        for extra in files[1:]:
+            yield _error(f"{stem}-copy", extra["url"], f"a second file named {name}", "list", extra["url"])
         return
     if files and records:
         f = files[0]

@@ -82,8 +82,25 @@ def _numeric(anns: list[dict[str, Any]], cfg: CocoConfig, width: float, height: 
     return out
 
 
+def check_size(image: dict[str, Any], width: int, height: int, name: str) -> tuple[str | None, str | None]:
+    """(why the record's width/height cannot be the file's, a note) - boxes are normalized by the record's size,
+    so it must be the file's, or the file a scaled copy (the same shape, within the rounding of both sides: people
+    shrink COCO's images and keep the JSON, whose boxes are then still right once normalized)."""
+    w, h = image.get("width"), image.get("height")
+    if w is None or h is None:
+        return None, None
+    if (w, h) == (width, height):
+        return None, None
+    if abs(width * h / w - height) < 0.5 * h / w + 0.5 and abs(height * w / h - width) < 0.5 * w / h + 0.5:
+        return None, f"the file is {width}x{height}, a scaled copy of the {w}x{h} the record says"
+    return (f"the image record ({image.get('id')}) says {w}x{h} but {name} is {width}x{height}: its boxes would be "
+            "normalized by the wrong size"), None  # fmt: skip
+
+
 def encode_sample(p: Pointer, data: bytes, *, cfg: CocoConfig) -> dict[str, bytes]:
     rec = read_record(p.meta["coco"])
+    if rec.get("error"):
+        raise BadInput(rec["error"], stage="annotations")
     anns = rec["annotations"]
     if not anns and not cfg.keep_empty and "boxes" in cfg.fields:
         raise BadInput("no annotations (--drop-empty)", stage="filter")
@@ -91,6 +108,9 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: CocoConfig) -> dict[str, byte
         data = inflate(data)
     img = prepare_image(data, resize_max_side=cfg.resize_max_side, quality=cfg.jpeg_quality)
     image = rec["image"]
+    problem, note = check_size(image, img.original_width, img.original_height, p.meta.get("name", p.key))
+    if problem:
+        raise BadInput(problem, stage="annotations")
     width, height = float(image.get("width") or img.original_width), float(image.get("height") or img.original_height)
     info = {
         "image": image,
@@ -98,7 +118,7 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: CocoConfig) -> dict[str, byte
         "captions": rec["captions"],
         "stored_width": img.width,
         "stored_height": img.height,
-        "fixes": list(img.fixes),
+        "fixes": list(img.fixes) + ([note] if note else []),
     }
     out = {"jpg": img.data, "json": json.dumps(info, sort_keys=True).encode()}
     if "boxes" in cfg.fields:
