@@ -20,6 +20,7 @@ manifest, quarantine, resume and byte-identical re-runs are the dataset jobs' ow
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -101,6 +102,14 @@ def _fn_identity(fn: Callable) -> dict[str, str]:
     return {"fn": name, "fn_sha256": hashlib.sha256((source + extra).encode()).hexdigest()}
 
 
+def _first_failure(encoder: UserEncoder, samples: list[Any]) -> str:
+    try:
+        encoder._one("k", samples[0])
+    except BadInput as e:
+        return str(e)
+    return "?"
+
+
 def _probe(fn: Callable, refs: list[Any], fields: Any, format: str) -> tuple[list[str], dict[str, str], int]:
     """fn on the first inputs (up to PROBE): the split's fields (given, or the first sample's), the manifest's
     fields (Arrow: the schema, inferred from all the samples made here), and the bytes of a sample."""
@@ -121,7 +130,15 @@ def _probe(fn: Callable, refs: list[Any], fields: Any, format: str) -> tuple[lis
     wanted = list(fields) if fields is not None else names
     encoder.fields = tuple(wanted)
     if format == "tar":
-        size = sum(len(v) for v in encoder._one("k", samples[0]).values() if isinstance(v, bytes))
+        for sample in samples:  # the size of the first sample that encodes (a bad one is its input's quarantine)
+            try:
+                size = sum(len(v) for v in encoder._one("k", sample).values() if isinstance(v, bytes))
+                break
+            except BadInput:
+                continue
+        else:
+            raise ConvertError(f"no sample of the first {min(PROBE, len(refs))} inputs encodes; first: "
+                               f"{_first_failure(encoder, samples)}")  # fmt: skip
         return wanted, {f: "user" for f in wanted}, size
     import pyarrow as pa
 
@@ -131,7 +148,14 @@ def _probe(fn: Callable, refs: list[Any], fields: Any, format: str) -> tuple[lis
         schema = {"id": "string", **fields}
         schema_from_json(schema)  # a type this project cannot read back is refused now
     else:
-        rows = [encoder._one(f"k{j}", s) for j, s in enumerate(samples) if sorted(s) == sorted(samples[0])]
+        rows = []
+        for j, sample in enumerate(samples):
+            if sorted(sample) == sorted(samples[0]):
+                with contextlib.suppress(BadInput):
+                    rows.append(encoder._one(f"k{j}", sample))
+        if not rows:
+            raise ConvertError(f"no sample of the first {min(PROBE, len(refs))} inputs makes a row; first: "
+                               f"{_first_failure(encoder, samples)}")  # fmt: skip
         inferred = pa.Table.from_pylist(rows).schema
         unknown = [f.name for f in inferred if "null" in str(f.type)]
         if unknown:

@@ -200,3 +200,25 @@ def test_a_function_of_the_users_script_works_as_the_readme_shows(folder, tmp_pa
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0 and "samples=36" in r.stdout, r.stderr[-2000:]
     assert read_manifest(str(tmp_path / "out" / "train"))["params"]["fn"] == "__main__:to_sample"
+
+
+def test_every_way_a_sample_can_break_the_writer_is_quarantined_naming_the_input(tmp_path):
+    """One shard, so a duplicate key meets its twin in the writer; a key too long for a tar name, a generator that
+    raises part-way, NaN and infinity in a field: each is this input's quarantine entry, and the job completes."""
+    rows = [(f"r{i:02d}", [1.0, 2.0]) for i in range(20)]
+    rows += [(n, []) for n in ("dup-a", "dup-b", "bad-long-key", "bad-nan-array", "bad-inf-json", "bad-generator")]
+    done = convert(rows, custom.row_sample, str(tmp_path), min_shards=1, max_bad_fraction=0.5)
+    q = list(map(json.loads, (tmp_path / "train" / "quarantine.jsonl").open()))
+    reasons = "\n".join(f"{e['source']}: {e['reason']}" for e in q)
+    assert "duplicate key: another sample of this split is also named dup" in reasons
+    assert "is 125 bytes, more than the 100 a tar name holds" in reasons
+    assert "('bad-nan-array', []): field 'npy' holds a NaN or an infinity" in reasons
+    assert "('bad-inf-json', []): field 'json' holds a NaN or an infinity" in reasons
+    assert "('bad-generator', []): the function raised OSError while yielding samples: the source went away" in reasons
+    assert (done.samples, done.quarantined) == (21, 5) and verify_split(str(tmp_path / "train")).ok
+
+
+def test_a_nan_label_is_quarantined_not_stored(tmp_path):
+    done = convert(range(20), custom.nan_label, str(tmp_path), fields=("cls", "txt"), max_bad_fraction=0.5)
+    assert (done.samples, done.quarantined) == (16, 4)
+    assert all(s["cls"] != b"nan" for s in read_samples(tmp_path / "train").values())

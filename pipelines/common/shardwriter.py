@@ -136,6 +136,19 @@ def _write_side_table(plan: Any, index: int, rows: list[tuple[str, bytes]]) -> s
     return path
 
 
+def _named(key: str, sample: Any, tar: bool) -> BadInput | None:
+    """A tar member is `<key>.<ext>` in a ustar name of at most 100 bytes: a longer one is this input's quarantine
+    reason, found before the writer would fail on it (and the job with it)."""
+    if not tar or not isinstance(sample, dict):
+        return None
+    for ext in sample:
+        name = f"{key}.{ext}".encode()
+        if len(name) > 100:
+            return BadInput(f"member name {key}.{ext} is {len(name)} bytes, more than the 100 a tar name holds: "
+                            "use a shorter key", stage="list")  # fmt: skip
+    return None
+
+
 def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) -> tuple[dict[str, Any], bool]:
     """Write shard `index` of a split from its pointers; return (progress record, whether it was reused).
 
@@ -164,6 +177,8 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
     expanded = [0]  # outcomes (samples or quarantine entries) beyond one per input
     made: dict[str, str] = {}  # key -> input, of samples a user's function named
 
+    tar = getattr(plan, "format", "tar") != "arrow"
+
     def samples() -> Iterator[tuple[str, dict[str, bytes]]]:
         for p in pointers:
             try:
@@ -175,6 +190,8 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
                 if checksums is not None and p.offset == 0:  # a whole file, for the watcher's ledger
                     checksums[p.url] = f"{google_crc32c.value(data):08x}"
                 sample = encode(p, data)
+                if tar and not isinstance(sample, Expanded) and (bad := _named(p.key, sample, tar)):
+                    raise bad
             except BadInput as e:
                 quarantine.append(quarantine_entry(key=p.key, source=_source(p), stage=e.stage, reason=str(e)))
                 if checksums is not None and e.stage == "read":  # not converted: the watcher tries it again
@@ -184,7 +201,11 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
                 expanded[0] += len(sample) - 1
                 for key, one in sample:
                     if not isinstance(one, BadInput) and key in keys:
-                        one = BadInput(f"duplicate key: another sample of this split is also named {key}", "convert")
+                        one = BadInput(
+                            f"duplicate key: another sample of this split is also named {key}", stage="convert"
+                        )
+                    if not isinstance(one, BadInput):
+                        one = _named(key, one, tar) or one
                     if isinstance(one, BadInput):
                         quarantine.append(
                             quarantine_entry(key=key, source=_source(p), stage=one.stage, reason=str(one))

@@ -53,6 +53,31 @@ def encode_field(ext: str, value: Any) -> bytes:
     raise BadInput(f"field {ext!r} is a {type(value).__name__}, which has no encoding as .{kind}", stage="encode")
 
 
+def check_finite(ext: str, value: Any) -> None:
+    """A NaN or infinity in a field is refused (BadInput): a label `nan` or a NaN feature reaches the model as a
+    loss of NaN, far from the input that caused it. Floats, float arrays, and the numbers inside lists and dicts."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, float | np.floating):
+        ok = math.isfinite(value)
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "fc":
+        ok = bool(np.isfinite(value).all())
+    elif isinstance(value, dict):
+        ok = True
+        for v in value.values():
+            check_finite(ext, v)
+    elif isinstance(value, list | tuple):
+        ok = True
+        for v in value:
+            check_finite(ext, v)
+    else:
+        ok = True
+    if not ok:
+        raise BadInput(f"field {ext!r} holds a NaN or an infinity", stage="convert")
+
+
 def samples_of(result: Any) -> list[Mapping[str, Any]]:
     """The samples a user's function returned: one dict, or an iterable of dicts."""
     if result is None:
@@ -61,7 +86,15 @@ def samples_of(result: Any) -> list[Mapping[str, Any]]:
         return [result]
     if isinstance(result, str | bytes) or not isinstance(result, Iterable):
         raise BadInput(f"the function returned a {type(result).__name__}, not a sample dict", stage="convert")
-    out = list(result)
+    try:
+        out = list(result)
+    except BadInput:
+        raise
+    except Exception as e:  # a generator that raised part-way: this input's quarantine reason
+        text = (str(e).strip().splitlines() or [""])[0][:300]
+        raise BadInput(
+            f"the function raised {type(e).__name__} while yielding samples: {text}", stage="convert"
+        ) from None
     for s in out:
         if not isinstance(s, Mapping):
             raise BadInput(f"the function yielded a {type(s).__name__}, not a sample dict", stage="convert")
@@ -145,6 +178,8 @@ class UserEncoder:
         got = sorted(k for k in s if k != "__key__" and not (self.format == "arrow" and k == "id"))
         if got != sorted(self.fields):
             raise BadInput(f"sample {key!r} has fields {got}; the split's are {sorted(self.fields)}", stage="convert")
+        for ext in got:
+            check_finite(ext, s[ext])
         if self.format == "arrow":  # a row; its key is the `id` column
             row = {"id": key, **{k: s[k] for k in self.fields}}
             if self.schema is not None:

@@ -44,9 +44,27 @@ def row_sample(row: tuple) -> dict:
         return {"npy": np.array([object()]), "json": {}}
     if name == "bad-key":
         return {"__key__": "has a space", "npy": np.zeros(2), "json": {}}
+    if name == "bad-long-key":
+        return {"__key__": "k" * 120, "npy": np.zeros(2), "json": {}}
+    if name == "bad-nan-array":
+        return {"__key__": name, "npy": np.array([1.0, np.nan], np.float32), "json": {}}
+    if name == "bad-inf-json":
+        return {"__key__": name, "npy": np.zeros(2), "json": {"score": float("inf")}}
+    if name == "bad-generator":
+        return _fails_part_way(name)
     if name.startswith("dup"):
         return {"__key__": "dup", "npy": np.zeros(2), "json": {}}
     return {"__key__": name, "npy": np.asarray(values, np.float32), "json": {"name": name, "n": len(values)}}
+
+
+def _fails_part_way(name: str):
+    yield {"__key__": f"{name}_0", "npy": np.zeros(2), "json": {}}
+    raise OSError("the source went away")
+
+
+def nan_label(n: int) -> dict:
+    """A classification sample whose label is NaN for every fifth input (a float label computed from missing data)."""
+    return {"__key__": f"s{n}", "cls": float("nan") if n % 5 == 0 else n % 3, "txt": f"sample {n}"}
 
 
 def expand(n: int) -> list[dict]:
