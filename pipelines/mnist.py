@@ -12,7 +12,7 @@ One input per image, (images file, labels file, index): the inputs are shuffled,
 from __future__ import annotations
 
 import functools
-import gzip
+import math
 import sys
 import zlib
 
@@ -37,25 +37,65 @@ class IdxError(ValueError):
     """An IDX file that is not what its name says: one line naming it."""
 
 
+MAX_SIDE = 4096  # an IDX image side larger than this is not MNIST-like data: refused before anything is allocated
+# images and labels compress ~5x (MNIST's train images: 9.9 MB -> 47 MB); a .gz that declares more than this many
+# times its own size is a decompression bomb, refused before it is inflated
+MAX_RATIO = 200
+
+
+def _gunzip(url: str, raw: bytes, size: int, head: int) -> bytes:
+    """The decompressed file, inflated no further than its dims declare (`size`) nor than MAX_RATIO times the .gz:
+    a small .gz that inflates to gigabytes never takes more memory than that."""
+    cap = min(size, head + MAX_RATIO * len(raw))
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(raw, cap + 1)
+    except zlib.error as e:
+        raise IdxError(f"{url}: not a complete gzip file ({e})") from None
+    if len(out) > cap:
+        if cap < size:
+            raise IdxError(f"{url}: inflates to more than {MAX_RATIO}x its {len(raw)} bytes (its dims declare "
+                           f"{size - head}): refused as a decompression bomb")  # fmt: skip
+        raise IdxError(f"{url}: more bytes after the header than its dims need ({size - head}): not an IDX file "
+                       "of these dims")  # fmt: skip
+    if not d.eof and len(out) < size:
+        raise IdxError(f"{url}: not a complete gzip file (it ends after {len(out)} decompressed bytes)")
+    return out
+
+
+def _dims(url: str, head: bytes, ndim: int) -> list[int]:
+    magic = int.from_bytes(head[:4], "big")
+    if len(head) < 4 + 4 * ndim or magic != MAGIC[ndim]:
+        raise IdxError(f"{url}: magic number {magic:#010x}, not {MAGIC[ndim]} (an IDX file of {ndim}-d unsigned bytes)")
+    dims = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if dims[0] < 1:
+        raise IdxError(f"{url}: holds no items (dims {dims})")
+    if any(not 1 <= d <= MAX_SIDE for d in dims[1:]):
+        raise IdxError(f"{url}: dims {dims}: an image side must be 1 to {MAX_SIDE} pixels")
+    return dims
+
+
 @functools.lru_cache(maxsize=4)
 def read_idx(url: str, ndim: int) -> np.ndarray:
-    """An IDX file of unsigned bytes with `ndim` dimensions (gunzipped if it ends in .gz), checked: magic, dims,
-    and that the bytes after the header are exactly what the dims promise."""
-    data = storage.read_bytes(url)
+    """An IDX file of unsigned bytes with `ndim` dimensions (gunzipped if it ends in .gz), checked: magic, dims
+    (whole numbers of items and pixels, their product in Python integers: no overflow), and that the bytes after
+    the header are exactly what the dims promise - decompressing no more than that."""
+    raw = storage.read_bytes(url)
+    head_size = 4 + 4 * ndim
     if url.endswith(".gz"):
         try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as e:
-            raise IdxError(f"{url}: not a complete gzip file ({e})") from None
-    magic = int.from_bytes(data[:4], "big")
-    if magic != MAGIC[ndim]:
-        raise IdxError(f"{url}: magic number {magic:#010x}, not {MAGIC[ndim]} (an IDX file of {ndim}-d unsigned bytes)")
-    head = 4 + 4 * ndim
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    want = int(np.prod(dims))
-    if len(data) - head != want:
-        raise IdxError(f"{url}: {len(data) - head} bytes after the header, its dims {dims} need {want} (truncated?)")
-    return np.frombuffer(data, np.uint8, count=want, offset=head).reshape(dims)
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, head_size)
+        except zlib.error as e:
+            raise IdxError(f"{url}: not a gzip file ({e})") from None
+    else:
+        head = raw[:head_size]
+    dims = _dims(url, head, ndim)
+    want = math.prod(dims)
+    data = _gunzip(url, raw, head_size + want, head_size) if url.endswith(".gz") else raw
+    if len(data) - head_size != want:
+        raise IdxError(f"{url}: {len(data) - head_size} bytes after the header, its dims {dims} need {want} "
+                       "(truncated?)")  # fmt: skip
+    return np.frombuffer(data, np.uint8, count=want, offset=head_size).reshape(dims)
 
 
 def sample(ref: list) -> dict:
@@ -93,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(e))
         if n != m:
             p.error(f"split {split}: {images} holds {n} images but {labels} {m} labels")
+        top = int(read_idx(labels, 1).max())
+        if top >= len(CLASSES[args.variant]):
+            at = int(np.argmax(read_idx(labels, 1)))
+            p.error(f"{labels}: label {top} at item {at} is not a class of {args.variant} (0 to "
+                    f"{len(CLASSES[args.variant]) - 1})")  # fmt: skip
         refs = [[images, labels, i, split, args.format] for i in range(n)]
         status = convert_split(p, job, beam_args, refs, sample, split=split, fields=[args.format, "cls"],
                                classes=CLASSES[args.variant], dataset="mnist")  # fmt: skip

@@ -9,6 +9,7 @@ import io
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,60 @@ def test_malformed_idx_files_are_one_line_errors_naming_the_file(files, message,
         shutil.copy(DATA / "mnist" / src, inp / (name or Path(src).name))
     r = run("mnist", inp, tmp_path / "out", "--splits", "test", check=False)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
+
+
+def _idx(dims: list[int], data: bytes, magic: int = 2051) -> bytes:
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims) + data
+
+
+def _gz_bomb() -> bytes:
+    """A ~1 MB .gz of an IDX file that declares and holds 1 GiB of images, compressed in 1 MiB steps (this
+    process never holds the gigabyte)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [z.compress(_idx([2**20, 32, 32], b""))]
+    zeros = bytes(2**20)
+    parts += [z.compress(zeros) for _ in range(2**10)]
+    return b"".join([*parts, z.flush()])
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (_idx([10, 0, 0], b""), "dims [10, 0, 0]: an image side must be 1 to 4096 pixels"),
+        (_idx([0, 28, 28], b""), "holds no items"),
+        (_idx([2**32 - 1, 4096, 4096], bytes(100)), "bytes after the header, its dims [4294967295, 4096, 4096] need "
+         "72057594021150720"),
+        ("bomb", "refused as a decompression bomb"),
+        (gzip.compress(_idx([10, 28, 28], bytes(28 * 28 * 10 + 5))), "more bytes after the header than its dims need"),
+    ],
+)  # fmt: skip
+def test_idx_dims_are_checked_before_anything_is_allocated_or_inflated(images, message, tmp_path):
+    """Empty images, dims whose product overflows int64, a 1 GB .gz bomb, trailing bytes: one line, exit 2."""
+    import os
+
+    inp = tmp_path / "raw"
+    inp.mkdir()
+    images = _gz_bomb() if images == "bomb" else images
+    gz = images[:2] == b"\x1f\x8b"
+    (inp / ("t10k-images-idx3-ubyte" + (".gz" if gz else ""))).write_bytes(images)
+    (inp / "t10k-labels-idx1-ubyte").write_bytes(_idx([10], bytes(10), magic=2049))
+    cmd = [sys.executable, "-m", "pipelines", "mnist", "--input", str(inp), "--output", str(tmp_path / "out"),
+           "--splits", "test"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert usage.ru_maxrss < 900_000  # KB (it counts from the forking test process): never the 1 GiB of the bomb
+
+
+def test_a_label_outside_the_classes_is_a_one_line_error(tmp_path):
+    inp = tmp_path / "raw"
+    inp.mkdir()
+    (inp / "t10k-images-idx3-ubyte").write_bytes(_idx([3, 2, 2], bytes(12)))
+    (inp / "t10k-labels-idx1-ubyte").write_bytes(_idx([3], bytes([1, 200, 2]), magic=2049))
+    r = run("mnist", inp, tmp_path / "out", "--splits", "test", check=False)
+    assert r.returncode == 2 and "t10k-labels-idx1-ubyte: label 200 at item 1 is not a class of mnist" in r.stderr
 
 
 def test_cifar10_fakes_in_both_published_layouts_equal_their_arrays(tmp_path):
