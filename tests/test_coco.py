@@ -186,3 +186,31 @@ def test_records_that_disagree_with_their_file_or_cannot_be_stored_are_quarantin
     assert m["source"]["inputs_seen"] == m["num_samples"] + len(q) and verify_split(str(out / "validation")).ok
     got = read_samples(out / "validation")
     assert not {f"{i:012d}" for i in [*ids[:3], 999]} & set(got) and f"{ids[3]:012d}" in got
+
+
+def test_a_zip_member_that_inflates_past_what_a_sample_can_be_is_quarantined_not_inflated(tmp_path):
+    """val2017.zip rebuilt with one image replaced by a deflated member of 100 MiB of zeros (~100 KB stored): the
+    writer stops inflating at 200x its size and quarantines it naming the member; the other images convert."""
+    import zipfile
+
+    root = raw.write_zips(tmp_path / "raw")
+    zpath = root / "val2017.zip"
+    with zipfile.ZipFile(zpath) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    bomb = sorted(members)[0]
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            if name != bomb:
+                z.writestr(name, data)
+                continue
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with z.open(info, "w", force_zip64=True) as w:
+                for _ in range(100):
+                    w.write(bytes(1 << 20))
+    assert zpath.stat().st_size < 1 << 20
+    out = tmp_path / "out"
+    run_job(root, out, "--splits", "validation")
+    (q,) = [json.loads(x) for x in (out / "validation" / "quarantine.jsonl").read_text().splitlines()]
+    assert q["source"].endswith(f"val2017.zip:{bomb}") and "refused as a decompression bomb" in q["reason"]
+    assert read_manifest(str(out / "validation"))["num_samples"] == len(members) - 1

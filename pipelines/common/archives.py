@@ -10,7 +10,7 @@ from typing import IO, NamedTuple
 
 from pipelines.common.images import BadInput
 
-__all__ = ["ZipMember", "inflate", "zip_members"]
+__all__ = ["MAX_INFLATED", "MAX_RATIO", "ZipMember", "inflate", "zip_members"]
 
 
 class ZipMember(NamedTuple):
@@ -38,9 +38,23 @@ def zip_members(f: IO[bytes], url: str, accept: Callable[[str], bool]) -> Iterat
             yield ZipMember(info.filename, start, info.compress_size, info.compress_type == zipfile.ZIP_DEFLATED)
 
 
+MAX_RATIO = 200  # images and audio barely compress (~1x), annotations ~10x; a member past 200x is a bomb
+MAX_INFLATED = 1 << 30  # no sample member of any dataset here comes near 1 GiB
+
+
 def inflate(data: bytes) -> bytes:
-    """A deflated zip member's bytes, inflated; BadInput (stage "read") when they will not inflate."""
+    """A deflated zip member's bytes, inflated - no further than MAX_RATIO times its compressed size nor
+    MAX_INFLATED: a 2 MB member that would inflate to gigabytes is this input's quarantine reason (BadInput, stage
+    "read"), found with at most that much memory; so is a member that will not inflate."""
+    cap = min(MAX_INFLATED, MAX_RATIO * max(len(data), 1))
+    d = zlib.decompressobj(-15)
     try:
-        return zlib.decompress(data, -15)
+        out = d.decompress(data, cap + 1)
     except zlib.error as e:
         raise BadInput(f"zip member will not inflate: {e}", stage="read") from None
+    if len(out) > cap:
+        raise BadInput(f"zip member inflates to more than {cap} bytes from {len(data)} ({MAX_RATIO}x at most, "
+                       f"{MAX_INFLATED >> 20} MiB at most): refused as a decompression bomb", stage="read")  # fmt: skip
+    if not d.eof:
+        raise BadInput("zip member will not inflate: its deflate stream ends early (truncated)", stage="read")
+    return out
