@@ -17,6 +17,7 @@ import io
 import pickle
 import sys
 import tarfile
+import zlib
 
 import numpy as np
 
@@ -37,25 +38,46 @@ SAFE = {
 }  # fmt: skip  (protocol-2 pickles written by Python 3 store bytes through it)
 
 
+MAX_BATCH = 256 << 20  # a batch of CIFAR-10 (or CIFAR-100) is ~31-155 MB
+
+
 class BatchError(ValueError):
     """A CIFAR batch that is not what CIFAR-10 publishes: one line naming the file."""
+
+
+def _latin1(text: object, encoding: object = "latin1") -> bytes:
+    """The only `_codecs.encode` a batch needs: a str of the pickle's own bytes back to bytes (1 byte per
+    character, so never more than the pickle holds). Nested calls or other codecs (hex, base64: each doubles the
+    size, and 30 nested calls in a 785-byte pickle made 533 MB) are refused."""
+    if not isinstance(text, str) or str(encoding).lower().replace("-", "").replace("_", "") != "latin1":
+        raise pickle.UnpicklingError("refuses _codecs.encode other than a string as latin1 (a CIFAR batch's bytes)")
+    return text.encode("latin1")
 
 
 class _Arrays(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in SAFE:
             raise pickle.UnpicklingError(f"refuses to build {module}.{name} (a CIFAR batch holds arrays only)")
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1
         return super().find_class(module, name)
 
 
 def _member(url: str, member: str) -> bytes:
     if not member:
         return storage.read_bytes(url)
-    with storage.open_read(url) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
-        got = tar.extractfile(member)
-        if got is None:
-            raise BatchError(f"{url}: {member} is not a file in the archive")
-        return got.read()
+    try:
+        with storage.open_read(url) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
+            got = tar.extractfile(member)
+            if got is None:
+                raise BatchError(f"{url}: {member} is not a file in the archive")
+            if got.size > MAX_BATCH:
+                raise BatchError(f"{url}: {member} is {got.size} bytes; a CIFAR batch is about 31 MB")
+            return got.read()
+    except (EOFError, OSError, tarfile.TarError, zlib.error) as e:
+        raise BatchError(
+            f"{url}: the archive ends early or is damaged reading {member} ({type(e).__name__}: {e})"
+        ) from None
 
 
 @functools.lru_cache(maxsize=6)
@@ -73,10 +95,18 @@ def read_batch(url: str, member: str = "") -> tuple[np.ndarray, np.ndarray]:
     except Exception as e:
         raise BatchError(f"{name}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
     d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()} if isinstance(d, dict) else {}
-    pixels, labels = np.asarray(d.get("data")), np.asarray(d.get("labels"))
+    raw_labels = d.get("labels")
+    if not isinstance(d.get("data"), np.ndarray) or not isinstance(raw_labels, list | np.ndarray):
+        raise BatchError(f"{name}: not a CIFAR-10 python batch (its 'data' is not an array or 'labels' not a list)")
+    if isinstance(raw_labels, list) and not all(isinstance(x, int) for x in raw_labels):
+        raise BatchError(f"{name}: its labels are not whole numbers")
+    pixels, labels = d["data"], np.asarray(raw_labels)
     if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072 or labels.shape != (len(pixels),):
         raise BatchError(f"{name}: data is {pixels.dtype} {list(pixels.shape)} with {labels.size} labels; CIFAR-10 "
                          "batches hold N x 3072 uint8 and N labels")  # fmt: skip
+    if labels.size and not (labels.min() >= 0 and labels.max() < len(CLASSES)):
+        raise BatchError(f"{name}: label {int(labels.max() if labels.max() >= len(CLASSES) else labels.min())} is not "
+                         "a CIFAR-10 class (0 to 9)")  # fmt: skip
     return pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
 
 
@@ -93,9 +123,12 @@ def _batches(root: str) -> dict[str, list[tuple[str, str]]]:
     for url in storage.walk(root):
         base = url.rsplit("/", 1)[-1]
         if base.endswith((".tar.gz", ".tgz", ".tar")):
-            with storage.open_read(url) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
-                for m in tar.getmembers():
-                    found.setdefault(m.name.rsplit("/", 1)[-1], (url, m.name))
+            try:
+                with storage.open_read(url) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
+                    for m in tar.getmembers():
+                        found.setdefault(m.name.rsplit("/", 1)[-1], (url, m.name))
+            except (EOFError, OSError, tarfile.TarError, zlib.error) as e:
+                raise BatchError(f"{url}: the archive ends early or is damaged ({type(e).__name__}: {e})") from None
         else:
             found.setdefault(base, (url, ""))
     out = {}
@@ -116,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="image field: npy (32 x 32 x 3 uint8: nothing to decode when read; default) or png")  # fmt: skip
     args = p.parse_args(ours)
     job = job_options(args, beam_args)
-    batches = _batches(job.input)
+    try:
+        batches = _batches(job.input)
+    except BatchError as e:
+        p.error(str(e))
     for split in job.splits:
         if split not in BATCHES:
             p.error(f"unknown split {split!r}; CIFAR-10 has {', '.join(BATCHES)}")

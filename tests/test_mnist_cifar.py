@@ -244,3 +244,28 @@ def test_cifar10_batches_of_the_wrong_shape_are_one_line_errors(tmp_path):
     evil.write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")  # a pickle that runs a command
     r = run("cifar10", tmp_path / "raw", tmp_path / "out", "--splits", "train", check=False)
     assert r.returncode == 2 and "refuses to build os.system" in r.stderr and "pwned" not in r.stdout
+
+
+@pytest.mark.parametrize("codec, nested", [("hex_codec", 1), ("base64", 1), ("latin1", 2)])
+def test_a_cifar_pickle_that_grows_through_codecs_is_refused(codec, nested, tmp_path):
+    """`_codecs.encode` nested (each level of hex or base64 doubles the bytes: 30 levels of a 785-byte pickle made
+    533 MB) builds nothing but a string's own bytes: anything else is a one-line error."""
+    inp = tmp_path / "raw" / "cifar-10-batches-py"
+    inp.mkdir(parents=True)
+    shutil.copytree(DATA / "cifar10" / "tfds-py" / "cifar-10-batches-py", inp, dirs_exist_ok=True)
+    core = b"Vaa\n" if nested == 2 else b"C\x02aa"
+    bomb = b"\x80\x02}(Vdata\n" + b"c_codecs\nencode\n(" * nested + core
+    bomb += f"V{codec}\ntR".encode() * nested + b"u."
+    (inp / "data_batch_1").write_bytes(bomb)
+    r = run("cifar10", tmp_path / "raw", tmp_path / "out", "--splits", "train", check=False)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "data_batch_1: not a CIFAR-10 python batch" in r.stderr and "refuses _codecs.encode" in r.stderr
+
+
+def test_a_truncated_cifar_archive_is_a_one_line_error_naming_it(tmp_path):
+    archive = raw_cifar.write_tar_gz(tmp_path / "raw")
+    archive = archive if archive.is_file() else next((tmp_path / "raw").glob("*.tar.gz"))
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    r = run("cifar10", tmp_path / "raw", tmp_path / "out", check=False)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"{archive}: the archive ends early or is damaged" in r.stderr
