@@ -214,3 +214,14 @@ def test_a_zip_member_that_inflates_past_what_a_sample_can_be_is_quarantined_not
     (q,) = [json.loads(x) for x in (out / "validation" / "quarantine.jsonl").read_text().splitlines()]
     assert q["source"].endswith(f"val2017.zip:{bomb}") and "refused as a decompression bomb" in q["reason"]
     assert read_manifest(str(out / "validation"))["num_samples"] == len(members) - 1
+
+
+def test_a_segmentation_nested_100k_deep_is_a_one_line_error_not_gigabytes(tmp_path):
+    root = raw.write_folders(tmp_path / "raw")
+    path = root / "annotations" / "instances_val2017.json"
+    text = path.read_text()
+    deep = '"segmentation": ' + "[" * 100_000 + "]" * 100_000 + ', "x": '
+    path.write_text(text.replace('"segmentation": ', deep, 1))
+    r = run_job(root, tmp_path / "out", "--splits", "validation", check=False)
+    assert r.returncode == 2 and "instances_val2017.json: JSON nested deeper than 64 levels at byte" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

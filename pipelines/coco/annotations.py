@@ -46,8 +46,12 @@ def iter_items(f: IO[bytes], section: str, url: str) -> Iterator[dict[str, Any]]
     """The items of one top-level array (`images`, `annotations`, `categories`), one at a time."""
     import ijson
 
+    from pipelines.common.jsondepth import DepthChecked, NestingError
+
     try:
-        yield from ijson.items(f, f"{section}.item", use_float=True)
+        yield from ijson.items(DepthChecked(f, url), f"{section}.item", use_float=True)
+    except NestingError as e:
+        raise JsonError(str(e)) from None
     except ijson.JSONError as e:
         raise JsonError(f"{url}: malformed JSON while reading {section!r}: {e}") from None
 
