@@ -15,7 +15,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from loaders.cache import DEFAULT_STREAMS, ShardCache
-from loaders.elastic import check_state, fingerprint
+from loaders.elastic import check_state, data_digest, fingerprint
 from loaders.integrity import Verifier
 from loaders.mixture import Mixture, Source, open_sources
 from loaders.plan import consumed_after, plan_epoch
@@ -352,6 +352,7 @@ class DaliLoader:
             "generations": list(self.generations),
             "consumed": [list(x) for x in (self._base if self.epoch == self._base_epoch else [])],
             "mixture": fingerprint(self.specs, self.epoch_size, self.open_shards),
+            "data": [data_digest(m) for m in self.manifests],
             "dali": self._pipe.checkpoint() if self._pipe is not None else self._checkpoint,
         }
 
@@ -360,20 +361,41 @@ class DaliLoader:
         generations = state.get("generations", [state.get("generation", 0)])
         if generations != self.generations:  # the epoch was planned over those generations
             self._open(generations)
+        data = [data_digest(m) for m in self.manifests]
+        if "data" in state and state["data"] != data:
+            changed = [split_url_of(s.url) for s, a, b in zip(self.specs, state["data"], data, strict=False) if a != b]
+            raise ValueError(
+                f"state was saved over other data than {', '.join(changed) or 'these sources'} holds now (its shards "
+                "differ: the split was replaced at the same URL since); it cannot resume here - start a new epoch"
+            )
         self.epoch = state["epoch"]
         consumed = [(int(a), int(b)) for a, b in state.get("consumed", [])]
         if state["world_size"] == self.world_size:
             if state["rank"] != self.rank:
                 raise ValueError(f"state was saved by rank {state['rank']} of {self.world_size}; this is rank "
                                  f"{self.rank} (give each rank its own state, or any one on a new number of ranks)")  # fmt: skip
+            if state["batch_size"] != self.batch_size:
+                raise ValueError(f"state was saved with batch_size={state['batch_size']}, this loader has "
+                                 f"batch_size={self.batch_size}")  # fmt: skip
             self._base, self._consumed, self._checkpoint = consumed, state["batch"], state["dali"]
         else:  # elastic: what the old ranks read together is consumed; the rest is cut anew for these ranks
             total = sum(p.take for p in self._plans)
+            if any(not 0 <= a < b <= total for a, b in consumed):
+                raise ValueError(
+                    f"state's consumed intervals {consumed[:3]}... lie outside the epoch's {total} samples"
+                )
+            left = total - sum(b - a for a, b in consumed)
+            if state["batch"] * state["batch_size"] > left // state["world_size"]:
+                raise ValueError(f"state's batch {state['batch']} is past the end of its epoch ({left // state['world_size']}"
+                                 f" samples per rank of {state['world_size']}): not a state this split can give")  # fmt: skip
             self._base = consumed_after(total, consumed, state["world_size"], state["batch"] * state["batch_size"])
             self._consumed, self._checkpoint = 0, None  # DALI's random state was the old rank's: start afresh
         self._base_epoch = self.epoch
         self._pipe = None
         self._plan_for(self.epoch)
+        if self._consumed > self.batches_per_epoch:
+            raise ValueError(f"state's batch {state['batch']} is past the end of its epoch ({self.batches_per_epoch} "
+                             "batches): not a state this split and these options can give")  # fmt: skip
 
 
 def _refuse_unpinned(specs, manifests, rank: int, world_size: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_state", "fingerprint", "merge_states"]
+__all__ = ["data_digest", "check_state_shape", "check_state", "fingerprint", "merge_states"]
 
 
 def fingerprint(specs: Sequence[Any], epoch_size: int | None, open_shards: int) -> dict[str, Any]:
@@ -23,8 +23,38 @@ def fingerprint(specs: Sequence[Any], epoch_size: int | None, open_shards: int) 
     }
 
 
+def data_digest(manifest: dict[str, Any]) -> str:
+    """What identifies the samples a manifest holds: its shards' checksums, in order. A split replaced at the same
+    URL (re-converted, or another dataset) has another digest, so a state saved over the old one is refused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in manifest["shards"]:
+        h.update(f"{s['path']} {s['sha256']} {s['num_samples']}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def check_state_shape(state: Any) -> None:
+    """ValueError naming the key when a state is not one a loader saved (a hand-edited or corrupted one)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"state must be the dict state_dict() returned, not a {type(state).__name__}")
+    for k in ("epoch", "batch", "batch_size", "seed", "world_size", "rank"):
+        if k not in state:
+            raise ValueError(f"state lacks {k!r}: not a state a loader saved")
+        if not _whole(state[k]) and not (k == "seed" and isinstance(state[k], int)):
+            raise ValueError(f"state's {k} is {state[k]!r}, not a whole number >= 0")
+    if state["batch_size"] < 1 or state["world_size"] < 1 or state["rank"] >= state["world_size"]:
+        raise ValueError(f"state's batch_size {state['batch_size']}, world_size {state['world_size']} and rank "
+                         f"{state['rank']} do not fit together")  # fmt: skip
+
+
 def check_state(state: dict[str, Any], seed: int, mine: dict[str, Any]) -> None:
     """ValueError naming what differs when `state` is from another seed, mixture or epoch size."""
+    check_state_shape(state)
     if state["seed"] != seed:
         raise ValueError(f"state was saved with seed={state['seed']}, this loader has seed={seed}")
     theirs = state.get("mixture")

@@ -277,3 +277,36 @@ def test_bad_loader_arguments_are_clear_errors(split):
     r = subprocess.run([sys.executable, "-m", "loaders.stream", "imagenet", str(split), "--batch-size", "1000"],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "batch_size=1000" in r.stderr, r.stderr
+
+
+def test_a_state_is_refused_when_the_split_was_replaced_or_the_state_is_not_one_a_loader_gave(split, tmp_path):
+    import shutil
+
+    here = tmp_path / "train"
+    shutil.copytree(split, here)
+    kwargs = dict(batch_size=8, train=False, image_size=32, device="cpu", seed=11)
+    a = imagenet_dali(str(here), **kwargs)
+    it = iter(a)
+    next(it)
+    state = a.state_dict()
+    for bad, message in [
+        ({**state, "batch": -5}, "state's batch is -5, not a whole number"),
+        ({**state, "batch": 10**9}, "state's batch 1000000000 is past the end of its epoch"),
+        ({**state, "world_size": 2, "batch": 10**9}, "past the end of its epoch"),
+        ({**state, "rank": 3}, "do not fit together"),
+        ({**state, "batch_size": 4}, "state was saved with batch_size=4"),
+        ({k: v for k, v in state.items() if k != "epoch"}, "state lacks 'epoch'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            imagenet_dali(str(here), **kwargs).load_state_dict(bad)
+    # the split at the same URL replaced by other data (the same sample count: the plan alone would not notice)
+    shutil.rmtree(here)
+    m = json.loads((split / "manifest.json").read_text())
+    entries = []
+    for s, entry in enumerate(m["shards"]):
+        samples = [(f"z{s}_{i}", {"jpg": photo_jpeg(500 + s * 20 + i, size=(64, 48)), "cls": b"1", "json": b"{}"})
+                   for i in range(entry["num_samples"])]  # fmt: skip
+        entries.append(write_tar_shard(str(here), s, samples))
+    write_manifest(str(here), {**m, "shards": entries})
+    with pytest.raises(ValueError, match=r"state was saved over other data than .*train holds now"):
+        imagenet_dali(str(here), **kwargs).load_state_dict(state)
