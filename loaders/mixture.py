@@ -80,7 +80,9 @@ def _subset(sizes: Sequence[int], subset: float | int, seed: int, s: int, url: s
 def source_plans(
     sources: Sequence[Source], sizes: Sequence[Sequence[int]], *, seed: int, epoch_size: int | None
 ) -> list[SourcePlan]:
-    """Each source's samples per epoch (weights or counts, scaled to `epoch_size`, rounded to add up exactly)."""
+    """Each source's samples per epoch: with `epoch_size`, weights are shares of what the `samples=` sources leave
+    (rounded to add up exactly); without it, every sample of each weighted source once (weights then change
+    nothing: the interleave is even in proportion to what each source gives)."""
     members = [_subset(sz, s.subset, seed, i, s.url) if s.subset is not None else None
                for i, (s, sz) in enumerate(zip(sources, sizes, strict=True))]  # fmt: skip
     counts = [len(m[0]) if m is not None else int(sum(sz)) for m, sz in zip(members, sizes, strict=True)]
@@ -103,7 +105,9 @@ def source_plans(
     if weighted and share < 0:
         raise ValueError(f"epoch_size={total} is smaller than the sources' fixed samples ({sum(fixed.values())})")
     takes = dict(fixed)
-    if weighted:  # largest remainder: the takes add up to the epoch exactly
+    if weighted and epoch_size is None:  # no epoch size: every sample of every weighted source, once
+        takes.update((i, counts[i]) for i in weighted)
+    elif weighted:  # largest remainder: the takes add up to the epoch exactly
         exact = [share * w / sum(weights) for w in weights]
         floor = [math.floor(x) for x in exact]
         for j in sorted(range(len(exact)), key=lambda j: floor[j] - exact[j])[: share - sum(floor)]:

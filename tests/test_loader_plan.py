@@ -50,7 +50,8 @@ def test_epochs_reshuffle_seeds_repeat_and_a_batch_mixes_shards():
 )
 def test_mixture_proportions_follow_the_weights_and_no_sample_repeats(sources, seed, epoch):
     specs = [Source(f"s{i}", weight=w, repeat=True) for i, (_, w) in enumerate(sources)]
-    plans = source_plans(specs, [sz for sz, _ in sources], seed=seed, epoch_size=None)
+    size = sum(sum(sz) for sz, _ in sources)  # weights are shares of an epoch_size (without it: every sample once)
+    plans = source_plans(specs, [sz for sz, _ in sources], seed=seed, epoch_size=size)
     src, shard, sample = epoch_order(plans, seed=seed, epoch=epoch, open_shards=8)
     total = len(src)
     assert total == sum(sum(sz) for sz, _ in sources)
@@ -121,7 +122,11 @@ def test_subset_is_fixed_and_seeded():
         ([Source("a", weight=-1), Source("b")], {}, "a: weight=-1 must be a number >= 0"),
         ([Source("a", weight=float("nan")), Source("b")], {}, "a: weight=nan"),
         ([Source("a", weight=0), Source("b", weight=0)], {}, "weights of .* are all 0"),
-        ([Source("a"), Source("b", weight=9)], {}, "b: .* samples per epoch are asked of a source of 20; set repeat"),
+        (
+            [Source("a"), Source("b", weight=9)],
+            {"epoch_size": 40},
+            "b: 36 samples per epoch are asked of a source of 20; set repeat",
+        ),
         ([Source("a", subset=1.5)], {}, "a: subset=1.5 must be a fraction"),
         ([Source("a", samples=50), Source("b")], {"epoch_size": 40}, "smaller than the sources' fixed samples"),
     ],
@@ -131,3 +136,14 @@ def test_bad_mixtures_are_clear_errors(sources, kwargs, message):
         source_plans(sources, [[10, 10]] * len(sources), seed=0, epoch_size=kwargs.get("epoch_size"))
     with pytest.raises(ValueError, match="the source has no samples"):
         source_plans([Source("empty")], [[0]], seed=0, epoch_size=None)
+
+
+@pytest.mark.parametrize("weights", [(0.5, 0.3, 0.2), (1, 1, 1), (None, None, None), (9, 0.1, 3)])
+def test_without_epoch_size_an_epoch_is_every_sample_of_every_source_once_whatever_the_weights(weights):
+    sizes = [[121, 121], [80, 80], [60, 60]]  # 242, 160 and 120 samples
+    sources = [Source(f"s{i}", weight=w) for i, w in enumerate(weights)]
+    plans = source_plans(sources, sizes, seed=0, epoch_size=None)
+    assert [p.take for p in plans] == [242, 160, 120]
+    p = plan_epoch(plans, seed=0, epoch=0, world_size=1, rank=0)
+    pairs = set(zip(p.shard.tolist(), p.sample.tolist(), strict=True))
+    assert len(p) == len(pairs) == 522  # every sample once
