@@ -32,7 +32,7 @@ from typing import Any
 
 from pipelines.common.images import BadInput
 from pipelines.common.records import Pointer
-from pipelines.common.usersamples import UserEncoder, samples_of
+from pipelines.common.usersamples import UserEncoder, _OutOfTime, _time_limit, samples_of
 from shards import storage
 from shards.units import parse_size
 
@@ -110,7 +110,9 @@ def _first_failure(encoder: UserEncoder, samples: list[Any]) -> str:
     return "?"
 
 
-def _probe(fn: Callable, refs: list[Any], fields: Any, format: str) -> tuple[list[str], dict[str, str], int]:
+def _probe(
+    fn: Callable, refs: list[Any], fields: Any, format: str, timeout: float | None = None
+) -> tuple[list[str], dict[str, str], int]:
     """fn on the first inputs (up to PROBE): the split's fields (given, or the first sample's), the manifest's
     fields (Arrow: the schema, inferred from all the samples made here), and the bytes of a sample."""
     encoder = UserEncoder(fn, (), format=format)
@@ -118,7 +120,10 @@ def _probe(fn: Callable, refs: list[Any], fields: Any, format: str) -> tuple[lis
     samples: list[Any] = []
     for i, ref in enumerate(refs[:PROBE]):
         try:
-            samples += samples_of(fn(ref))
+            with _time_limit(timeout):
+                samples += samples_of(fn(ref))
+        except _OutOfTime:
+            errors.append(f"input #{i}: the function did not finish within {timeout:g}s (input_timeout)")
         except BadInput as e:
             errors.append(f"input #{i}: {e}")
         except Exception as e:
@@ -183,6 +188,7 @@ def convert(
     runner_args: Sequence[str] = (),
     storage_options: dict[str, dict[str, Any]] | None = None,
     writer_processes: int | None = None,
+    input_timeout: float | None = 600.0,
 ) -> Converted:
     """Convert `inputs` with `fn` into `<output>/<split>/` (a WebDataset tar split, or Arrow with format="arrow"),
     on Beam's local runner by default or the runner `runner_args` name. Raises ConvertError on bad arguments, on
@@ -190,7 +196,8 @@ def convert(
     `max_bad_fraction` allows, a key given twice); returns where the split is and its counts.
 
     fields: the tar fields (extensions) every sample has, or for Arrow {column: type}; default: the first
-    sample's. classes: label names recorded in the manifest (for `cls`)."""
+    sample's. classes: label names recorded in the manifest (for `cls`). input_timeout: seconds `fn` may take on
+    one input before that input is quarantined (None: no limit)."""
     from pipelines.common.options import beam_pipeline_options, is_local_runner, use_storage_options
 
     if format not in ("tar", "arrow"):
@@ -206,7 +213,9 @@ def convert(
             pickle.dumps(ref, protocol=4)
         except Exception as e:
             raise ConvertError(f"input #{i} ({repr(ref)[:100]}) must be picklable: {type(e).__name__}: {e}") from None
-    names, schema, per_sample = _probe(fn, refs, fields, format)
+    if input_timeout is not None and not (isinstance(input_timeout, int | float) and 0 < input_timeout < math.inf):
+        raise ConvertError(f"input_timeout must be a number of seconds > 0 (or None), not {input_timeout!r}")
+    names, schema, per_sample = _probe(fn, refs, fields, format, input_timeout)
     output = output.rstrip("/")
     size = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
     shards = max(min_shards, math.ceil(per_sample * len(refs) / size))
@@ -228,7 +237,10 @@ def convert(
     _ = (
         pipeline
         | "Inputs" >> beam.Create(chunks).with_output_types(Pointers)
-        | WriteSplit(plan, UserEncoder(fn, names, format=format, schema=schema if format == "arrow" else None))
+        | WriteSplit(
+            plan,
+            UserEncoder(fn, names, format=format, schema=schema if format == "arrow" else None, timeout=input_timeout),
+        )
     )
     try:
         pipeline.run().wait_until_finish()

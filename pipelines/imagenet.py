@@ -180,7 +180,9 @@ def _folder_layout(root: str, names: set[str], cfg: ImageNetConfig, splits: tupl
     return Layout("folders", units)
 
 
-def detect_layout(root: str, cfg: ImageNetConfig, splits: tuple[str, ...] = ("train", "validation")) -> Layout:
+def detect_layout(
+    root: str, cfg: ImageNetConfig, splits: tuple[str, ...] = ("train", "validation"), *, required: bool = True
+) -> Layout:
     """Tell the layout from what is under `root` and list the work units of each requested split found."""
     names = set(storage.listdir(root))
     if TRAIN_TAR in names or VAL_TAR in names:
@@ -193,7 +195,7 @@ def detect_layout(root: str, cfg: ImageNetConfig, splits: tuple[str, ...] = ("tr
         layout = None
     if layout is not None:
         missing = [s for s in splits if s not in layout.units]
-        if missing:
+        if missing and (required or len(missing) == len(splits)):
             raise LayoutError(
                 f"{root} ({layout.name} layout) has no {missing}; found {sorted(layout.units) or 'nothing'}"
             )
@@ -352,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         val_labels=args.val_labels,
     )
     try:
-        layout = detect_layout(job.input, cfg, job.splits)
+        layout = detect_layout(job.input, cfg, job.splits, required=job.splits_given)
+        job = job.present(layout.units)
         watched = _watched(layout, job.input) if args.watch else None
     except (LayoutError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -90,19 +90,19 @@ def schema(level: str):
     )
 
 
-def detect_files(root: str, splits: tuple[str, ...]) -> dict[str, list[str]]:
+def detect_files(root: str, splits: tuple[str, ...], *, required: bool = True) -> dict[str, list[str]]:
     files: dict[str, list[str]] = {}
     for url in storage.walk(root):
         m = _FILE.match(url.rsplit("/", 1)[-1])
         if m:
             files.setdefault(m.group(1), []).append(url)
     missing = [s for s in splits if s not in files]
-    if missing:
+    if missing and (required or len(missing) == len(splits)):
         raise LayoutError(
             f"{root}: no <split>NNNN.tfrecord files for {missing}; found {sorted(files) or 'none'} "
             "(YouTube-8M names its files train0000.tfrecord, validate0000.tfrecord, test0000.tfrecord)"
         )
-    return {s: files[s] for s in splits}
+    return {s: files[s] for s in splits if s in files}
 
 
 def read_vocabulary(url: str) -> list[str]:
@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     job = job_options(args, beam_args)
     try:
         try:
-            files = detect_files(job.input, job.splits)
+            files = detect_files(job.input, job.splits, required=job.splits_given)
+            job = job.present(files)
         except LayoutError:
             if not (args.watch and args.level):  # a watcher may start before the first file lands
                 raise

@@ -113,6 +113,10 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (`prog: error: ...`, exit 2) without the usage dump: what every
     command of this project answers bad usage with."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # `--split` must not silently mean `--splits`
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 

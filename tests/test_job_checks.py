@@ -227,3 +227,45 @@ def test_bad_usage_is_one_line_and_exit_2_for_every_command():
         r = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, timeout=120)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and "error" in lines[0], (cmd, r.returncode, r.stderr)
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["--shard-size", "banana"], "argument --shard-size: cannot read 'banana' as a size"),
+        (["--shard-size", "0"], "argument --shard-size: size '0' must be positive"),
+        (["--max-bad-fraction", "nan"], "argument --max-bad-fraction: 'nan' is not a fraction from 0 to 1"),
+        (["--max-bad-fraction", "1.5"], "'1.5' is not a fraction from 0 to 1"),
+        (["--min-shards", "-3"], "argument --min-shards: must be at least 1, not -3"),
+        (["--writer-processes", "two"], "argument --writer-processes: 'two' is not a whole number"),
+        (["--split", "train"], "unrecognized arguments: --split train"),  # no abbreviation of --splits
+    ],
+)
+def test_every_common_option_is_checked_as_it_is_parsed(tmp_path, extra, says):
+    (tmp_path / "raw" / "train").mkdir(parents=True)
+    cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(tmp_path / "raw"), "--output",
+           str(tmp_path / "out"), *extra]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and says in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_splits_a_job_converts_the_default_splits_its_input_has(tmp_path):
+    from shards.manifest import read_manifest
+    from shards.photos import photo_jpeg
+
+    wnid = "n01440764"
+    (tmp_path / "raw" / "train" / wnid).mkdir(parents=True)
+    for i in range(4):
+        (tmp_path / "raw" / "train" / wnid / f"{wnid}_{i}.JPEG").write_bytes(photo_jpeg(i, size=(64, 48)))
+    cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(tmp_path / "raw"), "--output",
+           str(tmp_path / "out"), "--no-progress"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (
+        read_manifest(str(tmp_path / "out" / "train"))["num_samples"] == 4
+        and not (tmp_path / "out" / "validation").exists()
+    )
+    r = subprocess.run([*cmd, "--splits", "train,validation"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "has no ['validation']" in r.stderr  # asked by name: its absence is an error

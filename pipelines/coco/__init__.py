@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(ours)
     job = job_options(args, beam_args)
     try:
-        layout = detect_layout(job.input, job.splits, args.year)
+        layout = detect_layout(job.input, job.splits, args.year, required=job.splits_given)
+        job = job.present(layout.images)
         with_categories = [u for s in job.splits for u in layout.jsons[s] if u.kind in ("instances", "image_info")]
         categories = read_categories(with_categories[0])
     except (LayoutError, JsonError, FileNotFoundError) as e:

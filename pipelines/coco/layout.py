@@ -57,7 +57,7 @@ def _zip_jsons(url: str) -> Iterator[tuple[str, str, str, str]]:
                 yield m.group(1), m.group(2), m.group(3), name
 
 
-def detect_layout(root: str, splits: tuple[str, ...], year: str | None = None) -> CocoLayout:
+def detect_layout(root: str, splits: tuple[str, ...], year: str | None = None, *, required: bool = True) -> CocoLayout:
     """Find each requested split's images and annotation files; LayoutError saying what is missing."""
     images: dict[tuple[str, str], list[tuple[str, str]]] = {}
     jsons: dict[tuple[str, str], list[JsonUnit]] = {}
@@ -87,6 +87,8 @@ def detect_layout(root: str, splits: tuple[str, ...], year: str | None = None) -
         if short is None:
             raise LayoutError(f"unknown split {split!r}; COCO has {', '.join(SPLIT_NAMES)}")
         found_images, found_json = images.get((short, year)), jsons.get((short, year))
+        if not required and not found_images and not found_json:
+            continue  # a default split the input does not have
         if not found_images or not found_json:
             missing = " and ".join(w for w, f in (("images", found_images), ("annotations", found_json)) if not f)
             raise LayoutError(f"{root}: split {split} ({short}{year}) has no {missing}")
@@ -95,6 +97,8 @@ def detect_layout(root: str, splits: tuple[str, ...], year: str | None = None) -
             raise LayoutError(f"{root}: {short}{year} has no instances_{short}{year}.json (found {sorted(kinds)})")
         out.images[split] = sorted(found_images)
         out.jsons[split] = sorted(found_json, key=lambda u: (u.kind, u.url))
+    if not out.images:
+        raise LayoutError(f"{root}: none of the splits {list(splits)} has images and annotations")
     return out
 
 

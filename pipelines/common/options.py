@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 from typing import Any
@@ -43,6 +44,15 @@ class JobOptions:
     # --storage-options: travels to the workers with the pipeline (a cluster's workers do not share the
     # launcher's environment); repr=False keeps credentials out of logs and error messages
     storage_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
+    splits_given: bool = True  # False: --splits was not given, and the job converts the default splits it finds
+
+    def present(self, found: Any) -> JobOptions:
+        """With --splits not given, the splits of the default list the input has (found: those the layout has);
+        a split asked for by name that is not there stays, for the layout's own error."""
+        if self.splits_given:
+            return self
+        have = tuple(s for s in self.splits if s in found)
+        return dataclasses.replace(self, splits=have) if have else self
 
     def params(self) -> dict[str, Any]:
         """The options that change the output bytes (recorded in the manifest; resume compares them)."""
@@ -97,6 +107,34 @@ def is_local_runner(beam_args: list[str]) -> bool:
     return not runners or runners[-1] in ("DirectRunner", "FnApiRunner")
 
 
+def size_arg(text: str) -> int:
+    """argparse type of a size ('256MB', '1GiB', 4096): a one-line usage error for anything else, or <= 0."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def count_arg(text: str, least: int = 1) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+    return value
+
+
+def fraction_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction from 0 to 1")
+    return value
+
+
 def base_parser(prog: str, description: str, *, splits: str, layouts: str = "") -> argparse.ArgumentParser:
     """The options every job has; `layouts` (the input layouts the job reads) opens the help's epilog."""
     from shards.cli import OneLineParser
@@ -111,18 +149,20 @@ def base_parser(prog: str, description: str, *, splits: str, layouts: str = "") 
     )
     p.add_argument("--input", required=True, help="dataset as downloaded: a local path or any fsspec URL")
     p.add_argument("--output", required=True, help="root URL; each split goes to <output>/<split>/")
-    p.add_argument("--splits", default=splits, help=f"comma-separated (default {splits})")
-    p.add_argument("--shard-size", default="256MB", help="target bytes per shard (default 256MB)")
-    p.add_argument("--min-shards", type=int, default=64, help="never fewer shards, if samples allow (default 64)")
+    p.add_argument("--splits", help=f"comma-separated (default: those of {splits} the input has)")
+    p.set_defaults(default_splits=splits)
+    p.add_argument("--shard-size", default="256MB", type=size_arg, help="target bytes per shard (default 256MB)")
+    p.add_argument("--min-shards", type=count_arg, default=64,
+                   help="never fewer shards, if samples allow (default %(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the global shuffle (default 0)")
-    p.add_argument("--max-bad-fraction", type=float, default=0.001,
+    p.add_argument("--max-bad-fraction", type=fraction_arg, default=0.001,
                    help="fail the job when a larger fraction of a split's inputs is quarantined (default 0.001)")  # fmt: skip
     p.add_argument("--storage-options", metavar="JSON", help="fsspec options per protocol, e.g. '{\"s3\": {...}}'")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     p.add_argument("--verbose", action="store_true", help="on a failed check, the full traceback too")
     p.add_argument(
         "--writer-processes",
-        type=int,
+        type=lambda text: count_arg(text, least=0),
         help="shards each Beam worker writes at once in its own processes (default: one per core on the "
         "local runner, 1 on any other runner, where Beam's workers give the parallelism)",
     )
@@ -214,8 +254,9 @@ def job_options(args: argparse.Namespace, beam_args: list[str] = ()) -> JobOptio
     return JobOptions(
         input=args.input.rstrip("/"),
         output=args.output.rstrip("/"),
-        splits=tuple(s for s in args.splits.split(",") if s),
-        shard_size=parse_size(args.shard_size),
+        splits=tuple(s for s in (args.splits or args.default_splits).split(",") if s),
+        splits_given=args.splits is not None,
+        shard_size=args.shard_size,
         min_shards=args.min_shards,
         seed=args.seed,
         max_bad_fraction=args.max_bad_fraction,

@@ -7,6 +7,7 @@ previous run committed the same shard (same pointers, same options, checksum int
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import dataclasses
 import math
@@ -174,7 +175,12 @@ class _WriteShards(beam.DoFn):
 
     def teardown(self) -> None:
         if self._pool is not None:
+            import os
+
+            from pipelines.common.shardwriter import remove_notes
+
             self._pool.shutdown(wait=True)
+            remove_notes(os.getpid())
 
     def start_bundle(self) -> None:
         self._pending: list[Any] = []
@@ -192,7 +198,29 @@ class _WriteShards(beam.DoFn):
 
         pending, self._pending = self._pending, []
         for future in pending:
-            yield WindowedValue(self._count(*future.result()), MIN_TIMESTAMP, [GlobalWindow()])
+            try:
+                record = future.result()
+            except cf.process.BrokenProcessPool:
+                raise RuntimeError(self._died()) from None
+            yield WindowedValue(self._count(*record), MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _died(self) -> str:
+        """Why the job stops when a writer process died: the input it was converting, and its temporaries gone."""
+        import os
+
+        from pipelines.common.shardwriter import dead_writers_inputs
+
+        self._pool.shutdown(wait=True)  # the broken pool has ended its other writers: wait for them
+        inputs = dead_writers_inputs(os.getpid())
+        for sub in (self._plan.split_url, storage.join(self._plan.split_url, PROGRESS_DIR)):
+            for name in storage.stale_temporaries(sub, max_age=3600):
+                with contextlib.suppress(FileNotFoundError):
+                    storage.remove(storage.join(sub, name))
+        what = f"while converting {'; '.join(inputs)}" if inputs else "(no input was being converted)"
+        return (
+            f"{self._plan.split_url}: a writer process died {what}: a crash in native code, os.abort() or the "
+            "OOM killer; fix or remove that input (its partial shard was removed) and run the job again"
+        )
 
     def _count(self, record: dict[str, Any], reused: bool) -> dict[str, Any]:
         """Counters are updated here, on the DoFn's own thread, where Beam collects them."""

@@ -7,9 +7,10 @@ input, check what it returns, and encode each field by its extension as WebDatas
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from pipelines.common.images import BadInput
@@ -20,6 +21,36 @@ from shards.keys import validate_ext, validate_key
 __all__ = ["Expanded", "UserEncoder", "encode_field", "samples_of"]
 
 IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP"}
+
+
+DEFAULT_TIMEOUT = 600.0  # seconds a user's function may take on one input before it is quarantined
+
+
+class _OutOfTime(BaseException):  # not an Exception: the user's own `except Exception` must not swallow it
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Interrupt the block after `seconds` (SIGALRM: the writer processes run it on their main thread; where a
+    runner calls it on another thread, there is no limit)."""
+    import signal
+    import threading
+
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum, _frame):
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Expanded(list):
@@ -106,8 +137,8 @@ class UserEncoder:
     (tar: every declared field, no other; Arrow: the schema's columns) and encoded (tar) or kept as a row."""
 
     def __init__(self, fn: Callable[[Any], Any], fields: Iterable[str], *, format: str = "tar",
-                 schema: dict[str, str] | None = None):  # fmt: skip
-        self.fn, self.fields, self.format, self.schema = fn, tuple(fields), format, schema
+                 schema: dict[str, str] | None = None, timeout: float | None = DEFAULT_TIMEOUT):  # fmt: skip
+        self.fn, self.fields, self.format, self.schema, self.timeout = fn, tuple(fields), format, schema, timeout
         self._arrow = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -139,13 +170,18 @@ class UserEncoder:
 
     def __call__(self, p: Pointer, data: bytes) -> Expanded:
         try:
-            result = self.fn(self._input(p))
+            with _time_limit(getattr(self, "timeout", DEFAULT_TIMEOUT)):
+                result = self.fn(self._input(p))
+                samples = samples_of(result)
+        except _OutOfTime:
+            raise BadInput(
+                f"the function did not finish within {self.timeout:g}s (input_timeout)", stage="convert"
+            ) from None
         except BadInput:
             raise
         except Exception as e:  # the user's code: its failure is this input's quarantine reason
             text = (str(e).strip().splitlines() or [""])[0][:300]
             raise BadInput(f"the function raised {type(e).__name__}: {text}", stage="convert") from None
-        samples = samples_of(result)
         if not samples:
             raise BadInput("the function returned no sample", stage="filter")
         out = Expanded()

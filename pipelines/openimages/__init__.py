@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(ours)
     job = job_options(args, beam_args)
     try:
-        layout = detect_layout(job.input, job.splits, args.version)
+        layout = detect_layout(job.input, job.splits, args.version, required=job.splits_given)
+        job = job.present(layout.splits)
         classes, names = choose_classes(layout, args.classes)
         parents = read_hierarchy(layout.hierarchy_files[0]) if layout.hierarchy_files else {}
     except (LayoutError, FileNotFoundError) as e:

@@ -125,7 +125,7 @@ def read_hierarchy(url: str) -> dict[str, str]:
     return parents
 
 
-def detect_layout(root: str, splits: tuple[str, ...], version: str | None = None) -> Layout:
+def detect_layout(root: str, splits: tuple[str, ...], version: str | None = None, *, required: bool = True) -> Layout:
     files = storage.walk(root)
     units, class_files, hierarchy_files, dirs, found = [], [], [], set(), set()
     for url in files:
@@ -154,7 +154,7 @@ def detect_layout(root: str, splits: tuple[str, ...], version: str | None = None
     if version is not None and version != detected:
         logging.getLogger(__name__).warning("--version %s given; the files look like %s", version, detected)
     missing = [s for s in splits if s not in found]
-    if missing:
+    if missing and (required or len(missing) == len(splits)):
         raise LayoutError(f"{root}: no images or annotations for split(s) {missing}; found {sorted(found) or 'none'}")
     return Layout(version or detected, units, class_files, found, hierarchy_files[:1])
 
