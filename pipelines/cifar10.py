@@ -68,12 +68,12 @@ def _member(url: str, member: str) -> bytes:
         return storage.read_bytes(url)
     try:
         with storage.open_read(url) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
-            got = tar.extractfile(member)
-            if got is None:
+            info = tar.getmember(member)
+            if not info.isfile():
                 raise BatchError(f"{url}: {member} is not a file in the archive")
-            if got.size > MAX_BATCH:
-                raise BatchError(f"{url}: {member} is {got.size} bytes; a CIFAR batch is about 31 MB")
-            return got.read()
+            if info.size > MAX_BATCH:
+                raise BatchError(f"{url}: {member} is {info.size} bytes; a CIFAR batch is about 31 MB")
+            return tar.extractfile(info).read()
     except (EOFError, OSError, tarfile.TarError, zlib.error) as e:
         raise BatchError(
             f"{url}: the archive ends early or is damaged reading {member} ({type(e).__name__}: {e})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ShardError", "ShardFormatError", "ManifestError", "KeyError_"]
+__all__ = ["ShardError", "ShardFormatError", "ManifestError", "ManifestMissing", "KeyError_"]
 
 
 class ShardError(ValueError):
@@ -21,6 +21,10 @@ class ShardFormatError(ShardError):
 
 class ManifestError(ShardError):
     """A manifest is missing, malformed, or its counts do not add up."""
+
+
+class ManifestMissing(ManifestError):
+    """No manifest where a split should be: the split does not exist (or its conversion never finished)."""
 
 
 class KeyError_(ShardError):

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from shards import storage
-from shards.errors import ManifestError
+from shards.errors import ManifestError, ManifestMissing
 from shards.manifest import build_manifest, dumps_manifest, read_manifest, validate_manifest
 from shards.quarantine import dumps_quarantine, read_quarantine
 
@@ -198,9 +198,7 @@ def publish_generation(
     """
     try:
         previous: dict[str, Any] | None = read_manifest(split_url)
-    except ManifestError as e:
-        if "no manifest" not in str(e):
-            raise
+    except ManifestMissing:
         previous = None
     if previous is not None and previous["version"] < VERSION:
         raise ManifestError(f"{split_url}: a version-1 split (written once by a batch job) cannot take generations")

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shards import storage
-from shards.errors import ManifestError
+from shards.errors import ManifestError, ManifestMissing
 
 __all__ = [
     "FORMAT",
@@ -257,13 +257,23 @@ def write_manifest(split_url: str, m: Mapping[str, Any]) -> str:
     return url
 
 
+def _why_missing(murl: str) -> str:
+    """A missing bucket says so (it otherwise reads like a split never written)."""
+    if not storage.is_local(murl):
+        protocol, rest = murl.split("://", 1)
+        bucket = rest.split("/", 1)[0]
+        if not storage.exists(f"{protocol}://{bucket}"):
+            return f"the bucket {bucket!r} does not exist (or these credentials cannot see it)"
+    return "no manifest; the split does not exist or its conversion never finished"
+
+
 def read_manifest(url: str) -> dict[str, Any]:
     """Read and validate the manifest of a split (`url` is the split or its manifest.json)."""
     murl = storage.join(split_url_of(url), MANIFEST_NAME)
     try:
         raw = storage.read_bytes(murl)
     except FileNotFoundError:
-        raise ManifestError(f"{murl}: no manifest; the split does not exist or its conversion never finished") from None
+        raise ManifestMissing(f"{murl}: {_why_missing(murl)}") from None
     try:
         m = json.loads(raw)
     except ValueError as e:

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 __all__ = [
+    "StoreError",
+    "overlap",
     "configure",
     "configured",
     "protocol_of",
@@ -279,6 +281,23 @@ def remove_tree(url: str) -> None:
         fs.rm(path, recursive=True)
 
 
+def _place(url: str) -> tuple[str, str]:
+    """(store, absolute path ending in /) of a URL, to compare where two URLs point."""
+    if is_local(url):
+        return "file", os.path.realpath(local_path(url)).rstrip("/") + "/"
+    protocol, _, rest = url.partition("://")
+    return protocol, "/" + rest.strip("/") + "/"
+
+
+def overlap(source: str, target: str) -> str | None:
+    """How `target` overlaps `source` ("is", "is inside", "holds"), or None: an output written into its own
+    input would be read back as input (and a re-run would convert its own shards)."""
+    (p_in, a), (p_out, b) = _place(source), _place(target)
+    if p_in != p_out or not (a.startswith(b) or b.startswith(a)):
+        return None
+    return "is" if a == b else ("is inside" if b.startswith(a) else "holds")
+
+
 def create_exclusive(url: str, data: bytes) -> bool:
     """Write a small file only if nothing is at `url` yet: False when something is. Local files use O_EXCL;
     object stores a conditional PUT (`If-None-Match: *`, S3 since 2024), so two writers never both win."""
@@ -345,3 +364,59 @@ def list_files(url: str) -> list[tuple[str, int | None]]:
         name = posixpath.basename(e["name"].rstrip("/"))
         out.append((name, int(e["size"]) if e.get("type") == "file" else None))
     return sorted(out)
+
+
+class StoreError(OSError):
+    """A store's client failed (an unreachable endpoint, a refused request): one line naming the URL."""
+
+
+_STORE_LIBS = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "requests", "urllib3"}
+
+
+def _store_error(e: Exception, url: str) -> Exception:
+    """`e` as StoreError naming `url` when a store client raised it in its own type; else `e` itself."""
+    if isinstance(e, OSError | ValueError | TypeError | KeyError | ImportError):
+        return e
+    if type(e).__module__.split(".")[0] not in _STORE_LIBS:
+        return e
+    text = (str(e).strip().splitlines() or [""])[0][:300]
+    return StoreError(f"{url}: the store failed: {type(e).__name__}: {text}")
+
+
+def _translating(fn):
+    """Store clients raise their own exception types (botocore's EndpointConnectionError is no OSError): every
+    call here that touches a store turns them into StoreError naming the URL, so commands answer in one line and
+    callers that handle OSError (retries, the jobs' checks) see them."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(url, *args, **kwargs):
+        try:
+            return fn(url, *args, **kwargs)
+        except Exception as e:
+            err = _store_error(e, url)
+            if err is e:
+                raise
+            raise err from e
+
+    return call
+
+
+for _name in ("open_read", "read_bytes", "read_range", "write_bytes", "exists", "size", "listdir", "remove",
+              "remove_tree", "create_exclusive", "stat_files", "walk", "list_files"):  # fmt: skip
+    globals()[_name] = _translating(globals()[_name])
+
+_atomic_write = atomic_write
+
+
+@contextlib.contextmanager
+def atomic_write(url: str, *, block_size: int | None = None) -> Iterator[BinaryIO]:
+    """`_atomic_write`, with store client errors as StoreError naming the URL."""
+    try:
+        with _atomic_write(url, block_size=block_size) as f:
+            yield f
+    except Exception as e:
+        err = _store_error(e, url)
+        if err is e:
+            raise
+        raise err from e

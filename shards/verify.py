@@ -9,7 +9,7 @@ from typing import Any
 
 from shards import storage
 from shards.arrow import read_arrow_shard, schema_from_json
-from shards.errors import ShardError, ShardFormatError
+from shards.errors import ManifestMissing, ShardError, ShardFormatError
 from shards.idx import parse_index
 from shards.manifest import read_manifest, split_url_of
 from shards.quarantine import read_quarantine
@@ -126,6 +126,8 @@ def verify_split(url: str) -> VerifyReport:
     report = VerifyReport(url=split)
     try:
         manifest = read_manifest(split)
+    except ManifestMissing:
+        raise  # nothing to verify: a usage error (exit 2), not a problem found in a split
     except ShardError as e:
         report.problems.append(str(e))
         return report

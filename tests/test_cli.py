@@ -120,3 +120,48 @@ def test_every_command_answers_bad_usage_with_one_line_and_exit_2(photo_folder, 
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and says in lines[0], (args, r.returncode, r.stderr)
     assert not (tmp_path / "g.png").exists()
+
+
+def test_pack_refuses_an_output_that_is_inside_or_is_its_folder(photo_folder, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(photo_folder, src)
+    for out in (src, src / "x", tmp_path):
+        r = shards_cli("pack", str(src), str(out), check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and "choose a URL outside it" in lines[0], r.stderr
+    assert not (src / "x").exists() and not (src / "manifest.json").exists()
+
+
+def test_verify_of_a_split_that_does_not_exist_is_a_usage_error(tmp_path):
+    r = shards_cli("verify", str(tmp_path / "nothing"), check=False)
+    assert r.returncode == 2 and "no manifest" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_store_is_one_line_for_every_command(photo_folder):
+    """Nothing listens on the port: botocore's own exception type becomes one line naming the URL, exit 2."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and closed again below: connections are refused
+    options = json.dumps({"s3": {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
+                                 "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}})  # fmt: skip
+    for cmd in (["ls", "s3://b/split"], ["verify", "s3://b/split"], ["inspect", "s3://b/split"],
+                ["pack", str(photo_folder), "s3://b/split"]):  # fmt: skip
+        r = shards_cli("--storage-options", options, *cmd, check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, (cmd, r.stderr[-1500:])
+        assert "s3://b/split" in lines[0] and "the store failed: EndpointConnectionError" in lines[0], lines
+
+
+@pytest.mark.integration
+def test_a_missing_bucket_says_so(s3_endpoint):
+    from loaders import imagenet_dali
+    from shards.errors import ManifestMissing
+
+    r = shards_cli("ls", "s3://no-such-bucket/imagenet/train", check=False)
+    assert r.returncode == 2 and "the bucket 'no-such-bucket' does not exist" in r.stderr
+    with pytest.raises(ManifestMissing, match="the bucket 'no-such-bucket' does not exist"):
+        imagenet_dali("s3://no-such-bucket/imagenet/train", batch_size=2, device="cpu")

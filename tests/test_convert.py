@@ -222,3 +222,18 @@ def test_a_nan_label_is_quarantined_not_stored(tmp_path):
     done = convert(range(20), custom.nan_label, str(tmp_path), fields=("cls", "txt"), max_bad_fraction=0.5)
     assert (done.samples, done.quarantined) == (16, 4)
     assert all(s["cls"] != b"nan" for s in read_samples(tmp_path / "train").values())
+
+
+def test_a_function_that_never_returns_is_quarantined_after_the_input_timeout(tmp_path):
+    done = convert(range(30), custom.hangs, str(tmp_path), input_timeout=1, max_bad_fraction=0.1, writer_processes=2)
+    (q,) = map(json.loads, (tmp_path / "train" / "quarantine.jsonl").open())
+    assert (done.samples, done.quarantined) == (29, 1)
+    assert q["source"] == "input #20: 20" and q["reason"] == "the function did not finish within 1s (input_timeout)"
+
+
+def test_a_function_that_kills_its_writer_is_named_and_leaves_no_temporary(tmp_path):
+    with pytest.raises(JobFailed, match=r"a writer process died while converting input #20: 20 \(key in000000020\)"):
+        convert(range(30), custom.aborts, str(tmp_path), writer_processes=2, min_shards=2)
+    assert not list(tmp_path.rglob("*.tmp-*")) and not (tmp_path / "train" / "manifest.json").exists()
+    with pytest.raises(ConvertError, match="input_timeout must be a number of seconds > 0"):
+        convert(range(3), custom.hangs, str(tmp_path), input_timeout=0)

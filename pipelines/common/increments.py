@@ -33,7 +33,7 @@ from pipelines.common.records import Pointer
 from pipelines.common.sharding import SplitPlan, num_shards
 from pipelines.common.shardwriter import PROGRESS_DIR, Encoder, write_shard
 from shards import storage
-from shards.errors import ManifestError
+from shards.errors import ManifestError, ManifestMissing
 from shards.generations import new_folder, publish_generation, split_lock
 from shards.keys import shuffle_hash
 from shards.manifest import check_folder, read_manifest
@@ -140,10 +140,8 @@ class SplitWatcher:
     def _manifest(self) -> dict[str, Any] | None:
         try:
             return read_manifest(self.plan.split_url)
-        except ManifestError as e:
-            if "no manifest" in str(e):
-                return None
-            raise
+        except ManifestMissing:
+            return None
 
     def _check_split(self) -> None:
         m = self._manifest()

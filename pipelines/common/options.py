@@ -197,23 +197,14 @@ def _usage_error(message: str) -> SystemExit:
     return SystemExit(2)
 
 
-def _place(url: str) -> tuple[str, str]:
-    """(store, absolute path) of a URL, to compare where two URLs point."""
-    if storage.is_local(url):
-        return "file", os.path.realpath(storage.local_path(url)).rstrip("/") + "/"
-    protocol, _, rest = url.partition("://")
-    return protocol, "/" + rest.strip("/") + "/"
-
-
 def check_stores(input_url: str, output_url: str, *, verbose: bool = False) -> None:
     """Before any pipeline is built: the output must not overlap the input, the input must be readable and the
     output writable (a probe file written and removed). Each failure is one line naming the URL and the cause
     (exit 2); the traceback goes to the log at debug level, and to stderr with `verbose`."""
     import uuid
 
-    (p_in, a), (p_out, b) = _place(input_url), _place(output_url)
-    if p_in == p_out and (a.startswith(b) or b.startswith(a)):
-        where = "is" if a == b else ("is inside" if b.startswith(a) else "holds")
+    where = storage.overlap(input_url, output_url)
+    if where:
         raise _usage_error(f"--output {output_url} {where} --input {input_url}: shards and progress records would "
                            "be written into the raw dataset; choose an output outside it")  # fmt: skip
     try:

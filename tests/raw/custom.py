@@ -81,3 +81,22 @@ LAYOUTS = {"folder": write_folder}
 
 def arrow_fixed(n: int) -> dict:
     return {"id": f"f{n:03d}", "x": float(n) / 4, "v": [n, n + 1, n + 2]}
+
+
+def hangs(n: int) -> dict:
+    """Input 20 never returns (a network call without a timeout, a lock never released)."""
+    if n == 20:
+        import time
+
+        while True:
+            time.sleep(1)
+    return {"__key__": f"s{n}", "txt": f"sample {n}"}
+
+
+def aborts(n: int) -> dict:
+    """Input 20 takes its process down (a crash in native code)."""
+    if n == 20:
+        import os
+
+        os.abort()
+    return {"__key__": f"s{n}", "txt": f"sample {n}"}
