@@ -52,3 +52,24 @@ def write_coco(root: str, images: int, annotations: int, *, photos: bool = False
         f.write('], "categories": ' + json.dumps(categories) + "}")
     os.replace(path + ".part", path)  # complete, or absent: an interrupted run is not reused
     return os.path.getsize(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from shards.cli import OneLineParser
+
+    p = OneLineParser(prog="python -m infra.fake_coco", description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p.add_argument("root", help="folder to write train2017/ and annotations/ into (reused when present)")
+    p.add_argument("--images", type=int, default=5000, help="image records and files (default 5000)")
+    p.add_argument("--annotations", type=int, default=36_000, help="instance annotations (default 36000)")
+    p.add_argument("--photos", action="store_true", help="photo-like 640x480 JPEGs instead of one tiny JPEG")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.images < 1 or args.annotations < 0:
+        p.error("--images must be at least 1 and --annotations at least 0")
+    size = write_coco(args.root, args.images, args.annotations, photos=args.photos, seed=args.seed)
+    print(f"{args.root}: {args.images} images, {args.annotations} annotations ({size / 1e6:.1f} MB of JSON)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -105,6 +105,30 @@ class ShardCache:
             self._pinned[local] = job.size
         return local
 
+    def small(self, url: str) -> bytes:
+        """A small file that travels with a shard (its `.idx`): fetched once into the cache (counted in
+        `bytes_fetched`), then read from disk, so a warm epoch makes no request at all and survives the store
+        going away. Its bytes are checked against the verified tar by every reader, so a copy needs no hash."""
+        if storage.is_local(url):
+            return storage.read_bytes(url)
+        local = self.local_name(url)
+        try:
+            with open(local, "rb") as f:
+                data = f.read()
+            os.utime(local)
+            return data
+        except FileNotFoundError:
+            pass
+        data = self._retrying(ShardJob(url, 0, None), lambda: storage.read_bytes(url))
+        with self._lock:
+            self.bytes_fetched += len(data)
+        os.makedirs(self._dir, exist_ok=True)
+        tmp = f"{local}.part-{os.getpid()}-{threading.get_ident()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, local)
+        return data
+
     def _fetch_locked(self, job: ShardJob, local: str) -> None:
         try:
             os.makedirs(self._dir, exist_ok=True)

@@ -102,6 +102,8 @@ class DaliLoader:
     ):
         if device not in ("cpu", "gpu"):
             raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
+        if device == "gpu":
+            _require_gpu()
         for name, value in (("batch_size", batch_size), ("open_shards", open_shards), ("fetch_streams", fetch_streams),
                             ("cache_bytes", cache_bytes)):  # fmt: skip
             positive(name, value)
@@ -396,6 +398,18 @@ class DaliLoader:
         if self._consumed > self.batches_per_epoch:
             raise ValueError(f"state's batch {state['batch']} is past the end of its epoch ({self.batches_per_epoch} "
                              "batches): not a state this split and these options can give")  # fmt: skip
+
+
+def _require_gpu() -> None:
+    """device="gpu" on a machine without CUDA failed only at the first batch, with DALI's assertion about
+    dlopen(libcuda.so); say it up front, in one sentence."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(
+            'device="gpu" but no GPU was found (torch.cuda.is_available() is False: no CUDA device or driver, or a '
+            'CPU build of PyTorch); use device="cpu" to run the same graph on the CPU'
+        )
 
 
 def _refuse_unpinned(specs, manifests, rank: int, world_size: int) -> None:

@@ -71,7 +71,7 @@ class SampleReader:
             url, e = self.urls[shard], self.entries[shard]
             idx_url = storage.join(self.split_url, e["idx"])
             try:
-                index = parse_index(storage.read_bytes(idx_url), url=idx_url)
+                index = parse_index(self._cache.small(idx_url), url=idx_url)
             except FileNotFoundError:
                 raise ShardFormatError("index file is missing", url=idx_url) from None
             data = _map(self._cache.path(self.job(shard)), url, e["num_bytes"])

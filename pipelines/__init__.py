@@ -29,6 +29,8 @@ _SHARED = {
     "bench_watch",
     "bench_coco",
     "bench_convert",
+    "bench_startup",
+    "fetch",
 }  # modules of shared code, not datasets
 
 

@@ -27,6 +27,7 @@ import inspect
 import json
 import math
 import pickle
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -189,6 +190,7 @@ def convert(
     storage_options: dict[str, dict[str, Any]] | None = None,
     writer_processes: int | None = None,
     input_timeout: float | None = 600.0,
+    progress: bool | None = None,
 ) -> Converted:
     """Convert `inputs` with `fn` into `<output>/<split>/` (a WebDataset tar split, or Arrow with format="arrow"),
     on Beam's local runner by default or the runner `runner_args` name. Raises ConvertError on bad arguments, on
@@ -197,7 +199,8 @@ def convert(
 
     fields: the tar fields (extensions) every sample has, or for Arrow {column: type}; default: the first
     sample's. classes: label names recorded in the manifest (for `cls`). input_timeout: seconds `fn` may take on
-    one input before that input is quarantined (None: no limit)."""
+    one input before that input is quarantined (None: no limit). progress: the jobs' live progress line on stderr
+    (default: when stderr is a terminal)."""
     from pipelines.common.options import beam_pipeline_options, is_local_runner, use_storage_options
 
     if format not in ("tar", "arrow"):
@@ -229,7 +232,7 @@ def convert(
         params={"shard_size": size, "min_shards": shards, "seed": seed, "format": format, **_fn_identity(fn)},
         seed=seed, shard_size=size, min_shards=shards, max_bad_fraction=max_bad_fraction,
         writer_processes=writer_processes if writer_processes is not None else (0 if is_local_runner(runner_args) else 1),
-        storage_options=storage_options, format=format, benign_stages=("filter",),
+        storage_options=storage_options, format=format, benign_stages=("filter",), isolate=True,
     )  # fmt: skip
     pointers = [_pointer(i, ref) for i, ref in enumerate(refs)]
     chunks = [Pointers(pointers[i : i + 2048]) for i in range(0, len(pointers), 2048)]
@@ -242,14 +245,18 @@ def convert(
             UserEncoder(fn, names, format=format, schema=schema if format == "arrow" else None, timeout=input_timeout),
         )
     )
+    from pipelines.common.progress import ProgressLine, failure_line, quiet_beam
+    from pipelines.common.shardwriter import PROGRESS_DIR
+
+    show = sys.stderr.isatty() if progress is None else progress
     try:
-        pipeline.run().wait_until_finish()
+        with (
+            quiet_beam(),
+            ProgressLine(dataset, {split: plan.split_url}, PROGRESS_DIR) if show else contextlib.nullcontext(),
+        ):
+            pipeline.run().wait_until_finish()
     except Exception as e:  # the runner wraps the finaliser's and the workers' errors
-        text = str(e)
-        for marker in ("RuntimeError: ", "ValueError: "):
-            if marker in text:
-                text = text.rsplit(marker, 1)[1]
-        raise JobFailed(text.strip().splitlines()[0][:600]) from None
+        raise JobFailed(failure_line(e)) from None
     from shards.manifest import read_manifest
 
     m = read_manifest(plan.split_url)
@@ -266,11 +273,15 @@ def convert_split(parser: Any, job: Any, beam_args: Sequence[str], inputs: Any, 
     try:
         done = convert(inputs, fn, job.output, split=split, shard_size=job.shard_size, min_shards=job.min_shards,
                        seed=job.seed, max_bad_fraction=job.max_bad_fraction, runner_args=beam_args,
-                       storage_options=job.storage_options, writer_processes=job.writer_processes, **kwargs)  # fmt: skip
+                       storage_options=job.storage_options, writer_processes=job.writer_processes,
+                       progress=job.progress, **kwargs)  # fmt: skip
     except JobFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except ConvertError as e:
         parser.error(str(e))
-    print(f"{split}: {done.samples} samples in {done.shards} shards, {done.quarantined} quarantined -> {done.url}")
+    from shards.units import counted
+
+    print(f"{split}: {counted(done.samples, 'sample')} in {counted(done.shards, 'shard')}, {done.quarantined} "
+          f"quarantined -> {done.url}")  # fmt: skip
     return 0

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = storage.walk(inputs.rstrip("/"))  # a folder: every file under it
     job = JobOptions(
         input=args.input, output=args.output.rstrip("/"), splits=(args.splits,), shard_size=parse_size(args.shard_size),
-        min_shards=args.min_shards, seed=args.seed, max_bad_fraction=args.max_bad_fraction,
+        min_shards=args.min_shards, seed=args.seed, max_bad_fraction=args.max_bad_fraction, progress=not args.no_progress,
         writer_processes=args.writer_processes if args.writer_processes is not None else int(not is_local_runner(beam_args)),
         storage_options=parse_storage_options(args.storage_options),
     )  # fmt: skip

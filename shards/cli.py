@@ -10,7 +10,7 @@ import time
 from shards import storage
 from shards.errors import ShardError
 from shards.generations import LockedError
-from shards.units import format_size, parse_size
+from shards.units import counted, format_size, parse_size
 
 __all__ = ["OneLineParser", "main"]
 
@@ -32,7 +32,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     nbytes = sum(s["num_bytes"] for s in m["shards"])
     print(
-        f"packed {m['num_samples']} samples into {len(m['shards'])} shards ({format_size(nbytes)}) at {args.url} "
+        f"packed {counted(m['num_samples'], 'sample')} into {counted(len(m['shards']), 'shard')} ({format_size(nbytes)}) at {args.url} "
         f"in {dt:.1f}s ({format_size(nbytes / dt)}/s); quarantined {m['quarantine']['count']}"
     )
     return 0
@@ -49,7 +49,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         print(f"  {s['path']:<22} {s['num_samples']:>9} samples {format_size(s['num_bytes']):>10}  {s['sha256'][:12]}")
     classes = m.get("classes")
     print(
-        f"{len(m['shards'])} shards, {m['num_samples']} samples, {format_size(total)}"
+        f"{counted(len(m['shards']), 'shard')}, {counted(m['num_samples'], 'sample')}, {format_size(total)}"
         + (f", {len(classes)} classes" if classes else "")
         + f", {m['quarantine']['count']} quarantined"
     )
@@ -58,6 +58,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         what = f"{g['kind']}" + (f" of {g['replaces']}" if g.get("replaces") else "")
         print(f"  generation {g['generation']:>5}  {when} UTC  {what:<22} {g['shards']:>5} shards "
               f"{g['num_samples']:>9} samples {g['quarantine_count']:>6} quarantined  {g['folder']}")  # fmt: skip
+    for r in m.get("retired", []):  # replaced by a compaction; the folder stays for readers until collected
+        if not r.get("collected"):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at"]))
+            print(f"  generation {r['generation']:>5}  retired: compacted into {r['by']} at {when} UTC; its folder "
+                  f"{r['folder']} stays until the grace period after that ends (then `compact` collects it)")  # fmt: skip
     if m.get("generations"):
         print(f"generation {m['generation']} (pin one with generation=N; snapshots in generations/)")
     return 0

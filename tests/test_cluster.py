@@ -162,7 +162,8 @@ def test_s3_input_and_output_match_local_bytes_and_credentials_stay_secret(raw, 
     keys = [k for b in loader for k in b["key"]]
     m = read_manifest("s3://test/imagenet/train")
     assert sorted(keys) == sorted(_tar_keys(local_out / "train")) and len(keys) == m["num_samples"]
-    assert loader.cache.bytes_fetched == sum(e["num_bytes"] for e in m["shards"])
+    index_bytes = sum(storage.size(f"s3://test/imagenet/train/{e['idx']}") for e in m["shards"])
+    assert loader.cache.bytes_fetched == sum(e["num_bytes"] for e in m["shards"]) + index_bytes
 
 
 def test_local_input_to_s3_output_is_byte_identical(raw, local_out, s3_endpoint):

@@ -208,7 +208,7 @@ def test_a_task_the_split_cannot_serve_is_a_clear_error(coco_splits, tmp_path):
         coco_dali(str(coco_splits["folders"] / "train"), task="panoptic", device="cpu")
     m = read_manifest(str(coco_splits["folders"] / "train"))
     assert "keypoints" in m["fields"]
-    tfds = tmp_path / "tfds"  # TFDS's fake COCO has no person_keypoints JSON
+    tfds = tmp_path / "tfds"  # TFDS's fake COCO has no person_keypoints and no captions JSON
     import subprocess
     import sys
 
@@ -218,3 +218,5 @@ def test_a_task_the_split_cannot_serve_is_a_clear_error(coco_splits, tmp_path):
     lacks = r"no field\(s\) \['keypoints'\].*task='keypoints' needs them \(its job saw no person_keypoints"
     with pytest.raises(ValueError, match=lacks):
         coco_dali(str(tfds / "validation"), batch_size=1, task="keypoints", device="cpu")
+    with pytest.raises(ValueError, match=r"task='captions' needs captions, and its job saw no captions_\*\.json"):
+        coco_dali(str(tfds / "validation"), batch_size=1, task="captions", device="cpu")

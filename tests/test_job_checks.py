@@ -223,7 +223,7 @@ print(repr(("apache_beam" in sys.modules, "torch" in sys.modules, out)))
 def test_bad_usage_is_one_line_and_exit_2_for_every_command():
     for cmd in (["pipelines", "imagenet"], ["pipelines", "nosuchset", "--input", "x"], ["loaders.stream"],
                 ["loaders.bench", "imagenet"], ["loaders.bench", "reading"], ["shards", "preview", "x"],
-                ["infra.local_s3", "--port", "many"]):  # fmt: skip
+                ["infra.local_s3", "--port", "many"], ["infra.fake_coco"], ["infra.fake_coco", "x", "--images", "0"]):  # fmt: skip
         r = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, timeout=120)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and "error" in lines[0], (cmd, r.returncode, r.stderr)
@@ -269,3 +269,19 @@ def test_without_splits_a_job_converts_the_default_splits_its_input_has(tmp_path
     )
     r = subprocess.run([*cmd, "--splits", "train,validation"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "has no ['validation']" in r.stderr  # asked by name: its absence is an error
+
+
+def test_a_job_failing_over_max_bad_fraction_says_so_in_one_line(tmp_path):
+    from shards.photos import photo_jpeg
+
+    wnid = "n01440764"
+    (tmp_path / "raw" / "train" / wnid).mkdir(parents=True)
+    (tmp_path / "raw" / "train" / wnid / f"{wnid}_0.JPEG").write_bytes(photo_jpeg(0, size=(64, 48)))
+    for i in range(1, 4):
+        (tmp_path / "raw" / "train" / wnid / f"{wnid}_{i}.JPEG").write_bytes(b"not a jpeg")
+    cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(tmp_path / "raw"), "--output",
+           str(tmp_path / "out"), "--no-progress", "--max-bad-fraction", "0.1"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: the imagenet job failed: ") and "3 of 4 inputs quarantined" in lines[0]

@@ -161,7 +161,7 @@ def test_concurrent_ranged_fetches_through_a_throttled_endpoint(split, tmp_path,
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         remote = _loader(url, cache_dir=str(tmp_path / "cache"), fetch_streams=4)
         got = _epoch(remote)
-    total = sum(e["num_bytes"] for e in remote.manifest["shards"])
+    total = sum(e["num_bytes"] + (split / e["idx"]).stat().st_size for e in remote.manifest["shards"])
     assert remote.cache.bytes_fetched == total
     assert proxy.max_open >= 3, proxy.max_open
     local = _epoch(_loader(split))
@@ -218,14 +218,18 @@ def test_a_corrupt_download_is_fetched_again_then_refused_naming_the_shard(split
 def test_a_small_cache_never_evicts_a_shard_the_epoch_is_about_to_read(split, tmp_path, s3_endpoint):
     url = "s3://test/small-cache/train"
     _upload(split, url)
-    sizes = [e["num_bytes"] for e in _loader(split).manifest["shards"]]
+    entries = _loader(split).manifest["shards"]
+    sizes = [e["num_bytes"] for e in entries]
+    index_bytes = sum((split / e["idx"]).stat().st_size for e in entries)
     # 2 shards read at once (4 where the read-ahead, ~6 batches of 2, crosses into the next pair), room for 4
     # of the 8: the prefetch must wait for the epoch to finish with shards before it fetches more
     kw = dict(cache_dir=str(tmp_path / "cache"), cache_bytes=4 * max(sizes), fetch_streams=4, open_shards=2)
     kw["batch_size"] = 2
     loader = _loader(url, **kw)
     got = _epoch(loader)
-    assert loader.cache.bytes_fetched == sum(sizes), "a shard was evicted before it was read and fetched again"
+    assert loader.cache.bytes_fetched == sum(sizes) + index_bytes, (
+        "a shard was evicted before it was read and fetched again"
+    )
     assert [k for k, _ in got] == [k for k, _ in _epoch(_loader(split, open_shards=2, batch_size=2))]
     on_disk = sum(os.path.getsize(tmp_path / "cache" / n) for n in os.listdir(tmp_path / "cache") if n.endswith(".tar"))
     # the limit, give or take what the reader's read-ahead (~6 batches) had open; far from all 8 shards
@@ -247,3 +251,25 @@ def test_a_full_cache_disk_is_a_clear_error_naming_the_cache_and_the_shard(split
     monkeypatch.setattr(loaders.cache.ShardCache, "_download_into", full)
     with pytest.raises(OSError, match=r"cache .*/cache is full while fetching s3://test/full/train/shard-00000\d\.tar"):
         _epoch(_loader(url, cache_dir=str(tmp_path / "cache")))
+
+
+@pytest.mark.integration
+def test_a_warm_epoch_makes_no_request_and_survives_the_store_going_away(split, tmp_path, s3_endpoint, monkeypatch):
+    """Epoch 1 fetches every shard and its .idx once (bytes_fetched counts both); then the endpoint goes away
+    and epoch 2 reads everything from the cache. The .idx files were read past the cache, every epoch."""
+    from infra.throttle import Throttle
+
+    url = "s3://test/warm/train"
+    _upload(split, url)
+    port = int(s3_endpoint["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    with Throttle(port, latency=0, bandwidth=1e9) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        loader = _loader(url, cache_dir=str(tmp_path / "cache"), train=True)
+        first = _epoch(loader)
+        fetched = loader.cache.bytes_fetched
+    expected = sum(e["num_bytes"] for e in loader.manifest["shards"])
+    expected += sum((split / e["idx"]).stat().st_size for e in loader.manifest["shards"])
+    assert fetched == expected
+    second = _epoch(loader)  # the proxy is closed: any request would fail after retries
+    assert loader.cache.bytes_fetched == fetched
+    assert sorted(k for b, _ in second for k in b) == sorted(k for b, _ in first for k in b)

@@ -87,8 +87,11 @@ def test_sigkill_at_any_moment_then_restart_converts_each_input_exactly_once(tmp
     # the last run's increments: a line each, and what the run published summed up at the end
     mine = [g for g in m["generations"] if g["published_at"] >= started]
     assert mine and all(f"[imagenet train] generation {g['generation']}: " in r.stdout for g in mine)
-    assert (f"[imagenet train] this run: {len(mine)} generations published, {sum(g['inputs_seen'] for g in mine)} "
-            f"inputs, {sum(g['num_samples'] for g in mine)} samples written") in r.stdout  # fmt: skip
+    from shards.units import counted
+
+    assert (f"[imagenet train] this run: {counted(len(mine), 'generation')} published, "
+            f"{counted(sum(g['inputs_seen'] for g in mine), 'input')}, "
+            f"{counted(sum(g['num_samples'] for g in mine), 'sample')} written") in r.stdout  # fmt: skip
 
 
 def test_youtube8m_watcher_on_the_portable_runner_picks_up_a_new_file(tmp_path):

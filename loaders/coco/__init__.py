@@ -127,6 +127,7 @@ def coco_dali(
     common = dict(batch_size=batch_size, device=device, **options)
     if task == "captions":
         size = image_size or 224
+        _require_captions(url)
 
         def graph(enc: dict[str, Any], device: str) -> dict[str, Any]:
             return {"image": classification_images(enc["jpg"], device, train=train, image_size=size, **look)}
@@ -158,6 +159,18 @@ def coco_dali(
             raise
         needs = "person_keypoints" if task == "keypoints" else "instances"
         raise ValueError(f"{e}: task={task!r} needs them (its job saw no {needs}_*.json)") from None
+
+
+def _require_captions(url: Any) -> None:
+    """task="captions" over a split whose job saw no captions JSON would yield empty lists: refuse it, as the
+    keypoints task refuses a split without keypoints."""
+    from loaders.mixture import first_url
+    from shards.manifest import read_manifest
+
+    m = read_manifest(first_url(url))
+    if "annotations" in m and "captions" not in m["annotations"]:
+        raise ValueError(f"{first_url(url)}: task='captions' needs captions, and its job saw no captions_*.json "
+                         f"(it read {m['annotations']})")  # fmt: skip
 
 
 def reference_eval(sample: dict[str, bytes], *, image_size: int = 512, max_size: int | None = None,

@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             source={"url": job.input, "layout": f"coco{layout.year}"}, params=cfg.params(), benign_stages=("filter",),
             side_table="pipelines.coco.samples:side_table",
             extra={"category_ids": [int(c["id"]) for c in categories], "year": layout.year,
+                   "annotations": sorted({u.kind for u in layout.jsons[split]}),
                    "supercategories": [c.get("supercategory") for c in categories]},
         )  # fmt: skip
         staging = storage.join(job.output, "_staging", f"coco-{split}")

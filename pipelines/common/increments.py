@@ -38,6 +38,7 @@ from shards.generations import new_folder, publish_generation, split_lock
 from shards.keys import shuffle_hash
 from shards.manifest import check_folder, read_manifest
 from shards.quarantine import quarantine_entry
+from shards.units import counted
 
 __all__ = ["IncrementReport", "RawInputs", "SplitWatcher", "WATCH_DIR"]
 
@@ -67,6 +68,7 @@ class IncrementReport:
     rejected: str | None = None  # why the increment was not published
     latency: float | None = None  # publication - the newest input's arrival, seconds
     waited: float | None = None  # publication - the oldest input's arrival
+    backlog: bool = False  # the first generation: what was there before the watcher started (latency means nothing)
 
     def line(self, dataset: str) -> str:
         head = f"[{dataset} {self.split}]"
@@ -76,10 +78,15 @@ class IncrementReport:
         if self.generation is None:
             return f"{head} nothing new{waiting}"
         changed = f", {self.changed} changed after conversion (quarantined)" if self.changed else ""
+        when = (
+            "the backlog found at the start, in one increment"
+            if self.backlog
+            else f"published {self.latency:.1f}s after the newest input arrived ({self.waited:.1f}s after the oldest)"
+        )
         return (
-            f"{head} generation {self.generation}: {self.files} files, {self.inputs} inputs -> {self.samples} samples "
-            f"in {self.shards} shards, {self.quarantined} quarantined{changed}{waiting}; published "
-            f"{self.latency:.1f}s after the newest input arrived ({self.waited:.1f}s after the oldest)"
+            f"{head} generation {self.generation}: {counted(self.files, 'file')}, {counted(self.inputs, 'input')} -> "
+            f"{counted(self.samples, 'sample')} in {counted(self.shards, 'shard')}, {self.quarantined} quarantined"
+            f"{changed}{waiting}; {when}"
         )
 
 
@@ -324,6 +331,7 @@ class SplitWatcher:
             pending = self._plan_increment(stable, changed)
         folder, header, pointers = pending
         records = self._convert(folder, pointers, manifest is None, submit)
+        report.backlog = manifest is None
         return self._finish(folder, header, pointers, records, report)
 
     def _finish(self, folder: str, header: dict[str, Any], pointers: list[Pointer], records: list[dict[str, Any]],

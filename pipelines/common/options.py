@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -215,12 +216,30 @@ def check_stores(input_url: str, output_url: str, *, verbose: bool = False) -> N
         _log_failure("input", verbose)
         raise _usage_error(f"cannot read --input {input_url}: {_cause(e)}") from None
     probe = storage.join(output_url, f".shardkit-write-check-{uuid.uuid4().hex[:12]}")
-    try:
+    made = _missing_folders(output_url)  # a local output the probe creates is removed again: a job that then
+    try:  # stops at a layout error leaves no empty folder behind
         storage.write_bytes(probe, b"")
         storage.remove(probe)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
     except Exception as e:
         _log_failure("output", verbose)
         raise _usage_error(f"cannot write to --output {output_url}: {_cause(e)}") from None
+
+
+def _missing_folders(url: str) -> list[str]:
+    """The local folders (deepest first) that writing into `url` would create."""
+    if not storage.is_local(url):
+        return []
+    out, path = [], os.path.abspath(storage.local_path(url))
+    while not os.path.exists(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return out
 
 
 def _log_failure(what: str, verbose: bool) -> None:

@@ -6,12 +6,15 @@ Dataflow (when run next to the launcher).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from shards import storage
+from shards.units import counted
 
 __all__ = ["ProgressLine", "counter_summary", "reason_counts", "run_and_report"]
 
@@ -133,6 +136,35 @@ def reason_counts(quarantine_url: str) -> str:
     return "; ".join(f"{n}x {k} (e.g. {example})" for k, (n, example) in ranked)
 
 
+@contextlib.contextmanager
+def quiet_beam(verbose: bool = False) -> Iterator[None]:
+    """While a job runs, Beam's own loggers stay quiet: a failing step logged its traceback (~12 lines) before
+    the job's one-line error, which says the same. SHARDKIT_BEAM_LOG=1 (or verbose) keeps them."""
+    import logging
+    import os
+
+    if verbose or os.environ.get("SHARDKIT_BEAM_LOG"):
+        yield
+        return
+    log = logging.getLogger("apache_beam")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def failure_line(e: BaseException) -> str:
+    """The runner's wrapped error as the one line that says what failed: the job's own message where the runner
+    quoted it (RuntimeError/ValueError raised by a step), else the error's first line."""
+    text = str(e)
+    for marker in ("RuntimeError: ", "ValueError: ", "JobFailed: "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[1]
+    return (text.strip().splitlines() or [type(e).__name__])[0][:1000]
+
+
 def run_and_report(pipeline, dataset: str, split_urls: dict[str, str], *, progress: bool) -> int:
     """Run a conversion job with its live progress line, then print one line per split (samples, shards written
     or kept, quarantined, with counts per reason); the job's exit status."""
@@ -142,18 +174,18 @@ def run_and_report(pipeline, dataset: str, split_urls: dict[str, str], *, progre
     from shards.manifest import read_manifest
 
     try:
-        with ProgressLine(dataset, split_urls, PROGRESS_DIR) if progress else contextlib.nullcontext():
+        with quiet_beam(), ProgressLine(dataset, split_urls, PROGRESS_DIR) if progress else contextlib.nullcontext():
             result = pipeline.run()
             result.wait_until_finish()
     except Exception as e:  # the runner wraps worker errors; say what failed in one line
-        print(f"error: the {dataset} job failed: {e}", file=sys.stderr)
+        print(f"error: the {dataset} job failed: {failure_line(e)}", file=sys.stderr)
         return 1
     counters = counter_summary(result)
     for split, url in split_urls.items():
         m = read_manifest(url)
         c = counters.get(f"{dataset}/{split}", {})
         print(
-            f"{split}: {m['num_samples']} samples in {len(m['shards'])} shards "
+            f"{split}: {counted(m['num_samples'], 'sample')} in {counted(len(m['shards']), 'shard')} "
             f"({c.get('shards_committed', 0)} written, {c.get('shards_reused', 0)} kept from an earlier run), "
             f"{m['quarantine']['count']} quarantined -> {url}"
         )

@@ -293,14 +293,16 @@ def _summary(dataset: str, plans: list, since: float) -> None:
     streaming mode reported none of them for runs longer than a few ticks: measured with an 8 s run)."""
     from shards.errors import ManifestError
     from shards.manifest import read_manifest
+    from shards.units import counted
 
     for plan in plans:
         try:
             gens = [g for g in read_manifest(plan.split_url).get("generations", []) if g["published_at"] >= since]
         except ManifestError:
             gens = []
-        print(f"[{dataset} {plan.split}] this run: {len(gens)} generations published, "
-              f"{sum(g['inputs_seen'] for g in gens)} inputs, {sum(g['num_samples'] for g in gens)} samples written, "
+        print(f"[{dataset} {plan.split}] this run: {counted(len(gens), 'generation')} published, "
+              f"{counted(sum(g['inputs_seen'] for g in gens), 'input')}, "
+              f"{counted(sum(g['num_samples'] for g in gens), 'sample')} written, "
               f"{sum(g['quarantine_count'] for g in gens)} quarantined", flush=True)  # fmt: skip
 
 
