@@ -13,8 +13,15 @@ def main(argv: list[str] | None = None) -> int:
         names = available()
         print("usage: python -m pipelines <dataset> --input URL --output URL [options] [-- beam options]\n")
         print("datasets:", ", ".join(names) if names else "none registered yet")
-        print("\n`python -m pipelines <dataset> --help` lists a dataset's options.")
+        print(
+            "\n`python -m pipelines <dataset> --help` lists a dataset's options; "
+            "`python -m pipelines fetch <dataset> --to DIR` downloads one."
+        )
         return 0
+    if argv[0] == "fetch":  # not a dataset: downloads one, as its publisher serves it
+        from pipelines.fetch import main as fetch
+
+        return fetch(argv[1:])
     try:
         module = load(argv[0])
     except ValueError as e:

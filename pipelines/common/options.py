@@ -138,13 +138,16 @@ def fraction_arg(text: str) -> float:
 
 def base_parser(prog: str, description: str, *, splits: str, layouts: str = "") -> argparse.ArgumentParser:
     """The options every job has; `layouts` (the input layouts the job reads) opens the help's epilog."""
+    from pipelines.fetch import CATALOGUE, where_to_get
     from shards.cli import OneLineParser
 
+    name = prog.rsplit(" ", 1)[-1]
     p = OneLineParser(
         prog=prog,
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(f"input layouts:\n{layouts}\n\n" if layouts else "")
+        + (f"{where_to_get(name)}\n\n" if name in CATALOGUE else "")
         + "Everything after `--` goes to Beam, e.g. `-- --runner=PortableRunner --job_endpoint=...`.\n"
         "With no runner named, the job runs on Beam's local runner on all cores, with no network.",
     )
