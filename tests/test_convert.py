@@ -139,6 +139,12 @@ def test_custom_command_and_its_usage_errors(folder, converted, tmp_path):
     r = subprocess.run(bad, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--module 'tests.raw.custom:nothing': tests.raw.custom has no nothing" in r.stderr
+    (tmp_path / "classes.txt").write_text("".join(f"{c}\n" for c in custom.CLASSES))
+    mine = [*cmd[:9], "tests.raw.custom:to_sample", "--classes", str(tmp_path / "classes.txt"), "--max-bad-fraction",
+            "0.1", "--no-progress", "--output", str(tmp_path / "b")]  # fmt: skip
+    r = subprocess.run(mine, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "train: 36 samples in 1 shard, 1 quarantined" in r.stdout, r.stderr[-2000:]
+    assert read_manifest(str(tmp_path / "b" / "train"))["classes"] == list(custom.CLASSES)
 
 
 def test_generic_loader_reads_the_split_with_a_ready_graph_and_raw_tensors(converted, tmp_path):

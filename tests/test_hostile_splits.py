@@ -87,11 +87,17 @@ def test_a_snapshot_with_a_hostile_retired_folder_is_refused_when_read(tmp_path)
     assert any("folder" in p for p in verify_split(str(split)).problems)
 
 
-def test_compact_of_a_sound_split_still_works(tmp_path):
+def test_compact_of_a_sound_split_still_works_and_ls_shows_the_retired_folders_in_their_grace(tmp_path, capsys):
+    from shards.cli import main
+
     split = grown_split(tmp_path)
-    report = compact(str(split), shard_size=1 << 30, grace=0)
+    report = compact(str(split), shard_size=1 << 30)
     assert report.replaced == [1, 2] and report.samples == 8
     assert read_manifest(str(split))["num_samples"] == 12 and verify_split(str(split)).ok
+    assert main(["ls", str(split)]) == 0
+    out = capsys.readouterr().out
+    for r in read_manifest(str(split))["retired"]:
+        assert f"generation     {r['generation']}  retired: compacted into 4" in out and r["folder"] in out
 
 
 def test_a_second_compaction_refuses_at_once_naming_the_first_and_leaves_nothing(tmp_path, monkeypatch, capsys):

@@ -285,3 +285,12 @@ def test_a_job_failing_over_max_bad_fraction_says_so_in_one_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert lines[0].startswith("error: the imagenet job failed: ") and "3 of 4 inputs quarantined" in lines[0]
+
+
+def test_a_layout_error_leaves_no_output_folder(tmp_path):
+    (tmp_path / "raw" / "nothing-here").mkdir(parents=True)
+    out = tmp_path / "deep" / "out"
+    cmd = [sys.executable, "-m", "pipelines", "imagenet", "--input", str(tmp_path / "raw"), "--output", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "deep").exists()
