@@ -225,3 +225,13 @@ def test_a_segmentation_nested_100k_deep_is_a_one_line_error_not_gigabytes(tmp_p
     r = run_job(root, tmp_path / "out", "--splits", "validation", check=False)
     assert r.returncode == 2 and "instances_val2017.json: JSON nested deeper than 64 levels at byte" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("which, cut", [("val2017.zip", 0), ("annotations_trainval2017.zip", 0), ("val2017.zip", 500)])
+def test_an_empty_or_truncated_zip_is_one_line_naming_it(tmp_path, which, cut):
+    root = raw.write_zips(tmp_path / "raw")
+    (root / which).write_bytes((root / which).read_bytes()[:cut])
+    r = run_job(root, tmp_path / "out", "--splits", "validation", check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert f"{root / which}: not a readable zip archive ({cut} bytes" in lines[0] and "download it again" in lines[0]

@@ -153,3 +153,15 @@ def test_missing_metadata_and_a_bad_header_are_clear_errors(tmp_path):
     tracks.write_text("\n".join(tracks.read_text().splitlines()[2:]))  # a CSV saved without the two-level header
     r = subprocess.run([*cmd, "--input", str(tmp_path / "raw")], capture_output=True, text=True)
     assert r.returncode != 0 and "three header lines" in r.stderr
+
+
+@pytest.mark.parametrize("which", ["fma_metadata.zip", "fma_small.zip"])
+def test_an_empty_zip_is_one_line_naming_it(tmp_path, which):
+    root = raw.write_zips(tmp_path / "raw")
+    (root / which).write_bytes(b"")
+    cmd = [sys.executable, "-m", "pipelines", "fma", "--input", str(root), "--output", str(tmp_path / "out")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert (
+        r.returncode == 2 and len(lines) == 1 and f"{root / which}: not a readable zip archive (0 bytes" in lines[0]
+    ), r.stderr

@@ -48,13 +48,26 @@ class CocoLayout:
 
 
 def _zip_jsons(url: str) -> Iterator[tuple[str, str, str, str]]:
-    import zipfile
+    from pipelines.common.archives import ArchiveError, open_zip
 
-    with storage.open_read(url, block_size=1 << 20) as f, zipfile.ZipFile(f) as z:
+    with storage.open_read(url, block_size=1 << 20) as f:
+        try:
+            z = open_zip(f, url)
+        except ArchiveError as e:
+            raise LayoutError(str(e)) from None
         for name in z.namelist():
             m = _JSON.match(name.rsplit("/", 1)[-1])
             if m:
                 yield m.group(1), m.group(2), m.group(3), name
+
+
+def _check_zip(url: str) -> None:
+    from pipelines.common.archives import ArchiveError, check_zip
+
+    try:
+        check_zip(url)
+    except ArchiveError as e:
+        raise LayoutError(str(e)) from None
 
 
 def detect_layout(root: str, splits: tuple[str, ...], year: str | None = None, *, required: bool = True) -> CocoLayout:
@@ -70,6 +83,7 @@ def detect_layout(root: str, splits: tuple[str, ...], year: str | None = None, *
             m = _IMAGES_DIR.match(parent)
             images.setdefault((m.group(1), m.group(2)), []).append(("dir", folder))
         if m := _IMAGES_ZIP.match(name):
+            _check_zip(url)
             images.setdefault((m.group(1), m.group(2)), []).append(("zip", url))
         elif m := _JSON.match(name):
             jsons.setdefault((m.group(2), m.group(3)), []).append(JsonUnit(KINDS[m.group(1)], url))
@@ -106,10 +120,11 @@ def open_json(unit: JsonUnit):
     """The JSON as a binary stream (a zip member is inflated as it is read)."""
     if unit.member is None:
         return storage.open_read(unit.url, block_size=8 << 20)
-    import zipfile
+
+    from pipelines.common.archives import open_zip
 
     f = storage.open_read(unit.url, block_size=8 << 20)
-    z = zipfile.ZipFile(f)
+    z = open_zip(f, unit.url)
     member = z.open(unit.member)
     close = member.close
 

@@ -10,7 +10,24 @@ from typing import IO, NamedTuple
 
 from pipelines.common.images import BadInput
 
-__all__ = ["MAX_INFLATED", "MAX_RATIO", "ZipMember", "inflate", "zip_members"]
+__all__ = ["MAX_INFLATED", "MAX_RATIO", "ArchiveError", "check_zip", "ZipMember", "inflate", "open_zip", "zip_members"]
+
+
+class ArchiveError(ValueError):
+    """An archive that cannot be read as one (0 bytes, cut short, not a zip): one line naming the file."""
+
+
+def open_zip(f: IO[bytes], url: str) -> zipfile.ZipFile:
+    """`zipfile.ZipFile(f)`, or ArchiveError naming `url` and what is wrong with it (zipfile's BadZipFile says
+    neither which file nor how large it is)."""
+    try:
+        return zipfile.ZipFile(f)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        try:
+            size = f"{f.seek(0, 2)} bytes"
+        except (OSError, ValueError):
+            size = "unknown size"
+        raise ArchiveError(f"{url}: not a readable zip archive ({size}: {e}); download it again") from None
 
 
 class ZipMember(NamedTuple):
@@ -22,10 +39,19 @@ class ZipMember(NamedTuple):
     deflated: bool
 
 
+def check_zip(url: str) -> None:
+    """ArchiveError unless `url` opens as a zip (its central directory is read: a few KB at the end), so that a
+    broken download is one line at the start of a job, not a listing worker's traceback later."""
+    from shards import storage
+
+    with storage.open_read(url, block_size=1 << 16) as f:
+        open_zip(f, url).close()
+
+
 def zip_members(f: IO[bytes], url: str, accept: Callable[[str], bool]) -> Iterator[ZipMember]:
     """Every accepted file member of the zip open as `f` (seekable), with the offset of its data: the local header
     is read for that, since its name and extra lengths can differ from the central directory's."""
-    with zipfile.ZipFile(f) as z:
+    with open_zip(f, url) as z:
         for info in z.infolist():
             if info.is_dir() or not accept(info.filename):
                 continue

@@ -6,11 +6,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-from pipelines.common.archives import zip_members
+from pipelines.common.archives import ArchiveError, check_zip, open_zip, zip_members
 from pipelines.common.records import Pointer
 from pipelines.fma.metadata import SPLITS, MetadataError, in_subset, parse_genres, parse_tracks, sample_json
 from shards import storage
@@ -56,6 +55,12 @@ def detect_layout(root: str, subset: str) -> Layout:
             "https://os.unil.cloud.switch.ch/fma/fma_metadata.zip)"
         )
     audio_dir, audio_zip = names.get(f"fma_{subset}"), names.get(f"fma_{subset}.zip")
+    for z in (meta_zip if meta_kind == "zips" else None, None if audio_dir else audio_zip):
+        if z:
+            try:
+                check_zip(z)
+            except ArchiveError as e:
+                raise LayoutError(str(e)) from None
     if audio_dir:
         subdirs = [n for n, size in storage.list_files(audio_dir) if size is None]
         units = [Unit("dir", storage.join(audio_dir, d)) for d in subdirs]
@@ -73,7 +78,7 @@ def read_metadata_text(where: tuple[str, str | None]) -> str:
     url, member = where
     if member is None:
         return storage.read_bytes(url).decode("utf-8")
-    with storage.open_read(url, block_size=1 << 20) as f, zipfile.ZipFile(f) as z:
+    with storage.open_read(url, block_size=1 << 20) as f, open_zip(f, url) as z:
         try:
             return z.read(member).decode("utf-8")
         except KeyError:
