@@ -199,6 +199,8 @@ def test_missing_split_files_say_what_is_expected(tmp_path):
             str(tmp_path / "raw"),
             "--output",
             str(tmp_path / "o"),
+            "--splits",
+            "train,validate,test",  # asked for by name (without --splits: the splits the input has)
         ],
         capture_output=True,
         text=True,

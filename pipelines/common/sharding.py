@@ -168,13 +168,19 @@ class _WriteShards(beam.DoFn):
         process (convert() runs in it), and the per-input time limit needs the process's main thread."""
         workers = min(_workers(self._plan), shards)
         if workers > 1 or (self._plan.isolate and self._plan.writer_processes != 1):
+            import atexit
             import os
 
+            from pipelines.common.shardwriter import notes_dir, remove_notes
+
+            self._notes = notes_dir(os.getpid())
+            atexit.register(remove_notes, self._notes)  # Beam's local runner does not always call teardown
             # forkserver: the launcher runs threads (the runner's, the progress line's), so plain fork is unsafe
             ctx = writer_context(self._encode_module())
             self._pool = cf.ProcessPoolExecutor(
-                max_workers=max(1, workers), mp_context=ctx, initializer=die_with_job, initargs=(os.getpid(),)
-            )
+                max_workers=max(1, workers), mp_context=ctx, initializer=die_with_job,
+                initargs=(os.getpid(), self._notes),
+            )  # fmt: skip
         self._started = True
 
     def _encode_module(self) -> str:
@@ -183,12 +189,10 @@ class _WriteShards(beam.DoFn):
 
     def teardown(self) -> None:
         if self._pool is not None:
-            import os
-
             from pipelines.common.shardwriter import remove_notes
 
             self._pool.shutdown(wait=True)
-            remove_notes(os.getpid())
+            remove_notes(self._notes)
         self._pool, self._started = None, False
 
     def start_bundle(self) -> None:
@@ -218,12 +222,11 @@ class _WriteShards(beam.DoFn):
 
     def _died(self) -> str:
         """Why the job stops when a writer process died: the input it was converting, and its temporaries gone."""
-        import os
 
         from pipelines.common.shardwriter import dead_writers_inputs
 
         self._pool.shutdown(wait=True)  # the broken pool has ended its other writers: wait for them
-        inputs = dead_writers_inputs(os.getpid())
+        inputs = dead_writers_inputs(self._notes)
         for sub in (self._plan.split_url, storage.join(self._plan.split_url, PROGRESS_DIR)):
             for name in storage.stale_temporaries(sub, max_age=3600):
                 with contextlib.suppress(FileNotFoundError):

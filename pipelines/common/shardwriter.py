@@ -88,11 +88,11 @@ def _note_input(text: str) -> None:
         os.pwrite(_NOTE[0], data + b" " * (1024 - len(data)), 0)
 
 
-def dead_writers_inputs(job_pid: int) -> list[str]:
-    """The inputs the dead writers of job `job_pid` were converting; their notes are removed."""
+def dead_writers_inputs(folder: str) -> list[str]:
+    """The inputs the dead writers noting into `folder` were converting; their notes are removed."""
     from shards.procs import alive
 
-    folder, found = notes_dir(job_pid), []
+    found = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         path = os.path.join(folder, name)
         if name.isdigit() and not alive(int(name)):
@@ -102,13 +102,13 @@ def dead_writers_inputs(job_pid: int) -> list[str]:
     return [x for x in found if x]
 
 
-def remove_notes(job_pid: int) -> None:
+def remove_notes(folder: str) -> None:
     import shutil
 
-    shutil.rmtree(notes_dir(job_pid), ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def die_with_job(job_pid: int) -> None:
+def die_with_job(job_pid: int, notes: str | None = None) -> None:
     """Initializer of the writer pools: a daemon thread ends this writer within half a second of the job's process
     going, however it went (SIGKILL, SIGTERM, Ctrl-C). Without it a killed job's writers lived on for minutes,
     some still writing shards: their parent is the forkserver, which stays while any of its children holds the
@@ -125,9 +125,9 @@ def die_with_job(job_pid: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="job-watchdog", daemon=True).start()
-    folder = notes_dir(job_pid)
-    os.makedirs(folder, exist_ok=True)
-    _NOTE.append(os.open(os.path.join(folder, str(os.getpid())), os.O_RDWR | os.O_CREAT, 0o600))
+    if notes:  # the folder the job reads when a writer dies (the launcher chose it: its temp dir)
+        os.makedirs(notes, exist_ok=True)
+        _NOTE.append(os.open(os.path.join(notes, str(os.getpid())), os.O_RDWR | os.O_CREAT, 0o600))
 
 
 def _source(p: Pointer) -> str:
