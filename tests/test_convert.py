@@ -243,3 +243,11 @@ def test_a_function_that_kills_its_writer_is_named_and_leaves_no_temporary(tmp_p
     assert not list(tmp_path.rglob("*.tmp-*")) and not (tmp_path / "train" / "manifest.json").exists()
     with pytest.raises(ConvertError, match="input_timeout must be a number of seconds > 0"):
         convert(range(3), custom.hangs, str(tmp_path), input_timeout=0)
+
+
+def test_convert_shows_the_jobs_progress_line_when_asked(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("SHARDKIT_PROGRESS_SECONDS", "0.2")
+    convert(range(60), custom.slow, str(tmp_path / "a"), progress=True, min_shards=2, writer_processes=2)
+    assert "[custom] train: " in capfd.readouterr().err
+    convert(range(20), custom.slow, str(tmp_path / "b"), progress=False)
+    assert "[custom]" not in capfd.readouterr().err  # and by default only on a terminal

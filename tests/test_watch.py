@@ -227,6 +227,9 @@ def test_a_file_briefly_missing_is_converted_once_it_reads_again(tmp_path, same_
     w.raw = VanishingAfterListing()
     r = w.tick(POOL.submit)
     assert (r.generation, r.samples, r.quarantined) == (1, 2, 1)
+    assert r.line("imagenet").endswith(
+        "2 samples in 1 shard, 1 quarantined; the backlog found at the start, in one increment"
+    )
     w.raw = listed
     assert w.tick(POOL.submit).generation is None  # still missing: nothing new, no empty generation per tick
     if same_stat:

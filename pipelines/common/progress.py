@@ -87,7 +87,9 @@ class ProgressLine:
             total += samples
             n, nbytes = self._writing[split]
             writing = f" ({n} being written, {nbytes / 1e6:,.1f} MB so far)" if n else ""
-            parts.append(f"{split}: {len(recs)} shards committed{writing}, {samples:,} samples, {bad} quarantined")
+            parts.append(
+                f"{split}: {counted(len(recs), 'shard')} committed{writing}, {samples:,} samples, {bad} quarantined"
+            )
         line = f"[{self._dataset}] " + "; ".join(parts) + f"; {total / elapsed:,.0f} samples/s, {elapsed:.1f}s"
         if self._tty:
             print("\r" + line, end="", file=sys.stderr, flush=True)

@@ -100,3 +100,11 @@ def aborts(n: int) -> dict:
 
         os.abort()
     return {"__key__": f"s{n}", "txt": f"sample {n}"}
+
+
+def slow(n: int) -> dict:
+    """A sample a few tens of milliseconds in the making (what a progress line is for)."""
+    import time
+
+    time.sleep(0.04)
+    return {"__key__": f"s{n}", "txt": f"sample {n}"}
