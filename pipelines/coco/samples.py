@@ -11,7 +11,7 @@ import numpy as np
 
 from pipelines.coco.annotations import polygons_of
 from pipelines.coco.staging import read_record
-from pipelines.common.archives import inflate
+from pipelines.common.archives import member_bytes
 from pipelines.common.images import BadInput, prepare_image
 from pipelines.common.records import Pointer
 
@@ -104,8 +104,7 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: CocoConfig) -> dict[str, byte
     anns = rec["annotations"]
     if not anns and not cfg.keep_empty and "boxes" in cfg.fields:
         raise BadInput("no annotations (--drop-empty)", stage="filter")
-    if p.meta.get("inflate"):
-        data = inflate(data)
+    data = member_bytes(data, p.meta)
     img = prepare_image(data, resize_max_side=cfg.resize_max_side, quality=cfg.jpeg_quality)
     image = rec["image"]
     problem, note = check_size(image, img.original_width, img.original_height, p.meta.get("name", p.key))

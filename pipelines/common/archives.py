@@ -10,7 +10,17 @@ from typing import IO, NamedTuple
 
 from pipelines.common.images import BadInput
 
-__all__ = ["MAX_INFLATED", "MAX_RATIO", "ArchiveError", "check_zip", "ZipMember", "inflate", "open_zip", "zip_members"]
+__all__ = [
+    "MAX_INFLATED",
+    "MAX_RATIO",
+    "ArchiveError",
+    "check_zip",
+    "member_bytes",
+    "ZipMember",
+    "inflate",
+    "open_zip",
+    "zip_members",
+]
 
 
 class ArchiveError(ValueError):
@@ -37,6 +47,7 @@ class ZipMember(NamedTuple):
     offset: int
     length: int
     deflated: bool
+    size: int  # the size the central directory declares, inflated
 
 
 def check_zip(url: str) -> None:
@@ -61,26 +72,44 @@ def zip_members(f: IO[bytes], url: str, accept: Callable[[str], bool]) -> Iterat
             local = f.read(30)
             start = info.header_offset + 30 + int.from_bytes(local[26:28], "little")
             start += int.from_bytes(local[28:30], "little")
-            yield ZipMember(info.filename, start, info.compress_size, info.compress_type == zipfile.ZIP_DEFLATED)
+            deflated = info.compress_type == zipfile.ZIP_DEFLATED
+            yield ZipMember(info.filename, start, info.compress_size, deflated, info.file_size)
 
 
 MAX_RATIO = 200  # images and audio barely compress (~1x), annotations ~10x; a member past 200x is a bomb
 MAX_INFLATED = 1 << 30  # no sample member of any dataset here comes near 1 GiB
 
 
-def inflate(data: bytes) -> bytes:
-    """A deflated zip member's bytes, inflated - no further than MAX_RATIO times its compressed size nor
-    MAX_INFLATED: a 2 MB member that would inflate to gigabytes is this input's quarantine reason (BadInput, stage
-    "read"), found with at most that much memory; so is a member that will not inflate."""
+def member_bytes(data: bytes, meta: dict) -> bytes:
+    """A pointer's bytes as the sample wants them: inflated when its listing marked it deflated (`meta["inflate"]`:
+    the member's declared size, or True from a listing that did not record it)."""
+    mark = meta.get("inflate", False)
+    if mark is False:
+        return data
+    return inflate(data, None if mark is True else int(mark))
+
+
+def inflate(data: bytes, declared: int | None = None) -> bytes:
+    """A deflated zip member's bytes, inflated - no further than its declared size, MAX_RATIO times its
+    compressed size and MAX_INFLATED. A declared size past those is refused before anything is inflated, and a
+    member that inflates past what it declared is refused as soon as it does: either way this input's quarantine
+    reason (BadInput, stage "read"), never a writer's gigabytes; so is a member that will not inflate."""
     cap = min(MAX_INFLATED, MAX_RATIO * max(len(data), 1))
+    if declared is not None:
+        if declared > cap:
+            raise BadInput(f"zip member declares {declared} bytes from {len(data)} ({MAX_RATIO}x and "
+                           f"{MAX_INFLATED >> 20} MiB at most): refused as a decompression bomb", stage="read")  # fmt: skip
+        cap = declared
     d = zlib.decompressobj(-15)
     try:
         out = d.decompress(data, cap + 1)
     except zlib.error as e:
         raise BadInput(f"zip member will not inflate: {e}", stage="read") from None
     if len(out) > cap:
-        raise BadInput(f"zip member inflates to more than {cap} bytes from {len(data)} ({MAX_RATIO}x at most, "
+        what = f"its declared {declared} bytes" if declared is not None else f"{cap} bytes"
+        raise BadInput(f"zip member inflates to more than {what} from {len(data)} ({MAX_RATIO}x and "
                        f"{MAX_INFLATED >> 20} MiB at most): refused as a decompression bomb", stage="read")  # fmt: skip
-    if not d.eof:
-        raise BadInput("zip member will not inflate: its deflate stream ends early (truncated)", stage="read")
+    if not d.eof or (declared is not None and len(out) != declared):
+        raise BadInput(f"zip member will not inflate: its deflate stream ends early (truncated) after {len(out)} "
+                       "bytes", stage="read")  # fmt: skip
     return out

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.common.archives import inflate
+from pipelines.common.archives import member_bytes
 from pipelines.common.images import BadInput
 from pipelines.common.records import Pointer
 
@@ -90,7 +90,7 @@ def encode_sample(p: Pointer, data: bytes, *, cfg: FmaConfig) -> dict[str, bytes
     """The members of one track's sample; BadInput for audio that is undecodable, empty, short or silent."""
     import soxr
 
-    original = inflate(data) if p.meta.get("inflate") else data
+    original = member_bytes(data, p.meta)
     x, rate = decode_audio(original)
     seconds = len(x) / rate
     if seconds < cfg.min_seconds:

@@ -93,7 +93,7 @@ def read_genres(layout: Layout) -> dict[int, dict[str, Any]]:
 
 
 def list_audio(unit: Unit) -> Iterator[tuple[str, tuple[str, Any]]]:
-    """(track id, ("audio", (url, offset, length, deflated))) per .mp3 of a unit; ("bad", reason) for an .mp3
+    """(track id, ("audio", (url, offset, length, declared size if deflated else False))) per .mp3 of a unit; ("bad", reason) for an .mp3
     whose name is not FMA's `NNN/NNNNNN.mp3`."""
     if unit.kind == "dir":
         for name, size in storage.list_files(unit.url):
@@ -101,11 +101,11 @@ def list_audio(unit: Unit) -> Iterator[tuple[str, tuple[str, Any]]]:
                 yield from _track(f"{unit.url}/{name}", (storage.join(unit.url, name), 0, size, False))
         return
     with storage.open_read(unit.url, block_size=1 << 16) as f:
-        for name, offset, length, deflated in zip_members(f, unit.url, lambda n: n.lower().endswith(".mp3")):
-            yield from _track(f"{unit.url}/{name}", (unit.url, offset, length, deflated))
+        for m in zip_members(f, unit.url, lambda n: n.lower().endswith(".mp3")):
+            yield from _track(f"{unit.url}/{m.name}", (unit.url, m.offset, m.length, m.size if m.deflated else False))
 
 
-def _track(path: str, where: tuple[str, int, int, bool]) -> Iterator[tuple[str, tuple[str, Any]]]:
+def _track(path: str, where: tuple[str, int, int, int | bool]) -> Iterator[tuple[str, tuple[str, Any]]]:
     m = _TRACK.search(path)
     if m is None or m.group(2)[:3] != m.group(1):
         yield path.rsplit("/", 1)[-1], ("bad", (path, "not an FMA track file (fma_<subset>/NNN/NNNNNN.mp3)"))
@@ -175,6 +175,6 @@ def join_track(
         "cls": labels.classes[top] if top else -1,
         "genres": sorted(labels.genre_index[g] for g in info.get("genres_all", [])),
     }
-    if deflated:
-        meta["inflate"] = True
+    if deflated is not False:
+        meta["inflate"] = deflated  # the member's declared size
     yield split, Pointer(tid, url, offset, length, meta)

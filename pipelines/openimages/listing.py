@@ -84,13 +84,13 @@ def list_unit(unit: Unit, cfg: OpenImagesConfig, staging: str, splits: tuple[str
         # the file the user has: the archive and its member (a .tar.gz is read from a staged copy under the
         # output, which must not be what a quarantine entry points at), or the image file itself
         meta = {"name": name.rsplit("/", 1)[-1], "source": name if unit.kind == "dir" else f"{unit.url}:{name}"}
-        if inflate:
-            meta["inflate"] = True
+        if inflate is not False:
+            meta["inflate"] = inflate  # the member's declared size
         yield image_id, ("image", split, _image_pointer(image_id, url, offset, length, meta))
 
 
-def _list_images(unit: Unit, staging: str) -> Iterator[tuple[str, str, int, int, bool]]:
-    """(member name, url, offset, length, deflated) of every image in a container."""
+def _list_images(unit: Unit, staging: str) -> Iterator[tuple[str, str, int, int, int | bool]]:
+    """(member name, url, offset, length, declared size if deflated else False) of every image in a container."""
     if unit.kind == "dir":
         for name, size in storage.list_files(unit.url):
             if size is not None and name.lower().endswith(IMAGE_EXT):
@@ -101,7 +101,7 @@ def _list_images(unit: Unit, staging: str) -> Iterator[tuple[str, str, int, int,
         if unit.kind == "zip":
             try:
                 for m in zip_members(f, unit.url, lambda name: name.lower().endswith(IMAGE_EXT)):
-                    yield m[0], url, m[1], m[2], m[3]
+                    yield m.name, url, m.offset, m.length, m.size if m.deflated else False
             except ValueError as e:
                 raise LayoutError(str(e)) from None
             return

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.common.archives import inflate
+from pipelines.common.archives import member_bytes
 from pipelines.common.images import prepare_image
 from pipelines.common.records import Pointer
 from pipelines.openimages.annotations import FLAGS, rotate_boxes
@@ -60,8 +60,7 @@ def _rotation(meta: dict[str, Any]) -> int:
 
 
 def encode_sample(p: Pointer, data: bytes, *, cfg: OpenImagesConfig) -> dict[str, bytes]:
-    if p.meta.get("inflate"):
-        data = inflate(data)
+    data = member_bytes(data, p.meta)
     ann = p.meta["ann"]
     meta = ann["meta"]
     rotation = _rotation(meta)
