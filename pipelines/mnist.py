@@ -43,19 +43,40 @@ MAX_SIDE = 4096  # an IDX image side larger than this is not MNIST-like data: re
 MAX_RATIO = 200
 
 
-def _gunzip(url: str, raw: bytes, size: int, head: int) -> bytes:
-    """The decompressed file, inflated no further than its dims declare (`size`) nor than MAX_RATIO times the .gz:
-    a small .gz that inflates to gigabytes never takes more memory than that."""
-    cap = min(size, head + MAX_RATIO * len(raw))
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+def _inflated_size(url: str, raw: bytes, limit: int) -> tuple[int, bool]:
+    """(how many bytes the .gz inflates to, counted 1 MiB at a time and thrown away - at most `limit` + 1 -,
+    whether its stream ended properly)."""
+    d, n, rest = zlib.decompressobj(16 + zlib.MAX_WBITS), 0, raw
     try:
-        out = d.decompress(raw, cap + 1)
+        while n <= limit and not d.eof:
+            n += len(d.decompress(rest, 1 << 20))
+            rest = d.unconsumed_tail
+            if not rest and not d.eof:
+                break
     except zlib.error as e:
         raise IdxError(f"{url}: not a complete gzip file ({e})") from None
-    if len(out) > cap:
-        if cap < size:
-            raise IdxError(f"{url}: inflates to more than {MAX_RATIO}x its {len(raw)} bytes (its dims declare "
-                           f"{size - head}): refused as a decompression bomb")  # fmt: skip
+    return n, d.eof
+
+
+def _gunzip(url: str, raw: bytes, size: int, head: int, dims: list[int]) -> bytes:
+    """The decompressed file, inflated no further than its dims declare (`size`). A .gz whose dims declare more
+    than MAX_RATIO times its own size is never inflated into memory: its inflated size is counted (1 MiB of
+    memory) to tell a truncated file (fewer bytes than declared) from a decompression bomb."""
+    if size > head + MAX_RATIO * len(raw):
+        got, whole = _inflated_size(url, raw, size)
+        if got < size and not whole:
+            raise IdxError(f"{url}: not a complete gzip file (it ends after {got} decompressed bytes)")
+        if got < size:
+            raise IdxError(f"{url}: {got - head} bytes after the header, its dims {dims} need {size - head} "
+                           "(truncated?)")  # fmt: skip
+        raise IdxError(f"{url}: its dims declare {size - head} bytes from {len(raw)} compressed, more than "
+                       f"{MAX_RATIO}x: refused as a decompression bomb")  # fmt: skip
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(raw, size + 1)
+    except zlib.error as e:
+        raise IdxError(f"{url}: not a complete gzip file ({e})") from None
+    if len(out) > size:
         raise IdxError(f"{url}: more bytes after the header than its dims need ({size - head}): not an IDX file "
                        "of these dims")  # fmt: skip
     if not d.eof and len(out) < size:
@@ -91,7 +112,7 @@ def read_idx(url: str, ndim: int) -> np.ndarray:
         head = raw[:head_size]
     dims = _dims(url, head, ndim)
     want = math.prod(dims)
-    data = _gunzip(url, raw, head_size + want, head_size) if url.endswith(".gz") else raw
+    data = _gunzip(url, raw, head_size + want, head_size, dims) if url.endswith(".gz") else raw
     if len(data) - head_size != want:
         raise IdxError(f"{url}: {len(data) - head_size} bytes after the header, its dims {dims} need {want} "
                        "(truncated?)")  # fmt: skip
