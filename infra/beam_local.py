@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 
 from infra.local_s3 import HOST, free_port
+from shards.procs import die_with_parent
 
 __all__ = ["BeamCluster", "local_beam_cluster", "with_beam_args"]
 
@@ -161,7 +162,13 @@ def local_beam_cluster(
             code = f"from infra.beam_local import _serve_{what.replace(' ', '_')} as s; s({port})"
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", code], env=env, stdout=out, stderr=out, start_new_session=True, cwd=root
+                    [sys.executable, "-c", code],
+                    env=env,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                    cwd=root,
+                    preexec_fn=die_with_parent(),
                 )
             )
             ports[what] = port

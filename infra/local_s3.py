@@ -20,6 +20,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+from shards.procs import die_with_parent
+
 __all__ = ["local_s3", "create_bucket", "free_port"]
 
 HOST = "127.0.0.1"
@@ -64,6 +66,7 @@ def local_s3(
         [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(),
     )
     try:
         _wait_ready(endpoint, proc, timeout)

@@ -111,3 +111,27 @@ def test_local_s3_says_what_a_bucket_name_must_be():
     for bad in ("b", "UPPER", "a" * 64, "x_y"):
         r = subprocess.run([sys.executable, "-m", "infra.local_s3", "--bucket", bad], capture_output=True, text=True)
         assert r.returncode == 2 and "3-63 characters" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_the_s3_endpoint_dies_with_a_parent_that_was_killed(tmp_path):
+    """A SIGKILL (or an abort) skips every `finally`: the endpoint still goes, with its parent."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from shards.procs import alive, descendants
+
+    code = "from infra.local_s3 import local_s3\nwith local_s3() as env:\n    print(env['AWS_ENDPOINT_URL'], flush=True)\n    import time; time.sleep(600)\n"
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().startswith("http://127.0.0.1:")
+        children = descendants(parent.pid)
+        assert children
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(c) for c in children)
