@@ -149,7 +149,7 @@ def split_lock(
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, ValueError):  # gone, or not ours to remove
             held = json.loads(storage.read_bytes(url))
             if (held.get("host"), held.get("pid")) == (me["host"], me["pid"]):
                 storage.remove(url)
