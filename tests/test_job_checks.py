@@ -194,7 +194,7 @@ def test_the_progress_line_moves_while_the_job_runs(slow_raw, tmp_path):
     seconds = [float(re.search(r"([\d.]+)s$", ln).group(1)) for ln in lines]
     assert seconds == sorted(seconds) and seconds[-1] > seconds[0]
     assert any("being written" in ln for ln in lines), lines
-    committed = [int(re.search(r"train: (\d+) shards committed", ln).group(1)) for ln in lines]
+    committed = [int(re.search(r"train: (\d+) shards? committed", ln).group(1)) for ln in lines]
     assert committed == sorted(committed) and committed[-1] > committed[0], lines
 
 
