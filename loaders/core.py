@@ -15,10 +15,11 @@ from typing import Any, TypedDict
 import numpy as np
 
 from loaders.cache import DEFAULT_STREAMS, ShardCache
-from loaders.elastic import check_state, data_digest, fingerprint
+from loaders.elastic import check_data, check_elastic, check_state, data_digest, fingerprint
 from loaders.integrity import Verifier
 from loaders.mixture import Mixture, Source, open_sources
 from loaders.plan import consumed_after, plan_epoch
+from loaders.preflight import refuse_unpinned, require_gpu
 from loaders.source import BatchSource
 from loaders.tensors import class_label, multi_hot, positive, to_torch
 from shards.errors import ShardFormatError
@@ -103,7 +104,7 @@ class DaliLoader:
         if device not in ("cpu", "gpu"):
             raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
         if device == "gpu":
-            _require_gpu()
+            require_gpu()
         for name, value in (("batch_size", batch_size), ("open_shards", open_shards), ("fetch_streams", fetch_streams),
                             ("cache_bytes", cache_bytes)):  # fmt: skip
             positive(name, value)
@@ -188,10 +189,12 @@ class DaliLoader:
             return chosen
         joined = self.world_size > 1 and _distributed()
         if not joined or self.rank == 0:
-            manifests = [None if g is not None else read_manifest(split_url_of(s.url))
-                         for g, s in zip(chosen, self.specs, strict=True)]  # fmt: skip
+            manifests = [
+                None if g is not None else read_manifest(split_url_of(s.url))
+                for g, s in zip(chosen, self.specs, strict=True)
+            ]
             if self.world_size > 1 and not joined:
-                _refuse_unpinned(self.specs, manifests, self.rank, self.world_size)
+                refuse_unpinned(self.specs, manifests, self.rank, self.world_size)
             chosen = [g if g is not None else generation_of(m) for g, m in zip(chosen, manifests, strict=True)]
         if joined:
             import torch.distributed as dist
@@ -363,13 +366,7 @@ class DaliLoader:
         generations = state.get("generations", [state.get("generation", 0)])
         if generations != self.generations:  # the epoch was planned over those generations
             self._open(generations)
-        data = [data_digest(m) for m in self.manifests]
-        if "data" in state and state["data"] != data:
-            changed = [split_url_of(s.url) for s, a, b in zip(self.specs, state["data"], data, strict=False) if a != b]
-            raise ValueError(
-                f"state was saved over other data than {', '.join(changed) or 'these sources'} holds now (its shards "
-                "differ: the split was replaced at the same URL since); it cannot resume here - start a new epoch"
-            )
+        check_data(state, [split_url_of(s.url) for s in self.specs], self.manifests)
         self.epoch = state["epoch"]
         consumed = [(int(a), int(b)) for a, b in state.get("consumed", [])]
         if state["world_size"] == self.world_size:
@@ -377,51 +374,23 @@ class DaliLoader:
                 raise ValueError(f"state was saved by rank {state['rank']} of {self.world_size}; this is rank "
                                  f"{self.rank} (give each rank its own state, or any one on a new number of ranks)")  # fmt: skip
             if state["batch_size"] != self.batch_size:
-                raise ValueError(f"state was saved with batch_size={state['batch_size']}, this loader has "
-                                 f"batch_size={self.batch_size}")  # fmt: skip
+                raise ValueError(
+                    f"state was saved with batch_size={state['batch_size']}, this loader has "
+                    f"batch_size={self.batch_size}"
+                )
             self._base, self._consumed, self._checkpoint = consumed, state["batch"], state["dali"]
         else:  # elastic: what the old ranks read together is consumed; the rest is cut anew for these ranks
             total = sum(p.take for p in self._plans)
-            if any(not 0 <= a < b <= total for a, b in consumed):
-                raise ValueError(
-                    f"state's consumed intervals {consumed[:3]}... lie outside the epoch's {total} samples"
-                )
-            left = total - sum(b - a for a, b in consumed)
-            if state["batch"] * state["batch_size"] > left // state["world_size"]:
-                raise ValueError(f"state's batch {state['batch']} is past the end of its epoch ({left // state['world_size']}"
-                                 f" samples per rank of {state['world_size']}): not a state this split can give")  # fmt: skip
+            check_elastic(state, consumed, total)
             self._base = consumed_after(total, consumed, state["world_size"], state["batch"] * state["batch_size"])
             self._consumed, self._checkpoint = 0, None  # DALI's random state was the old rank's: start afresh
         self._base_epoch = self.epoch
         self._pipe = None
         self._plan_for(self.epoch)
         if self._consumed > self.batches_per_epoch:
-            raise ValueError(f"state's batch {state['batch']} is past the end of its epoch ({self.batches_per_epoch} "
-                             "batches): not a state this split and these options can give")  # fmt: skip
-
-
-def _require_gpu() -> None:
-    """device="gpu" on a machine without CUDA failed only at the first batch, with DALI's assertion about
-    dlopen(libcuda.so); say it up front, in one sentence."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ValueError(
-            'device="gpu" but no GPU was found (torch.cuda.is_available() is False: no CUDA device or driver, or a '
-            'CPU build of PyTorch); use device="cpu" to run the same graph on the CPU'
-        )
-
-
-def _refuse_unpinned(specs, manifests, rank: int, world_size: int) -> None:
-    """Ranks that cannot agree on a generation must not each take the newest they see: a publication (or a
-    compaction) between two ranks' start would make them read different sample sets - some samples twice, some
-    never, silently. A split written once (version 1) has one generation and needs no pin."""
-    for spec, m in zip(specs, manifests, strict=True):
-        if m is not None and m["version"] >= 2:
             raise ValueError(
-                f"{split_url_of(spec.url)} grows by generations (newest: {generation_of(m)}) and rank {rank} of "
-                f"{world_size} is not joined by torch.distributed, so the ranks could read different generations: "
-                f"pass generation={generation_of(m)} to every rank (or initialise torch.distributed first)"
+                f"state's batch {state['batch']} is past the end of its epoch ({self.batches_per_epoch} "
+                "batches): not a state this split and these options can give"
             )
 
 

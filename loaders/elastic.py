@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["data_digest", "check_state_shape", "check_state", "fingerprint", "merge_states"]
+__all__ = [
+    "check_data",
+    "check_elastic",
+    "check_state",
+    "check_state_shape",
+    "data_digest",
+    "fingerprint",
+    "merge_states",
+]
 
 
 def fingerprint(specs: Sequence[Any], epoch_size: int | None, open_shards: int) -> dict[str, Any]:
@@ -48,8 +56,35 @@ def check_state_shape(state: Any) -> None:
         if not _whole(state[k]) and not (k == "seed" and isinstance(state[k], int)):
             raise ValueError(f"state's {k} is {state[k]!r}, not a whole number >= 0")
     if state["batch_size"] < 1 or state["world_size"] < 1 or state["rank"] >= state["world_size"]:
-        raise ValueError(f"state's batch_size {state['batch_size']}, world_size {state['world_size']} and rank "
-                         f"{state['rank']} do not fit together")  # fmt: skip
+        raise ValueError(
+            f"state's batch_size {state['batch_size']}, world_size {state['world_size']} and rank "
+            f"{state['rank']} do not fit together"
+        )
+
+
+def check_data(state: dict[str, Any], urls: Sequence[str], manifests: Sequence[dict[str, Any]]) -> None:
+    """ValueError unless the state was saved over the data these manifests hold (states without `data` predate
+    the digest and pass)."""
+    if "data" not in state:
+        return
+    changed = [u for u, a, m in zip(urls, state["data"], manifests, strict=False) if a != data_digest(m)]
+    if changed or len(state["data"]) != len(manifests):
+        raise ValueError(
+            f"state was saved over other data than {', '.join(changed) or 'these sources'} holds now (its shards "
+            "differ: the split was replaced at the same URL since); it cannot resume here - start a new epoch"
+        )
+
+
+def check_elastic(state: dict[str, Any], consumed: Sequence[tuple[int, int]], total: int) -> None:
+    """ValueError unless an elastic resume's consumed intervals and batch fit an epoch of `total` samples."""
+    if any(not 0 <= a < b <= total for a, b in consumed):
+        raise ValueError(f"state's consumed intervals {list(consumed)[:3]}... lie outside the epoch's {total} samples")
+    per_rank = (total - sum(b - a for a, b in consumed)) // state["world_size"]
+    if state["batch"] * state["batch_size"] > per_rank:
+        raise ValueError(
+            f"state's batch {state['batch']} is past the end of its epoch ({per_rank} samples per rank "
+            f"of {state['world_size']}): not a state this split can give"
+        )
 
 
 def check_state(state: dict[str, Any], seed: int, mine: dict[str, Any]) -> None:

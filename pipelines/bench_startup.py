@@ -45,8 +45,19 @@ def _timed(cmd: list[str]) -> float:
 
 
 def bench_size(raw: str, out: str, repeat: int) -> dict:
-    job = [sys.executable, "-m", "pipelines", "imagenet", "--input", raw, "--output", os.path.join(out, "job"),
-           "--splits", "train", "--no-progress"]  # fmt: skip
+    job = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "imagenet",
+        "--input",
+        raw,
+        "--output",
+        os.path.join(out, "job"),
+        "--splits",
+        "train",
+        "--no-progress",
+    ]
     wds = [sys.executable, "-c", WDS, os.path.join(raw, "train"), os.path.join(out, "wds")]
     seconds: dict[str, list[float]] = {"job": [], "wds": []}
     warm_page_cache(os.path.join(raw, "train"))
@@ -74,16 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, size in cases:
         raw = os.path.join(args.dir, f"{name}-raw")
-        n, nbytes = make_photo_folder(os.path.join(raw, "train"), size, pattern="{cls}/{cls}_{i}.JPEG",
-                                      classes=tuple(WNIDS[::50]))  # fmt: skip
+        n, nbytes = make_photo_folder(
+            os.path.join(raw, "train"), size, pattern="{cls}/{cls}_{i}.JPEG", classes=tuple(WNIDS[::50])
+        )
         x = r["sizes"][name] = {
             "files": n,
             "bytes": nbytes,
             **bench_size(raw, os.path.join(args.dir, f"{name}-out"), args.repeat),
         }
         target = 1.2 if name == "small" else 1.0
-        print(f"{name}: {n} files, {format_size(nbytes)}: job {x['median_seconds']['job']:.2f}s, ShardWriter "
-              f"{x['median_seconds']['wds']:.2f}s = {x['ratio_job_over_wds']:.2f}x (target <= {target})")  # fmt: skip
+        print(
+            f"{name}: {n} files, {format_size(nbytes)}: job {x['median_seconds']['job']:.2f}s, ShardWriter "
+            f"{x['median_seconds']['wds']:.2f}s = {x['ratio_job_over_wds']:.2f}x (target <= {target})"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)

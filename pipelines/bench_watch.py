@@ -180,8 +180,9 @@ def bench_soak(work: str, seconds: float, beam_seconds: float = 0.0) -> dict:
     from pipelines.imagenet import WNIDS
 
     raw = os.path.join(work, "soak-raw")
-    make_photo_folder(os.path.join(raw, "train"), parse_size("2MB"), pattern="{cls}/{cls}_{i}.JPEG",
-                      classes=tuple(WNIDS[:2]))  # fmt: skip
+    make_photo_folder(
+        os.path.join(raw, "train"), parse_size("2MB"), pattern="{cls}/{cls}_{i}.JPEG", classes=tuple(WNIDS[:2])
+    )
     runs = {"watch": (seconds, [])}
     if beam_seconds:
         runs["watch-beam-local-runner"] = (beam_seconds, ["--", "--runner=FnApiRunner"])
@@ -212,8 +213,14 @@ def bench_soak(work: str, seconds: float, beam_seconds: float = 0.0) -> dict:
             proc.kill()
             proc.wait()
         rss = [b for _, b in samples[name]]
-        result[name] = {"seconds": runs[name][0], "samples": samples[name], "rss_first": rss[0], "rss_last": rss[-1],
-                        "rss_max": max(rss), "growth_bytes": rss[-1] - rss[0]}  # fmt: skip
+        result[name] = {
+            "seconds": runs[name][0],
+            "samples": samples[name],
+            "rss_first": rss[0],
+            "rss_last": rss[-1],
+            "rss_max": max(rss),
+            "growth_bytes": rss[-1] - rss[0],
+        }
     return result
 
 
@@ -232,12 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.imagenet import WNIDS
 
     if args.soak:
-        r = {"benchmark": "imagenet-watch-soak", "cores": os.cpu_count(),
-             "soak": bench_soak(args.dir, args.soak, args.soak_beam)}  # fmt: skip
+        r = {
+            "benchmark": "imagenet-watch-soak",
+            "cores": os.cpu_count(),
+            "soak": bench_soak(args.dir, args.soak, args.soak_beam),
+        }
         for name, x in r["soak"].items():
-            print(f"{name}: idle {x['seconds']:.0f}s, memory {format_size(x['rss_first'])} -> "
-                  f"{format_size(x['rss_last'])} (max {format_size(x['rss_max'])}), growth "
-                  f"{x['growth_bytes'] / 1e6:+.1f} MB (target: within 50 MB)")  # fmt: skip
+            print(
+                f"{name}: idle {x['seconds']:.0f}s, memory {format_size(x['rss_first'])} -> "
+                f"{format_size(x['rss_last'])} (max {format_size(x['rss_max'])}), growth "
+                f"{x['growth_bytes'] / 1e6:+.1f} MB (target: within 50 MB)"
+            )
         return _save(r, args.json)
 
     raw = os.path.join(args.dir, "backlog-raw")

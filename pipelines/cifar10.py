@@ -105,8 +105,10 @@ def read_batch(url: str, member: str = "") -> tuple[np.ndarray, np.ndarray]:
         raise BatchError(f"{name}: data is {pixels.dtype} {list(pixels.shape)} with {labels.size} labels; CIFAR-10 "
                          "batches hold N x 3072 uint8 and N labels")  # fmt: skip
     if labels.size and not (labels.min() >= 0 and labels.max() < len(CLASSES)):
-        raise BatchError(f"{name}: label {int(labels.max() if labels.max() >= len(CLASSES) else labels.min())} is not "
-                         "a CIFAR-10 class (0 to 9)")  # fmt: skip
+        raise BatchError(
+            f"{name}: label {int(labels.max() if labels.max() >= len(CLASSES) else labels.min())} is not "
+            "a CIFAR-10 class (0 to 9)"
+        )
     return pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
 
 

@@ -143,8 +143,10 @@ def _probe(
             except BadInput:
                 continue
         else:
-            raise ConvertError(f"no sample of the first {min(PROBE, len(refs))} inputs encodes; first: "
-                               f"{_first_failure(encoder, samples)}")  # fmt: skip
+            raise ConvertError(
+                f"no sample of the first {min(PROBE, len(refs))} inputs encodes; first: "
+                f"{_first_failure(encoder, samples)}"
+            )
         return wanted, {f: "user" for f in wanted}, size
     import pyarrow as pa
 
@@ -160,8 +162,10 @@ def _probe(
                 with contextlib.suppress(BadInput):
                     rows.append(encoder._one(f"k{j}", sample))
         if not rows:
-            raise ConvertError(f"no sample of the first {min(PROBE, len(refs))} inputs makes a row; first: "
-                               f"{_first_failure(encoder, samples)}")  # fmt: skip
+            raise ConvertError(
+                f"no sample of the first {min(PROBE, len(refs))} inputs makes a row; first: "
+                f"{_first_failure(encoder, samples)}"
+            )
         inferred = pa.Table.from_pylist(rows).schema
         unknown = [f.name for f in inferred if "null" in str(f.type)]
         if unknown:
@@ -271,10 +275,21 @@ def convert_split(parser: Any, job: Any, beam_args: Sequence[str], inputs: Any, 
     import sys
 
     try:
-        done = convert(inputs, fn, job.output, split=split, shard_size=job.shard_size, min_shards=job.min_shards,
-                       seed=job.seed, max_bad_fraction=job.max_bad_fraction, runner_args=beam_args,
-                       storage_options=job.storage_options, writer_processes=job.writer_processes,
-                       progress=job.progress, **kwargs)  # fmt: skip
+        done = convert(
+            inputs,
+            fn,
+            job.output,
+            split=split,
+            shard_size=job.shard_size,
+            min_shards=job.min_shards,
+            seed=job.seed,
+            max_bad_fraction=job.max_bad_fraction,
+            runner_args=beam_args,
+            storage_options=job.storage_options,
+            writer_processes=job.writer_processes,
+            progress=job.progress,
+            **kwargs,
+        )
     except JobFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -282,6 +297,8 @@ def convert_split(parser: Any, job: Any, beam_args: Sequence[str], inputs: Any, 
         parser.error(str(e))
     from shards.units import counted
 
-    print(f"{split}: {counted(done.samples, 'sample')} in {counted(done.shards, 'shard')}, {done.quarantined} "
-          f"quarantined -> {done.url}")  # fmt: skip
+    print(
+        f"{split}: {counted(done.samples, 'sample')} in {counted(done.shards, 'shard')}, {done.quarantined} "
+        f"quarantined -> {done.url}"
+    )
     return 0

@@ -43,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["tar", "arrow"], default="tar", help="shard format (default tar)")
     p.add_argument("--fields", help="comma-separated fields every sample has (default: the first sample's)")
     p.add_argument("--classes", help="a file of label names, one per line, recorded in the manifest (for cls)")
-    p.add_argument("--input-timeout", type=float, default=600.0,
-                   help="seconds the function may take on one input before it is quarantined (default 600)")  # fmt: skip
+    p.add_argument(
+        "--input-timeout",
+        type=float,
+        default=600.0,
+        help="seconds the function may take on one input before it is quarantined (default 600)",
+    )
     p.set_defaults(min_shards=1)  # as convert(): a small folder is one shard, not 64 tiny ones
     args = p.parse_args(ours)
     classes = None
@@ -70,5 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         storage_options=parse_storage_options(args.storage_options),
     )  # fmt: skip
     fields = args.fields.split(",") if args.fields else None
-    return convert_split(p, job, beam_args, inputs, fn, split=args.splits, fields=fields, format=args.format,
-                         classes=classes, input_timeout=args.input_timeout)  # fmt: skip
+    return convert_split(
+        p,
+        job,
+        beam_args,
+        inputs,
+        fn,
+        split=args.splits,
+        fields=fields,
+        format=args.format,
+        classes=classes,
+        input_timeout=args.input_timeout,
+    )

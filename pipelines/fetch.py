@@ -251,8 +251,16 @@ def _yt8m_files(partition: str, to: str, base: str | None, mirror: str, timeout:
     return out
 
 
-def fetch(name: str, to: str, *, parts: list[str] | None = None, base_url: str | None = None, mirror: str = "us",
-          timeout: float = 60.0, say=print) -> list[str]:  # fmt: skip
+def fetch(
+    name: str,
+    to: str,
+    *,
+    parts: list[str] | None = None,
+    base_url: str | None = None,
+    mirror: str = "us",
+    timeout: float = 60.0,
+    say=print,
+) -> list[str]:
     """Download the parts of a dataset into `to`; returns the files there. FetchError on the first failure."""
     d = CATALOGUE[name]
     files: list[Remote] = []
@@ -262,8 +270,10 @@ def fetch(name: str, to: str, *, parts: list[str] | None = None, base_url: str |
         elif part in d.parts:
             files += d.parts[part]
         else:
-            raise FetchError(f"{name} has no part {part!r}; parts: {', '.join(d.parts) or 'none'}"
-                             + (", or a partition like 2/video/train" if name == "youtube8m" else ""))  # fmt: skip
+            raise FetchError(
+                f"{name} has no part {part!r}; parts: {', '.join(d.parts) or 'none'}"
+                + (", or a partition like 2/video/train" if name == "youtube8m" else "")
+            )
     os.makedirs(to, exist_ok=True)
     for remote in files:
         _one(remote, to, base_url, timeout, say)
@@ -287,8 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         if d.note:
             print(f"  {d.note}")
         for part, remotes in d.parts.items():
-            print(f"  part {part}{' (default)' if part in d.default else ''}: "
-                  + ", ".join(f"{r.url}" + (f" [{r.digest}]" if r.digest else "") for r in remotes))  # fmt: skip
+            print(
+                f"  part {part}{' (default)' if part in d.default else ''}: "
+                + ", ".join(f"{r.url}" + (f" [{r.digest}]" if r.digest else "") for r in remotes)
+            )
         if not d.parts:
             return 2
         return 0
@@ -298,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     except FetchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{args.name}: {len(got)} files in {args.to}; convert with: python -m pipelines {args.name} --input "
-          f"{args.to} --output OUT")  # fmt: skip
+    print(
+        f"{args.name}: {len(got)} files in {args.to}; convert with: python -m pipelines {args.name} --input "
+        f"{args.to} --output OUT"
+    )
     return 0

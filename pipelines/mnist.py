@@ -67,18 +67,22 @@ def _gunzip(url: str, raw: bytes, size: int, head: int, dims: list[int]) -> byte
         if got < size and not whole:
             raise IdxError(f"{url}: not a complete gzip file (it ends after {got} decompressed bytes)")
         if got < size:
-            raise IdxError(f"{url}: {got - head} bytes after the header, its dims {dims} need {size - head} "
-                           "(truncated?)")  # fmt: skip
-        raise IdxError(f"{url}: its dims declare {size - head} bytes from {len(raw)} compressed, more than "
-                       f"{MAX_RATIO}x: refused as a decompression bomb")  # fmt: skip
+            raise IdxError(
+                f"{url}: {got - head} bytes after the header, its dims {dims} need {size - head} (truncated?)"
+            )
+        raise IdxError(
+            f"{url}: its dims declare {size - head} bytes from {len(raw)} compressed, more than "
+            f"{MAX_RATIO}x: refused as a decompression bomb"
+        )
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = d.decompress(raw, size + 1)
     except zlib.error as e:
         raise IdxError(f"{url}: not a complete gzip file ({e})") from None
     if len(out) > size:
-        raise IdxError(f"{url}: more bytes after the header than its dims need ({size - head}): not an IDX file "
-                       "of these dims")  # fmt: skip
+        raise IdxError(
+            f"{url}: more bytes after the header than its dims need ({size - head}): not an IDX file of these dims"
+        )
     if not d.eof and len(out) < size:
         raise IdxError(f"{url}: not a complete gzip file (it ends after {len(out)} decompressed bytes)")
     return out
@@ -114,8 +118,9 @@ def read_idx(url: str, ndim: int) -> np.ndarray:
     want = math.prod(dims)
     data = _gunzip(url, raw, head_size + want, head_size, dims) if url.endswith(".gz") else raw
     if len(data) - head_size != want:
-        raise IdxError(f"{url}: {len(data) - head_size} bytes after the header, its dims {dims} need {want} "
-                       "(truncated?)")  # fmt: skip
+        raise IdxError(
+            f"{url}: {len(data) - head_size} bytes after the header, its dims {dims} need {want} (truncated?)"
+        )
     return np.frombuffer(data, np.uint8, count=want, offset=head_size).reshape(dims)
 
 
@@ -159,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         top = int(read_idx(labels, 1).max())
         if top >= len(CLASSES[args.variant]):
             at = int(np.argmax(read_idx(labels, 1)))
-            p.error(f"{labels}: label {top} at item {at} is not a class of {args.variant} (0 to "
-                    f"{len(CLASSES[args.variant]) - 1})")  # fmt: skip
+            p.error(
+                f"{labels}: label {top} at item {at} is not a class of {args.variant} (0 to "
+                f"{len(CLASSES[args.variant]) - 1})"
+            )
         refs = [[images, labels, i, split, args.format] for i in range(n)]
         status = convert_split(p, job, beam_args, refs, sample, split=split, fields=[args.format, "cls"],
                                classes=CLASSES[args.variant], dataset="mnist")  # fmt: skip

@@ -61,8 +61,10 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     for r in m.get("retired", []):  # replaced by a compaction; the folder stays for readers until collected
         if not r.get("collected"):
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at"]))
-            print(f"  generation {r['generation']:>5}  retired: compacted into {r['by']} at {when} UTC; its folder "
-                  f"{r['folder']} stays until the grace period after that ends (then `compact` collects it)")  # fmt: skip
+            print(
+                f"  generation {r['generation']:>5}  retired: compacted into {r['by']} at {when} UTC; its folder "
+                f"{r['folder']} stays until the grace period after that ends (then `compact` collects it)"
+            )
     if m.get("generations"):
         print(f"generation {m['generation']} (pin one with generation=N; snapshots in generations/)")
     return 0

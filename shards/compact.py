@@ -133,8 +133,15 @@ def _compact(split: str, shard_size: int, small: int | None, grace: float) -> Co
         storage.write_bytes(storage.join(out_url, "inputs.jsonl"), ledger)
         try:
             with split_lock(split, "shards compact"):
-                published = publish_generation(split, folder=folder, kind="compaction", shards=written,
-                                               quarantine=[], inputs_seen=0, replaces=sorted(numbers))  # fmt: skip
+                published = publish_generation(
+                    split,
+                    folder=folder,
+                    kind="compaction",
+                    shards=written,
+                    quarantine=[],
+                    inputs_seen=0,
+                    replaces=sorted(numbers),
+                )
         except BaseException:
             storage.remove_tree(out_url)  # never published: nothing may point at it
             raise

@@ -111,12 +111,19 @@ def _collected(retired: Mapping[str, Any]) -> bool:
     return bool(retired.get("collected"))
 
 
-def _lock_holder_gone(record: Mapping[str, Any], age: float, stale: float) -> bool:
+def _holder(url: str, stale: float) -> tuple[dict[str, Any], float, bool]:
+    """(a lock's record, its age in seconds, whether its holder is gone): gone when the lock is missing or
+    unreadable, its process on this host has exited, or on another host it was last renewed over `stale` ago."""
     from shards.procs import alive
 
+    try:
+        record = json.loads(storage.read_bytes(url))
+    except (FileNotFoundError, ValueError):
+        return {}, 0.0, True
+    age = time.time() - float(record.get("since", 0))
     if record.get("host") == socket.gethostname():
-        return not alive(int(record.get("pid", 0)))
-    return age > stale
+        return record, age, not alive(int(record.get("pid", 0)))
+    return record, age, age > stale
 
 
 @contextlib.contextmanager
@@ -131,12 +138,8 @@ def split_lock(
     me = {"host": socket.gethostname(), "pid": os.getpid(), "owner": owner, "since": time.time()}
     deadline = time.monotonic() + wait
     while not storage.create_exclusive(url, json.dumps(me).encode()):
-        try:
-            record = json.loads(storage.read_bytes(url))
-        except (FileNotFoundError, ValueError):
-            record = {}
-        age = time.time() - float(record.get("since", 0))
-        if not record or _lock_holder_gone(record, age, stale):
+        record, age, gone = _holder(url, stale)
+        if gone:
             with contextlib.suppress(FileNotFoundError):
                 storage.remove(url)
             continue
@@ -157,12 +160,8 @@ def split_lock(
 
 def live_holder(split_url: str, name: str, stale: float = LOCK_STALE) -> dict[str, Any] | None:
     """The record of a lock's holder while it is alive, else None."""
-    try:
-        record = json.loads(storage.read_bytes(storage.join(split_url, name)))
-    except (FileNotFoundError, ValueError):
-        return None
-    age = time.time() - float(record.get("since", 0))
-    return None if _lock_holder_gone(record, age, stale) else record
+    record, _, gone = _holder(storage.join(split_url, name), stale)
+    return None if gone else record
 
 
 def renew_lock(split_url: str, name: str) -> None:

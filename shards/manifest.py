@@ -122,8 +122,11 @@ def check_relpath(path: Any, url: str, what: str) -> None:
 def check_folder(name: Any, url: str, what: str) -> None:
     """A generation's folder: one path segment `inc-...` or `cmp-...` (what `new_folder` makes). `collect`
     removes such folders, so nothing else - `.`, `..`, a nested path - may ever stand here."""
-    _require(isinstance(name, str) and bool(_FOLDER.fullmatch(name)), url,
-             f"{what} {name!r} is not a generation folder (inc-... or cmp-..., one path segment)")  # fmt: skip
+    _require(
+        isinstance(name, str) and bool(_FOLDER.fullmatch(name)),
+        url,
+        f"{what} {name!r} is not a generation folder (inc-... or cmp-..., one path segment)",
+    )
 
 
 def _validate_shards(m: Mapping[str, Any], url: str) -> None:
@@ -234,8 +237,11 @@ def _validate_generations(m: Mapping[str, Any], url: str) -> None:
         _require(isinstance(r, dict), url, f"retired[{i}] must be an object")
         check_folder(r.get("folder"), url, f"retired[{i}].folder")
         _require(_whole(r.get("generation")) and _whole(r.get("by")), url, f"retired[{i}] needs whole generation, by")
-        _require(isinstance(r.get("at"), (int, float)) and not isinstance(r.get("at"), bool), url,
-                 f"retired[{i}].at is {r.get('at')!r}")  # fmt: skip
+        _require(
+            isinstance(r.get("at"), (int, float)) and not isinstance(r.get("at"), bool),
+            url,
+            f"retired[{i}].at is {r.get('at')!r}",
+        )
 
 
 def dumps_manifest(m: Mapping[str, Any]) -> bytes:

@@ -173,8 +173,10 @@ def pack_folder(src: str, dst: str, config: PackConfig = PackConfig()) -> dict[s
         raise FileNotFoundError(f"{src}: not a folder")
     where = storage.overlap(src, dst)
     if where:
-        raise ValueError(f"{dst} {where} the folder {src}: the shards would be written into what is being packed "
-                         "(and packed again by a re-run); choose a URL outside it")  # fmt: skip
+        raise ValueError(
+            f"{dst} {where} the folder {src}: the shards would be written into what is being packed "
+            "(and packed again by a re-run); choose a URL outside it"
+        )
     quarantine: list[dict[str, str]] = []
     samples = _scan(src, quarantine)
     inputs_seen = len(samples) + len(quarantine)

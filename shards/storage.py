@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from shards.storeerrors import StoreError, store_errors, translated
+
 __all__ = [
     "StoreError",
     "overlap",
@@ -119,6 +121,7 @@ def get_fs(url: str):
     return fs, path
 
 
+@translated
 def open_read(url: str, *, block_size: int | None = None) -> BinaryIO:
     """A seekable binary file for reading; `block_size` sets the read-ahead of remote files."""
     if is_local(url):
@@ -128,11 +131,13 @@ def open_read(url: str, *, block_size: int | None = None) -> BinaryIO:
     return fs.open(path, "rb", **kwargs)
 
 
+@translated
 def read_bytes(url: str) -> bytes:
     with open_read(url) as f:
         return f.read()
 
 
+@translated
 def read_range(url: str, offset: int, length: int) -> bytes:
     """`length` bytes at `offset`: one ranged GET on object stores, a seek and read locally."""
     if is_local(url):
@@ -202,6 +207,11 @@ def atomic_write(url: str, *, block_size: int | None = None) -> Iterator[BinaryI
                 os.unlink(tmp)
             raise
         return
+    with store_errors(url):
+        yield from _remote_write(url, block_size)
+
+
+def _remote_write(url: str, block_size: int | None) -> Iterator[BinaryIO]:
     fs, path = get_fs(url)
     if protocol_of(url) in _OBJECT_STORES:
         f = fs.open(path, "wb", **({"block_size": block_size} if block_size else {}))
@@ -227,11 +237,13 @@ def atomic_write(url: str, *, block_size: int | None = None) -> Iterator[BinaryI
         raise
 
 
+@translated
 def write_bytes(url: str, data: bytes) -> None:
     with atomic_write(url) as f:
         f.write(data)
 
 
+@translated
 def exists(url: str) -> bool:
     if is_local(url):
         return os.path.exists(local_path(url))
@@ -239,6 +251,7 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
+@translated
 def size(url: str) -> int:
     if is_local(url):
         return os.path.getsize(local_path(url))
@@ -246,6 +259,7 @@ def size(url: str) -> int:
     return int(fs.size(path))
 
 
+@translated
 def listdir(url: str) -> list[str]:
     """Names (not paths) of the files directly under a folder URL, sorted; [] if it does not exist."""
     if is_local(url):
@@ -261,6 +275,7 @@ def listdir(url: str) -> list[str]:
     return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
 
+@translated
 def remove(url: str) -> None:
     if is_local(url):
         os.unlink(local_path(url))
@@ -269,6 +284,7 @@ def remove(url: str) -> None:
     fs.rm(path)
 
 
+@translated
 def remove_tree(url: str) -> None:
     """Remove a folder and everything under it; nothing if it is not there."""
     if is_local(url):
@@ -298,6 +314,7 @@ def overlap(source: str, target: str) -> str | None:
     return "is" if a == b else ("is inside" if b.startswith(a) else "holds")
 
 
+@translated
 def create_exclusive(url: str, data: bytes) -> bool:
     """Write a small file only if nothing is at `url` yet: False when something is. Local files use O_EXCL;
     object stores a conditional PUT (`If-None-Match: *`, S3 since 2024), so two writers never both win."""
@@ -320,6 +337,7 @@ def create_exclusive(url: str, data: bytes) -> bool:
     return True
 
 
+@translated
 def stat_files(url: str) -> dict[str, tuple[int, str]]:
     """{url: (size, version tag)} of every file under a folder URL, recursively: the tag is the object's ETag on
     object stores and the modification time in ns locally, so that a file rewritten in place gets a new tag."""
@@ -342,6 +360,7 @@ def stat_files(url: str) -> dict[str, tuple[int, str]]:
     }
 
 
+@translated
 def walk(url: str) -> list[str]:
     """URLs of every file under a folder URL, recursively, sorted."""
     if is_local(url):
@@ -352,6 +371,7 @@ def walk(url: str) -> list[str]:
     return sorted(f"{proto}://{p}" for p in fs.find(path))
 
 
+@translated
 def list_files(url: str) -> list[tuple[str, int | None]]:
     """(name, size) of every entry directly under a folder URL, sorted; size None for sub-folders."""
     if is_local(url):
@@ -364,59 +384,3 @@ def list_files(url: str) -> list[tuple[str, int | None]]:
         name = posixpath.basename(e["name"].rstrip("/"))
         out.append((name, int(e["size"]) if e.get("type") == "file" else None))
     return sorted(out)
-
-
-class StoreError(OSError):
-    """A store's client failed (an unreachable endpoint, a refused request): one line naming the URL."""
-
-
-_STORE_LIBS = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "requests", "urllib3"}
-
-
-def _store_error(e: Exception, url: str) -> Exception:
-    """`e` as StoreError naming `url` when a store client raised it in its own type; else `e` itself."""
-    if isinstance(e, OSError | ValueError | TypeError | KeyError | ImportError):
-        return e
-    if type(e).__module__.split(".")[0] not in _STORE_LIBS:
-        return e
-    text = (str(e).strip().splitlines() or [""])[0][:300]
-    return StoreError(f"{url}: the store failed: {type(e).__name__}: {text}")
-
-
-def _translating(fn):
-    """Store clients raise their own exception types (botocore's EndpointConnectionError is no OSError): every
-    call here that touches a store turns them into StoreError naming the URL, so commands answer in one line and
-    callers that handle OSError (retries, the jobs' checks) see them."""
-    import functools
-
-    @functools.wraps(fn)
-    def call(url, *args, **kwargs):
-        try:
-            return fn(url, *args, **kwargs)
-        except Exception as e:
-            err = _store_error(e, url)
-            if err is e:
-                raise
-            raise err from e
-
-    return call
-
-
-for _name in ("open_read", "read_bytes", "read_range", "write_bytes", "exists", "size", "listdir", "remove",
-              "remove_tree", "create_exclusive", "stat_files", "walk", "list_files"):  # fmt: skip
-    globals()[_name] = _translating(globals()[_name])
-
-_atomic_write = atomic_write
-
-
-@contextlib.contextmanager
-def atomic_write(url: str, *, block_size: int | None = None) -> Iterator[BinaryIO]:
-    """`_atomic_write`, with store client errors as StoreError naming the URL."""
-    try:
-        with _atomic_write(url, block_size=block_size) as f:
-            yield f
-    except Exception as e:
-        err = _store_error(e, url)
-        if err is e:
-            raise
-        raise err from e

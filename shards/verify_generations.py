@@ -49,6 +49,8 @@ def check_generations(split: str, manifest: dict[str, Any]) -> list[str]:
         if re.fullmatch(r"(inc|cmp)-.+", name) and name not in owned and name not in pending:
             if name.startswith("cmp-") and live_holder(split, COMPACT_LOCK, COMPACT_STALE):
                 continue  # a compaction at work: its folder is published or removed when it ends
-            problems.append(f"{storage.join(split, name)}: folder of no generation (an interrupted compaction, "
-                            "which the next `shards compact` removes, or a rejected increment); safe to remove")  # fmt: skip
+            problems.append(
+                f"{storage.join(split, name)}: folder of no generation (an interrupted compaction, "
+                "which the next `shards compact` removes, or a rejected increment); safe to remove"
+            )
     return problems

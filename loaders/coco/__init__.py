@@ -127,13 +127,20 @@ def coco_dali(
     common = dict(batch_size=batch_size, device=device, **options)
     if task == "captions":
         size = image_size or 224
-        _require_captions(url)
 
         def graph(enc: dict[str, Any], device: str) -> dict[str, Any]:
             return {"image": classification_images(enc["jpg"], device, train=train, image_size=size, **look)}
 
-        return DaliLoader(url, graph=graph, fields=("jpg", "json"), tensor_fields={"captions": ("json", _captions)},
-                          finish=_tokens(tokenizer) if tokenizer else None, **common)  # fmt: skip
+        loader = DaliLoader(
+            url,
+            graph=graph,
+            fields=("jpg", "json"),
+            tensor_fields={"captions": ("json", _captions)},
+            finish=_tokens(tokenizer) if tokenizer else None,
+            **common,
+        )
+        _require_captions(loader.split_url, loader.manifest)
+        return loader
     size = image_size or 512
     canvas = max_size or size * 1333 // 800
     if not train and canvas < size:
@@ -161,16 +168,14 @@ def coco_dali(
         raise ValueError(f"{e}: task={task!r} needs them (its job saw no {needs}_*.json)") from None
 
 
-def _require_captions(url: Any) -> None:
+def _require_captions(url: str, manifest: dict[str, Any]) -> None:
     """task="captions" over a split whose job saw no captions JSON would yield empty lists: refuse it, as the
-    keypoints task refuses a split without keypoints."""
-    from loaders.mixture import first_url
-    from shards.manifest import read_manifest
-
-    m = read_manifest(first_url(url))
-    if "annotations" in m and "captions" not in m["annotations"]:
-        raise ValueError(f"{first_url(url)}: task='captions' needs captions, and its job saw no captions_*.json "
-                         f"(it read {m['annotations']})")  # fmt: skip
+    keypoints task refuses a split without keypoints (the manifest's `annotations`: the JSON kinds its job read)."""
+    if "annotations" in manifest and "captions" not in manifest["annotations"]:
+        raise ValueError(
+            f"{url}: task='captions' needs captions, and its job saw no captions_*.json "
+            f"(it read {manifest['annotations']})"
+        )
 
 
 def reference_eval(sample: dict[str, bytes], *, image_size: int = 512, max_size: int | None = None,

@@ -46,8 +46,13 @@ def join_file(kv: tuple[str, dict[str, list]]) -> Iterator[Pointer]:
     files, records = list(groups["files"]), list(groups["records"])
     if not isinstance(name, str):  # a record whose file_name is not a string (no file can have it)
         for r in records:
-            yield _error(f"img-{r.get('id')}", "json", f"image {r.get('id')}: file_name {name!r} is not a string",
-                         "annotations", "json")  # fmt: skip
+            yield _error(
+                f"img-{r.get('id')}",
+                "json",
+                f"image {r.get('id')}: file_name {name!r} is not a string",
+                "annotations",
+                "json",
+            )
         return
     stem = name.rsplit(".", 1)[0]
     try:

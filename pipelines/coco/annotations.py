@@ -158,13 +158,22 @@ def assemble(image_id: Any, items: list[tuple[str, str, dict[str, Any]]], labels
     images = list({(str(r.get("file_name")), str(r.get("width")), str(r.get("height"))): r for r in images}.values())
     if len(images) > 1:  # which record is the file's? none is taken, each is reported
         for rec in images:
-            yield ("bad", {"key": f"img-{rec.get('id')}", "source": "json",
-                           "reason": f"image id {image_id} has {len(images)} image records (file names "
-                           f"{sorted(str(r.get('file_name')) for r in images)}); its annotations cannot be told "
-                           "apart"})  # fmt: skip
+            yield (
+                "bad",
+                {
+                    "key": f"img-{rec.get('id')}",
+                    "source": "json",
+                    "reason": f"image id {image_id} has {len(images)} image records (file names "
+                    f"{sorted(str(r.get('file_name')) for r in images)}); its annotations cannot be told "
+                    "apart",
+                },
+            )
         for ann in anns.values():
-            yield _bad(ann, ann["_source"], f"annotation {ann.get('id')} names image id {image_id}, which has "
-                       f"{len(images)} image records")  # fmt: skip
+            yield _bad(
+                ann,
+                ann["_source"],
+                f"annotation {ann.get('id')} names image id {image_id}, which has {len(images)} image records",
+            )
         return
     image = images[0]
     problem = check_image(image)

@@ -148,5 +148,13 @@ def list_images(kind: str, url: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
     with storage.open_read(url, block_size=1 << 20) as f:
         for m in zip_members(f, url, lambda n: not n.endswith("/")):
-            yield m.name.rsplit("/", 1)[-1], {"url": url, "offset": m.offset, "length": m.length,
-                                               "inflate": m.size if m.deflated else False, "member": m.name}  # fmt: skip
+            yield (
+                m.name.rsplit("/", 1)[-1],
+                {
+                    "url": url,
+                    "offset": m.offset,
+                    "length": m.length,
+                    "inflate": m.size if m.deflated else False,
+                    "member": m.name,
+                },
+            )

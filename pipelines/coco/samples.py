@@ -93,8 +93,10 @@ def check_size(image: dict[str, Any], width: int, height: int, name: str) -> tup
         return None, None
     if abs(width * h / w - height) < 0.5 * h / w + 0.5 and abs(height * w / h - width) < 0.5 * w / h + 0.5:
         return None, f"the file is {width}x{height}, a scaled copy of the {w}x{h} the record says"
-    return (f"the image record ({image.get('id')}) says {w}x{h} but {name} is {width}x{height}: its boxes would be "
-            "normalized by the wrong size"), None  # fmt: skip
+    return (
+        f"the image record ({image.get('id')}) says {w}x{h} but {name} is {width}x{height}: its boxes would be "
+        "normalized by the wrong size"
+    ), None
 
 
 def encode_sample(p: Pointer, data: bytes, *, cfg: CocoConfig) -> dict[str, bytes]:

@@ -97,8 +97,11 @@ def inflate(data: bytes, declared: int | None = None) -> bytes:
     cap = min(MAX_INFLATED, MAX_RATIO * max(len(data), 1))
     if declared is not None:
         if declared > cap:
-            raise BadInput(f"zip member declares {declared} bytes from {len(data)} ({MAX_RATIO}x and "
-                           f"{MAX_INFLATED >> 20} MiB at most): refused as a decompression bomb", stage="read")  # fmt: skip
+            raise BadInput(
+                f"zip member declares {declared} bytes from {len(data)} ({MAX_RATIO}x and "
+                f"{MAX_INFLATED >> 20} MiB at most): refused as a decompression bomb",
+                stage="read",
+            )
         cap = declared
     d = zlib.decompressobj(-15)
     try:
@@ -107,9 +110,14 @@ def inflate(data: bytes, declared: int | None = None) -> bytes:
         raise BadInput(f"zip member will not inflate: {e}", stage="read") from None
     if len(out) > cap:
         what = f"its declared {declared} bytes" if declared is not None else f"{cap} bytes"
-        raise BadInput(f"zip member inflates to more than {what} from {len(data)} ({MAX_RATIO}x and "
-                       f"{MAX_INFLATED >> 20} MiB at most): refused as a decompression bomb", stage="read")  # fmt: skip
+        raise BadInput(
+            f"zip member inflates to more than {what} from {len(data)} ({MAX_RATIO}x and "
+            f"{MAX_INFLATED >> 20} MiB at most): refused as a decompression bomb",
+            stage="read",
+        )
     if not d.eof or (declared is not None and len(out) != declared):
-        raise BadInput(f"zip member will not inflate: its deflate stream ends early (truncated) after {len(out)} "
-                       "bytes", stage="read")  # fmt: skip
+        raise BadInput(
+            f"zip member will not inflate: its deflate stream ends early (truncated) after {len(out)} bytes",
+            stage="read",
+        )
     return out

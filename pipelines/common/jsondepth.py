@@ -61,8 +61,10 @@ class DepthChecked:
         depth += self.depth
         if len(depth) and depth.max() > self.limit:
             at = int(np.argmax(depth > self.limit))
-            raise NestingError(f"{self.url}: JSON nested deeper than {self.limit} levels at byte {self.offset + at}; "
-                               "refused (no COCO value is nested that deep)")  # fmt: skip
+            raise NestingError(
+                f"{self.url}: JSON nested deeper than {self.limit} levels at byte {self.offset + at}; "
+                "refused (no COCO value is nested that deep)"
+            )
         self.depth = int(depth[-1]) if len(depth) else self.depth
         self.in_string = bool(toggles[-1] % 2)
         if last_other is None:

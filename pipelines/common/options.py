@@ -156,8 +156,9 @@ def base_parser(prog: str, description: str, *, splits: str, layouts: str = "") 
     p.add_argument("--splits", help=f"comma-separated (default: those of {splits} the input has)")
     p.set_defaults(default_splits=splits)
     p.add_argument("--shard-size", default="256MB", type=size_arg, help="target bytes per shard (default 256MB)")
-    p.add_argument("--min-shards", type=count_arg, default=64,
-                   help="never fewer shards, if samples allow (default %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--min-shards", type=count_arg, default=64, help="never fewer shards, if samples allow (default %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the global shuffle (default 0)")
     p.add_argument("--max-bad-fraction", type=fraction_arg, default=0.001,
                    help="fail the job when a larger fraction of a split's inputs is quarantined (default 0.001)")  # fmt: skip

@@ -178,9 +178,11 @@ class _WriteShards(beam.DoFn):
             # forkserver: the launcher runs threads (the runner's, the progress line's), so plain fork is unsafe
             ctx = writer_context(self._encode_module())
             self._pool = cf.ProcessPoolExecutor(
-                max_workers=max(1, workers), mp_context=ctx, initializer=die_with_job,
+                max_workers=max(1, workers),
+                mp_context=ctx,
+                initializer=die_with_job,
                 initargs=(os.getpid(), self._notes),
-            )  # fmt: skip
+            )
         self._started = True
 
     def _encode_module(self) -> str:

@@ -186,8 +186,10 @@ def _named(key: str, sample: Any, tar: bool) -> BadInput | None:
     for ext in sample:
         name = f"{key}.{ext}".encode()
         if len(name) > 100:
-            return BadInput(f"member name {key}.{ext} is {len(name)} bytes, more than the 100 a tar name holds: "
-                            "use a shorter key", stage="list")  # fmt: skip
+            return BadInput(
+                f"member name {key}.{ext} is {len(name)} bytes, more than the 100 a tar name holds: use a shorter key",
+                stage="list",
+            )
     return None
 
 

@@ -136,8 +136,15 @@ class UserEncoder:
     """`encode(pointer, data)` for `write_shard`: `fn(input)` -> samples, each checked against the split's fields
     (tar: every declared field, no other; Arrow: the schema's columns) and encoded (tar) or kept as a row."""
 
-    def __init__(self, fn: Callable[[Any], Any], fields: Iterable[str], *, format: str = "tar",
-                 schema: dict[str, str] | None = None, timeout: float | None = DEFAULT_TIMEOUT):  # fmt: skip
+    def __init__(
+        self,
+        fn: Callable[[Any], Any],
+        fields: Iterable[str],
+        *,
+        format: str = "tar",
+        schema: dict[str, str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ):
         self.fn, self.fields, self.format, self.schema, self.timeout = fn, tuple(fields), format, schema, timeout
         self._arrow = None
 

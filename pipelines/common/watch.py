@@ -178,15 +178,23 @@ def run_watch(
     with contextlib.ExitStack() as held:
         try:  # one watcher per split: a second one refuses in one line naming the first
             for plan in plans:
-                held.enter_context(split_lock(plan.split_url, f"a watcher of {plan.split_url}", wait=0,
-                                              name=WATCH_LOCK, stale=max(LOCK_STALE, 3 * opts.interval)))  # fmt: skip
+                held.enter_context(
+                    split_lock(
+                        plan.split_url,
+                        f"a watcher of {plan.split_url}",
+                        wait=0,
+                        name=WATCH_LOCK,
+                        stale=max(LOCK_STALE, 3 * opts.interval),
+                    )
+                )
         except LockedError as e:
             print(f"error: {e}; stop it first, or watch into another --output", file=sys.stderr)
             return 2
         names = ", ".join(p.split for p in plans)
         until = f" for {opts.stop_after:.0f}s" if opts.stop_after is not None else " until stopped"
-        print(f"[{dataset}] watching {job.input} for {names} every {opts.interval:g}s{until} -> {job.output}",
-              flush=True)  # fmt: skip
+        print(
+            f"[{dataset}] watching {job.input} for {names} every {opts.interval:g}s{until} -> {job.output}", flush=True
+        )
         start = time.time()
         if not any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
             code = _run_local(body, opts, start, dataset)
