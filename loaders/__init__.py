@@ -17,6 +17,7 @@ _SHARED = {
     "bench_reading",
     "bench_rounds",
     "cache",
+    "preflight",
     "common",
     "core",
     "elastic",
