@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from pipelines.common.images import BadInput
+from pipelines.common.errors import BadInput
 from pipelines.common.records import Pointer
 from pipelines.common.usersamples import UserEncoder, _OutOfTime, _time_limit, samples_of
 from shards import storage

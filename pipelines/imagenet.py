@@ -7,26 +7,27 @@ name, original width and height, what was fixed). Archives are read in place by 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import io
 import json
-import logging
-import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Any, NamedTuple
 
-from pipelines.common.images import BadInput, prepare_image
-from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
+from pipelines.common import errors
+from pipelines.common.errors import BadInput
+from pipelines.common.images import prepare_image
+from pipelines.common.job import DatasetJob, Found, Run, register
+from pipelines.common.plan import SplitPlan
 from pipelines.common.records import Pointer
-from pipelines.common.watch import add_watch_options, watch_options
 from shards import storage
 from shards.keys import split_member_name, validate_key
 from shards.tario import iter_members
 
-__all__ = ["ImageNetConfig", "WNIDS", "detect_layout", "expand_unit", "encode_sample", "main"]
+__all__ = ["ImageNet", "ImageNetConfig", "WNIDS", "detect_layout", "expand_unit", "encode_sample", "main"]
 
 WNIDS: list[str] = resources.files("pipelines").joinpath("data/imagenet2012_labels.txt").read_text().split()
 LABELS = {w: i for i, w in enumerate(WNIDS)}
@@ -40,7 +41,7 @@ TRAIN_TAR, VAL_TAR, DEVKIT = "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar
 KAGGLE = "ILSVRC/Data/CLS-LOC"
 
 
-class LayoutError(ValueError):
+class LayoutError(errors.LayoutError):
     """The input is not a layout this job knows, or a layout with a piece missing."""
 
 
@@ -254,13 +255,6 @@ def expand_unit(unit: Unit) -> Iterator[Pointer]:
             yield _pointer(unit, name, storage.join(unit.url, name), 0, size, i)
 
 
-def _list_unit(unit: Unit, storage_options: dict[str, dict[str, Any]]) -> list[Pointer]:
-    from pipelines.common.sharding import Pointers
-
-    use_storage_options(storage_options)
-    return Pointers(expand_unit(unit))
-
-
 def encode_sample(p: Pointer, data: bytes, *, cfg: ImageNetConfig) -> dict[str, bytes]:
     """The stored sample for one image; BadInput (the quarantine reason) when it has no label or won't decode."""
     wnid = p.meta.get("wnid")
@@ -315,13 +309,6 @@ class WatchedFolders:
         return out
 
 
-def _watched(layout: Layout, root: str) -> WatchedFolders:
-    if layout.name not in ("folders", "kaggle"):
-        raise LayoutError(f"{root}: the {layout.name} layout cannot be watched (each split is one archive, "
-                          "replaced rather than added to); watch the folder or Kaggle layout")  # fmt: skip
-    return WatchedFolders(root, layout.name)
-
-
 # ---------------------------------------------------------------- the job
 
 
@@ -332,58 +319,49 @@ LAYOUTS_HELP = """\
   folders   train/<wnid>/*.JPEG, val/<wnid>/*.JPEG (or a flat val/ with --val-labels)"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    # worker warnings that the local runner forwards (unparseable args and the like) are noise to users
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
-    p = base_parser(
-        "python -m pipelines imagenet", __doc__.split("\n")[0], splits="train,validation", layouts=LAYOUTS_HELP
-    )
-    p.add_argument("--resize-max-side", type=int, help="shrink images whose longer side is larger (re-encodes)")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
-    p.add_argument("--val-labels", help="validation labels: one wnid per line, sorted file-name order")
-    p.add_argument("--verify-decode", action="store_true", help="fully decode every image (slow) to catch damage")
-    add_watch_options(p)
-    args = p.parse_args(ours)
-    watching = watch_options(args) if args.watch else None
-    job = job_options(args, beam_args)
-    cfg = ImageNetConfig(
-        resize_max_side=args.resize_max_side,
-        jpeg_quality=args.jpeg_quality,
-        verify_decode=args.verify_decode,
-        val_labels=args.val_labels,
-    )
-    try:
-        layout = detect_layout(job.input, cfg, job.splits, required=job.splits_given)
-        job = job.present(layout.units)
-        watched = _watched(layout, job.input) if args.watch else None
-    except (LayoutError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    split_urls = {s: storage.join(job.output, s) for s in job.splits}
-    encode = functools.partial(encode_sample, cfg=cfg)
-    # Beam is imported only now: --help, usage errors and the store checks above answer in a second
-    import apache_beam as beam
+@register
+class ImageNet(DatasetJob):
+    name = "imagenet"
+    summary = __doc__.split("\n")[0]
+    default_splits = "train,validation"
+    layouts = LAYOUTS_HELP
+    watch = True
 
-    from pipelines.common.progress import run_and_report
-    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
+    def add_options(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--resize-max-side", type=int, help="shrink images whose longer side is larger (re-encodes)")
+        p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
+        p.add_argument("--val-labels", help="validation labels: one wnid per line, sorted file-name order")
+        p.add_argument("--verify-decode", action="store_true", help="fully decode every image (slow) to catch damage")
 
-    plans = [
-        SplitPlan.for_job(job, split, dataset="imagenet", fields=FIELDS, classes=WNIDS,
-                          source={"url": job.input, "layout": layout.name}, params=cfg.params())
-        for split in job.splits
-    ]  # fmt: skip
-    if watched is not None:
-        from pipelines.common.watch import run_watch
+    @staticmethod
+    def config(run: Run) -> ImageNetConfig:
+        a = run.args
+        return ImageNetConfig(resize_max_side=a.resize_max_side, jpeg_quality=a.jpeg_quality,
+                              verify_decode=a.verify_decode, val_labels=a.val_labels)  # fmt: skip
 
-        return run_watch(job, plans, watched, encode, watching, beam_args, dataset="imagenet")
-    pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
-    for split, plan in zip(job.splits, plans, strict=True):
-        (
-            pipeline
-            | f"Units {split}" >> beam.Create(layout.units[split])
-            | f"Spread {split}" >> beam.Reshuffle()
-            | f"List {split}" >> beam.Map(_list_unit, job.storage_options).with_output_types(Pointers)
-            | f"Write {split}" >> WriteSplit(plan, encode)
-        )
-    return run_and_report(pipeline, "imagenet", split_urls, progress=job.progress)
+    def detect(self, run: Run) -> Found:
+        layout = detect_layout(run.job.input, self.config(run), run.job.splits, required=run.job.splits_given)
+        return Found(layout, splits=layout.units)
+
+    def watched(self, run: Run) -> WatchedFolders:
+        if run.layout.name not in ("folders", "kaggle"):
+            raise LayoutError(f"{run.job.input}: the {run.layout.name} layout cannot be watched (each split is one "
+                              "archive, replaced rather than added to); watch the folder or Kaggle layout")  # fmt: skip
+        return WatchedFolders(run.job.input, run.layout.name)
+
+    def plan(self, run: Run, split: str) -> SplitPlan:
+        return SplitPlan.for_job(run.job, split, dataset=self.name, fields=FIELDS, classes=WNIDS,
+                                 source={"url": run.job.input, "layout": run.layout.name},
+                                 params=self.config(run).params())  # fmt: skip
+
+    def encoder(self, run: Run, split: str) -> Callable:
+        return functools.partial(encode_sample, cfg=self.config(run))
+
+    def units(self, run: Run, split: str | None) -> list[Unit]:
+        return run.layout.units[split]
+
+    def lister(self, run: Run) -> Callable[[Unit], Iterator[Pointer]]:
+        return expand_unit
+
+
+main = ImageNet().main

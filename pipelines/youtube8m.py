@@ -16,30 +16,31 @@ fills `classes` with the class names in Index order.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import dataclasses
 import functools
 import io
-import logging
 import re
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from pipelines.common.images import BadInput
-from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
+from pipelines.common import errors
+from pipelines.common.errors import BadInput
+from pipelines.common.job import DatasetJob, Found, Run, register
+from pipelines.common.plan import SplitPlan
 from pipelines.common.records import Pointer
 from pipelines.common.tfrecord import Example, SequenceExample, feature_values, iter_records
-from pipelines.common.watch import add_watch_options, watch_options
 from shards import storage
 from shards.keys import validate_key
 
 __all__ = [
     "LayoutError",
     "WatchedRecords",
+    "YouTube8M",
     "YouTube8MConfig",
     "detect_files",
     "encode_sample",
@@ -55,7 +56,7 @@ SEGMENT_FIELDS = ("segment_labels", "segment_start_times", "segment_end_times", 
 _FILE = re.compile(r"^(train|validate|test)\d*\.tfrecord$")
 
 
-class LayoutError(ValueError):
+class LayoutError(errors.LayoutError):
     """No YouTube-8M TFRecords where the input points, or a requested split is missing."""
 
 
@@ -242,76 +243,73 @@ LAYOUTS_HELP = """\
   video level (tf.train.Example) or frame level (SequenceExample); vocabulary.csv beside them or --vocabulary"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    from shards.arrow import schema_to_json
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """What the job found: each split's TFRecord files, the feature level and the class names (if any)."""
 
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
-    p = base_parser(
-        "python -m pipelines youtube8m", __doc__.split("\n")[0], splits="train,validate,test", layouts=LAYOUTS_HELP
-    )
-    p.add_argument("--level", choices=["video", "frame"], help="feature level (default: detected from the records)")
-    p.add_argument("--vocabulary", help="vocabulary.csv (default: the one under --input, if any)")
-    add_watch_options(p)
-    args = p.parse_args(ours)
-    watching = watch_options(args) if args.watch else None
-    job = job_options(args, beam_args)
-    try:
+    files: dict[str, list[str]]
+    level: str
+    classes: list[str] | None
+
+
+@register
+class YouTube8M(DatasetJob):
+    name = "youtube8m"
+    summary = __doc__.split("\n")[0]
+    default_splits = "train,validate,test"
+    layouts = LAYOUTS_HELP
+    watch = True
+
+    def add_options(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--level", choices=["video", "frame"], help="feature level (default: detected from the records)")
+        p.add_argument("--vocabulary", help="vocabulary.csv (default: the one under --input, if any)")
+
+    def detect(self, run: Run) -> Found:
+        job, args = run.job, run.args
         try:
             files = detect_files(job.input, job.splits, required=job.splits_given)
-            job = job.present(files)
+            found = files
         except LayoutError:
             if not (args.watch and args.level):  # a watcher may start before the first file lands
                 raise
-            files = {}
-        level = args.level or detect_level(files[job.splits[0]][0])
+            files, found = {}, None
+        level = args.level or detect_level(files[job.present(files).splits[0]][0])
         vocab_url = args.vocabulary or next(
             (u for u in storage.walk(job.input) if u.rsplit("/", 1)[-1] == "vocabulary.csv"), None
         )
-        classes = read_vocabulary(vocab_url) if vocab_url else None
-    except (LayoutError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    cfg = YouTube8MConfig(level=level, num_classes=len(classes) if classes else NUM_CLASSES)
-    split_urls = {s: storage.join(job.output, s) for s in job.splits}
-    encode = functools.partial(encode_sample, cfg=cfg)
+        return Found(Input(files, level, read_vocabulary(vocab_url) if vocab_url else None), splits=found)
 
-    def listed(url: str) -> list[Pointer]:
-        use_storage_options(job.storage_options)
-        return Pointers(list_file(url, level))
+    def config(self, run: Run) -> YouTube8MConfig:
+        classes = run.layout.classes
+        return YouTube8MConfig(level=run.layout.level, num_classes=len(classes) if classes else NUM_CLASSES)
 
-    # Beam is imported only now: --help, usage errors and the store checks above answer in a second
-    import apache_beam as beam
+    def watched(self, run: Run) -> WatchedRecords:
+        return WatchedRecords(run.job.input, run.layout.level)
 
-    from pipelines.common.progress import run_and_report
-    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
+    def plan(self, run: Run, split: str) -> SplitPlan:
+        from shards.arrow import schema_to_json
 
-    plans = [
-        SplitPlan.for_job(
-            job,
+        cfg, level = self.config(run), run.layout.level
+        return SplitPlan.for_job(
+            run.job,
             split,
-            dataset="youtube8m",
+            dataset=self.name,
             fields=dict(sorted(schema_to_json(schema(level)).items())),  # the manifest keeps keys sorted
-            classes=classes,
-            source={"url": job.input, "layout": f"tfrecord-{level}"},
+            classes=run.layout.classes,
+            source={"url": run.job.input, "layout": f"tfrecord-{level}"},
             params=cfg.params(),
             format="arrow",
             extra={"level": level, "num_classes": cfg.num_classes},
         )
-        for split in job.splits
-    ]
-    if args.watch:
-        from pipelines.common.watch import run_watch
 
-        watched = WatchedRecords(job.input, level)
-        return run_watch(job, plans, watched, encode, watching, beam_args, dataset="youtube8m")
-    pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
-    for split, plan in zip(job.splits, plans, strict=True):
-        (
-            pipeline
-            | f"Files {split}" >> beam.Create(files[split])
-            | f"Spread {split}" >> beam.Reshuffle()
-            | f"List {split}" >> beam.Map(listed).with_output_types(Pointers)
-            | f"Write {split}" >> WriteSplit(plan, encode)
-        )
-    return run_and_report(pipeline, "youtube8m", split_urls, progress=job.progress)
+    def encoder(self, run: Run, split: str) -> Callable:
+        return functools.partial(encode_sample, cfg=self.config(run))
+
+    def units(self, run: Run, split: str | None) -> list[str]:
+        return run.layout.files[split]
+
+    def lister(self, run: Run) -> Callable[[str], Iterator[Pointer]]:
+        return functools.partial(list_file, level=run.layout.level)
+
+
+main = YouTube8M().main

@@ -26,7 +26,7 @@ from shards.generations import (
     publish_generation,
     split_lock,
 )
-from shards.keys import shuffle_hash
+from shards.keys import shard_of, shuffle_hash
 from shards.manifest import read_manifest, split_url_of
 from shards.publish import sha256_of, write_arrow_shard, write_tar_shard
 
@@ -154,7 +154,7 @@ def _compact(split: str, shard_size: int, small: int | None, grace: float) -> Co
 
 def _rewrite(split: str, out_url: str, entries: list, m: dict, seed: int, n: int) -> list[dict[str, Any]]:
     def target(key: str) -> int:
-        return (shuffle_hash(key, seed) * n) >> 64
+        return shard_of(key, seed, n)
 
     if entries[0]["path"].endswith(".arrow"):
         return _rewrite_arrow(split, out_url, entries, m, seed, n, target)

@@ -6,7 +6,7 @@ import re
 
 from shards.errors import KeyError_
 
-__all__ = ["validate_key", "validate_ext", "split_member_name", "shuffle_hash"]
+__all__ = ["validate_key", "validate_ext", "split_member_name", "shard_of", "shuffle_hash"]
 
 # Whitespace would break DALI's space-separated index; dots and slashes would make the key ambiguous.
 _BAD_KEY = re.compile(r"[\s./\\\x00-\x1f\x7f]")
@@ -52,3 +52,9 @@ def shuffle_hash(key: str, seed: int) -> int:
 
     digest = hashlib.blake2b(key.encode(), digest_size=8, key=seed.to_bytes(8, "little", signed=True)).digest()
     return int.from_bytes(digest, "little")
+
+
+def shard_of(key: str, seed: int, shards: int) -> int:
+    """The shard of `shards` a key belongs to: the top of its seeded hash scaled to the count (uniform, and the
+    same on every run, so re-runs and increments write byte-identical shards). The one place it is computed."""
+    return (shuffle_hash(key, seed) * shards) >> 64

@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from pipelines.common.archives import MAX_RATIO, inflate, member_bytes
-from pipelines.common.images import BadInput
+from pipelines.common.errors import BadInput
 
 
 def deflate(data: bytes) -> bytes:

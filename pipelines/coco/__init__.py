@@ -10,25 +10,25 @@ place. Bad annotation rows are quarantined one by one, the image is kept.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import functools
-import logging
 import os
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipelines.coco.annotations import JsonError, iter_items
-from pipelines.coco.layout import JsonUnit, LayoutError, detect_layout, list_images, open_json
+from pipelines.coco.layout import JsonUnit, detect_layout, list_images, open_json
 from pipelines.coco.samples import CocoConfig, encode_sample, fields_for
 from pipelines.coco.staging import BUCKETS, assemble_bucket, stage_json
-from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
+from pipelines.common.job import DatasetJob, Found, Listed, Run, register
+from pipelines.common.plan import SplitPlan
 from pipelines.common.records import Pointer
-from pipelines.common.watch import refuse_watch
 from shards import storage
 from shards.keys import validate_key
 
-__all__ = ["main", "join_file"]
+__all__ = ["Coco", "join_file", "main"]
 
 
 def read_categories(unit: JsonUnit) -> list[dict[str, Any]]:
@@ -102,91 +102,120 @@ LAYOUTS_HELP = """\
   zips      train2017.zip val2017.zip test2017.zip annotations_trainval2017.zip image_info_test2017.zip, read in place"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
-    p = base_parser("python -m pipelines coco", __doc__.split("\n")[0], splits="train,validation", layouts=LAYOUTS_HELP)
-    p.add_argument("--year", choices=["2014", "2017"], help="release (default: the newest found)")
-    p.add_argument("--drop-empty", action="store_true", help="leave out images with no annotation (a filter)")
-    p.add_argument("--resize-max-side", type=int, help="shrink images whose longer side is larger (re-encodes)")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
-    refuse_watch(p, "COCO's annotations come in one JSON per split, rewritten as a whole; re-run the batch job")
-    args = p.parse_args(ours)
-    job = job_options(args, beam_args)
-    try:
-        layout = detect_layout(job.input, job.splits, args.year, required=job.splits_given)
-        job = job.present(layout.images)
-        with_categories = [u for s in job.splits for u in layout.jsons[s] if u.kind in ("instances", "image_info")]
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """What the job found: the layout, the categories (by id) and their contiguous labels."""
+
+    layout: Any
+    categories: list[dict[str, Any]]
+    labels: dict[int, int]
+
+
+@register
+class Coco(DatasetJob):
+    name = "coco"
+    summary = __doc__.split("\n")[0]
+    default_splits = "train,validation"
+    layouts = LAYOUTS_HELP
+    watch = "COCO's annotations come in one JSON per split, rewritten as a whole; re-run the batch job"
+    usage_errors = (JsonError,)
+
+    def add_options(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--year", choices=["2014", "2017"], help="release (default: the newest found)")
+        p.add_argument("--drop-empty", action="store_true", help="leave out images with no annotation (a filter)")
+        p.add_argument("--resize-max-side", type=int, help="shrink images whose longer side is larger (re-encodes)")
+        p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
+
+    def detect(self, run: Run) -> Found:
+        job = run.job
+        layout = detect_layout(job.input, job.splits, run.args.year, required=job.splits_given)
+        splits = job.present(layout.images).splits
+        with_categories = [u for s in splits for u in layout.jsons[s] if u.kind in ("instances", "image_info")]
         categories = read_categories(with_categories[0])
-    except (LayoutError, JsonError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    labels = {int(c["id"]): i for i, c in enumerate(categories)}
-    split_urls = {s: f"{job.output}/{s}" for s in job.splits}
-    import apache_beam as beam
+        labels = {int(c["id"]): i for i, c in enumerate(categories)}
+        return Found(Input(layout, categories, labels), splits=layout.images)
 
-    from pipelines.common.progress import run_and_report
-    from pipelines.common.sharding import BatchPointers, SplitPlan, WriteSplit
+    def config(self, run: Run, split: str) -> CocoConfig:
+        fields = fields_for({u.kind for u in run.layout.layout.jsons[split]})
+        return CocoConfig(labels=run.layout.labels, fields=tuple(fields), keep_empty=not run.args.drop_empty,
+                          resize_max_side=run.args.resize_max_side, jpeg_quality=run.args.jpeg_quality)  # fmt: skip
 
-    pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
-    for split in job.splits:
-        fields = fields_for({u.kind for u in layout.jsons[split]})
-        cfg = CocoConfig(labels=labels, fields=tuple(fields), keep_empty=not args.drop_empty,
-                         resize_max_side=args.resize_max_side, jpeg_quality=args.jpeg_quality)  # fmt: skip
-        plan = SplitPlan.for_job(
-            job, split, dataset="coco", fields=fields, classes=[c["name"] for c in categories],
-            source={"url": job.input, "layout": f"coco{layout.year}"}, params=cfg.params(), benign_stages=("filter",),
+    def plan(self, run: Run, split: str) -> SplitPlan:
+        layout, categories = run.layout.layout, run.layout.categories
+        return SplitPlan.for_job(
+            run.job, split, dataset=self.name, fields=fields_for({u.kind for u in layout.jsons[split]}),
+            classes=[c["name"] for c in categories], source={"url": run.job.input, "layout": f"coco{layout.year}"},
+            params=self.config(run, split).params(), benign_stages=("filter",),
             side_table="pipelines.coco.samples:side_table",
             extra={"category_ids": [int(c["id"]) for c in categories], "year": layout.year,
                    "annotations": sorted({u.kind for u in layout.jsons[split]}),
                    "supercategories": [c.get("supercategory") for c in categories]},
         )  # fmt: skip
-        staging = storage.join(job.output, "_staging", f"coco-{split}")
-        units = list(enumerate(layout.jsons[split]))
-        staged = (
-            pipeline
-            | f"JSONs {split}" >> beam.Create(units)
-            | f"Stage {split}" >> beam.FlatMap(lambda iu, st=staging: stage_json(iu[1], iu[0], st, job.storage_options))
-            | f"Staged {split}" >> beam.CombineGlobally(sum)
-        )
-        sources = [(i, u.source) for i, u in units]
-        assembled = (
-            pipeline
-            | f"Buckets {split}" >> beam.Create(range(BUCKETS))
-            | f"Assemble {split}"
-            >> beam.FlatMap(
-                assemble_bucket, staging, sources, labels, job.storage_options, beam.pvalue.AsSingleton(staged)
+
+    def encoder(self, run: Run, split: str) -> Callable:
+        return functools.partial(encode_sample, cfg=self.config(run, split))
+
+    def lister(self, run: Run) -> Callable:
+        return list_images_of
+
+    def expand(self, pipeline: Any, run: Run, plans: dict[str, Any]) -> None:
+        """Per split: the JSONs staged into buckets by image id (once, by as many workers as there are JSONs),
+        the buckets assembled into per-image records, joined by file name with the listed images."""
+        import apache_beam as beam
+
+        from pipelines.common.sharding import BatchPointers, WriteSplit
+
+        job, layout, labels = run.job, run.layout.layout, run.layout.labels
+        for split, plan in plans.items():
+            staging = storage.join(job.output, "_staging", f"coco-{split}")
+            units = list(enumerate(layout.jsons[split]))
+            staged = (
+                pipeline
+                | f"JSONs {split}" >> beam.Create(units)
+                | f"Stage {split}" >> beam.FlatMap(lambda iu, st=staging: stage_json(iu[1], iu[0], st, job.storage_options))
+                | f"Staged {split}" >> beam.CombineGlobally(sum)
+            )  # fmt: skip
+            sources = [(i, u.source) for i, u in units]
+            assembled = (
+                pipeline
+                | f"Buckets {split}" >> beam.Create(range(BUCKETS))
+                | f"Assemble {split}"
+                >> beam.FlatMap(
+                    assemble_bucket, staging, sources, labels, job.storage_options, beam.pvalue.AsSingleton(staged)
+                )
             )
-        )
-        records = assembled | f"Records {split}" >> beam.FlatMap(_records)
-        bad = assembled | f"Bad rows {split}" >> beam.FlatMap(_bad_pointers, split)
+            records = assembled | f"Records {split}" >> beam.FlatMap(_records)
+            bad = assembled | f"Bad rows {split}" >> beam.FlatMap(_bad_pointers, split)
+            files = (
+                pipeline
+                | f"Image units {split}" >> beam.Create(layout.images[split])
+                | f"List {split}" >> beam.FlatMap(Listed(self.lister(run), job.storage_options, batch=False))
+            )
+            samples = (
+                {"files": files, "records": records}
+                | f"Join {split}" >> beam.CoGroupByKey()
+                | f"Pointers {split}" >> beam.FlatMap(join_file)
+                | f"Keyed {split}" >> beam.Map(lambda ptr, s=split: (s, ptr))
+            )
+            (
+                (samples, bad)
+                | f"All {split}" >> beam.Flatten()
+                | f"Batch {split}" >> BatchPointers()
+                | f"Write {split}" >> WriteSplit(plan, self.encoder(run, split))
+            )
 
-        def listed(unit: tuple[str, str]) -> Iterator[tuple[str, dict]]:
-            use_storage_options(job.storage_options)
-            yield from list_images(*unit)
+    def finish(self, run: Run) -> None:
+        """The staged records are the job's scratch (pointers read them while shards are written): gone once
+        it ends."""
+        for split in run.job.splits:
+            storage.remove_tree(storage.join(run.job.output, "_staging", f"coco-{split}"))
+        if storage.is_local(run.job.output):
+            with contextlib.suppress(OSError):  # only if nothing else staged there (Open Images' tars are reused)
+                os.rmdir(storage.local_path(storage.join(run.job.output, "_staging")))
 
-        files = (
-            pipeline
-            | f"Image units {split}" >> beam.Create(layout.images[split])
-            | f"List {split}" >> beam.FlatMap(listed)
-        )
-        samples = (
-            {"files": files, "records": records}
-            | f"Join {split}" >> beam.CoGroupByKey()
-            | f"Pointers {split}" >> beam.FlatMap(join_file)
-            | f"Keyed {split}" >> beam.Map(lambda ptr, s=split: (s, ptr))
-        )
-        (
-            (samples, bad)
-            | f"All {split}" >> beam.Flatten()
-            | f"Batch {split}" >> BatchPointers()
-            | f"Write {split}" >> WriteSplit(plan, functools.partial(encode_sample, cfg=cfg))
-        )
-    status = run_and_report(pipeline, "coco", split_urls, progress=job.progress)
-    # the staged records are the job's scratch (pointers read them while shards are written): gone once it ends
-    for split in job.splits:
-        storage.remove_tree(storage.join(job.output, "_staging", f"coco-{split}"))
-    if storage.is_local(job.output):
-        with contextlib.suppress(OSError):  # only if nothing else staged there (Open Images' tars are reused)
-            os.rmdir(storage.local_path(storage.join(job.output, "_staging")))
-    return status
+
+def list_images_of(unit: tuple[str, str]) -> Iterator[tuple[str, dict]]:
+    return list_images(*unit)
+
+
+main = Coco().main

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from pipelines.common import errors
 from shards import storage
 
 __all__ = ["SPLIT_NAMES", "CocoLayout", "JsonUnit", "LayoutError", "detect_layout", "list_images", "open_json"]
@@ -25,7 +26,7 @@ _JSON_ZIP = re.compile(r"^(annotations_trainval|image_info_test)(2014|2017)\.zip
 KINDS = {"instances": "instances", "person_keypoints": "keypoints", "captions": "captions", "image_info": "image_info"}
 
 
-class LayoutError(ValueError):
+class LayoutError(errors.LayoutError):
     """Not a COCO layout, or a requested split has no images or no annotations."""
 
 

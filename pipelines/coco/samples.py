@@ -12,7 +12,8 @@ import numpy as np
 from pipelines.coco.annotations import polygons_of
 from pipelines.coco.staging import read_record
 from pipelines.common.archives import member_bytes
-from pipelines.common.images import BadInput, prepare_image
+from pipelines.common.errors import BadInput
+from pipelines.common.images import prepare_image
 from pipelines.common.records import Pointer
 
 __all__ = ["CocoConfig", "encode_sample", "fields_for", "side_table"]

@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import IO, NamedTuple
 
-from pipelines.common.images import BadInput
+from pipelines.common.errors import BadInput
 
 __all__ = [
     "MAX_INFLATED",

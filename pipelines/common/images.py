@@ -10,15 +10,9 @@ from __future__ import annotations
 import dataclasses
 import io
 
-__all__ = ["BadInput", "JpegInfo", "inspect_jpeg", "prepare_image", "PreparedImage"]
+from pipelines.common.errors import BadInput
 
-
-class BadInput(ValueError):
-    """This input cannot become a sample; the message is the quarantine reason, `stage` where it was found."""
-
-    def __init__(self, reason: str, *, stage: str = "decode"):
-        super().__init__(reason)
-        self.stage = stage
+__all__ = ["JpegInfo", "inspect_jpeg", "prepare_image", "PreparedImage"]
 
 
 @dataclasses.dataclass(frozen=True)

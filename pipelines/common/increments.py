@@ -35,7 +35,7 @@ from pipelines.common.shardwriter import PROGRESS_DIR, Encoder, write_shard
 from shards import storage
 from shards.errors import ManifestError, ManifestMissing
 from shards.generations import new_folder, publish_generation, split_lock
-from shards.keys import shuffle_hash
+from shards.keys import shard_of
 from shards.manifest import check_folder, read_manifest
 from shards.quarantine import quarantine_entry
 from shards.units import counted
@@ -315,7 +315,7 @@ class SplitWatcher:
         n = num_shards(len(pointers), sum(p.length for p in pointers), plan.shard_size, min_shards)
         by_shard: dict[int, list[Pointer]] = {}
         for p in pointers:
-            by_shard.setdefault((shuffle_hash(p.key, plan.seed) * n) >> 64, []).append(p)
+            by_shard.setdefault(shard_of(p.key, plan.seed, n), []).append(p)
         futures = [submit(write_shard, plan, self.encode, (i, ps)) for i, ps in sorted(by_shard.items())]
         return [f.result()[0] for f in futures]
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import dataclasses
-import math
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -18,11 +16,12 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.common.options import JobOptions, use_storage_options
+from pipelines.common.options import use_storage_options
+from pipelines.common.plan import SplitPlan, num_shards
 from pipelines.common.records import Pointer
 from pipelines.common.shardwriter import PROGRESS_DIR, Encoder, die_with_job, write_shard
 from shards import storage
-from shards.keys import shuffle_hash
+from shards.keys import shard_of
 from shards.manifest import build_manifest, write_manifest
 from shards.quarantine import QUARANTINE_NAME, dumps_quarantine
 
@@ -53,70 +52,13 @@ class PointersCoder(beam.coders.Coder):
 beam.coders.registry.register_coder(Pointers, PointersCoder)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SplitPlan:
-    """Everything the writers and the finaliser of one split need; pickled to Beam workers."""
-
-    dataset: str
-    split: str
-    split_url: str
-    fields: dict[str, str]
-    classes: list[str] | None
-    source: dict[str, Any]  # url, layout
-    params: dict[str, Any]  # every option that changes the output bytes
-    seed: int
-    shard_size: int
-    min_shards: int
-    max_bad_fraction: float
-    writer_processes: int = 1  # shards written at once per Beam worker; 0: one per core
-    storage_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict, repr=False)
-    format: str = "tar"  # or "arrow": `fields` is then the Arrow schema (column -> type), each sample one row
-    benign_stages: tuple[str, ...] = ()  # quarantine stages that are a choice (a filter), not bad input
-    input_checksums: bool = False  # writers report the CRC32C of inputs they read whole (a watcher's ledger)
-    side_table: str | None = None  # "module:function": samples' json -> pyarrow Table, one Parquet file per shard
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest keys
-    isolate: bool = False  # always write in pool processes (a user's function: its crash must not take the caller)
-
-    @classmethod
-    def for_job(cls, job: JobOptions, split: str, *, params: dict[str, Any], **fields: Any) -> SplitPlan:
-        """The plan of one split with what the job's common options decide filled in: the split's URL under
-        --output, the job's params beside the dataset's, seed, shard sizes, bad fraction, writers, storage.
-        Temporaries an interrupted run left in the split (whose writers are gone) are removed here, first."""
-        split_url = storage.join(job.output, split)
-        for folder in (split_url, storage.join(split_url, PROGRESS_DIR), storage.join(split_url, "annotations")):
-            for name in storage.stale_temporaries(folder):
-                with contextlib.suppress(FileNotFoundError):
-                    storage.remove(storage.join(folder, name))
-        return cls(
-            split=split,
-            split_url=split_url,
-            params={**job.params(), **params},
-            seed=job.seed,
-            shard_size=job.shard_size,
-            min_shards=job.min_shards,
-            max_bad_fraction=job.max_bad_fraction,
-            writer_processes=job.writer_processes,
-            storage_options=job.storage_options,
-            **fields,
-        )
-
-
-def num_shards(num_samples: int, total_bytes: int, shard_size: int, min_shards: int) -> int:
-    """Shards for a split: by bytes, never fewer than `min_shards`, but at least ~16 samples per shard on
-    average so that the seeded hash leaves no shard empty (a split of 100 samples gets 6 shards, not 64)."""
-    if num_samples == 0:
-        return 0
-    n = max(min_shards, math.ceil(total_bytes / shard_size))
-    return max(1, min(n, num_samples // 16))
-
-
 def _assign(pointers: list[Pointer], counts: tuple[int, int], plan: SplitPlan) -> Iterator[tuple[int, Pointers]]:
     """Split one listing unit's pointers by shard: (shard, [pointers]) pairs, so Beam moves a few lists per unit
     instead of one element per image."""
     n = num_shards(counts[0], counts[1], plan.shard_size, plan.min_shards)
     by_shard: dict[int, Pointers] = {}
     for p in pointers:
-        by_shard.setdefault((shuffle_hash(p.key, plan.seed) * n) >> 64, Pointers()).append(p)
+        by_shard.setdefault(shard_of(p.key, plan.seed, n), Pointers()).append(p)
     yield from by_shard.items()
 
 

@@ -9,8 +9,9 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipelines.common.images import BadInput
+from pipelines.common.errors import BadInput
 from pipelines.common.options import use_storage_options
+from pipelines.common.plan import PROGRESS_DIR
 from pipelines.common.records import Pointer
 from pipelines.common.usersamples import Expanded
 from shards import storage
@@ -20,7 +21,6 @@ from shards.quarantine import quarantine_entry
 
 __all__ = ["dead_writers_inputs", "remove_notes", "PROGRESS_DIR", "Encoder", "die_with_job", "write_shard"]
 
-PROGRESS_DIR = "_progress"
 Encoder = Callable[[Pointer, bytes], dict[str, bytes]]
 
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from pipelines.common.images import BadInput
+from pipelines.common.errors import BadInput
 from pipelines.common.records import Pointer
 from shards.errors import KeyError_
 from shards.keys import validate_ext, validate_key

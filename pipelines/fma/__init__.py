@@ -16,17 +16,18 @@ silent clips, tracks listed in tracks.csv with no file, files with no (or anothe
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import functools
-import logging
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
-from pipelines.common.watch import refuse_watch
+from pipelines.common.job import DatasetJob, Found, Run, register
+from pipelines.common.plan import SplitPlan
 from pipelines.fma.audio import FIELDS, FmaConfig, encode_sample, fields, resampled_length
 from pipelines.fma.listing import (
     Labels,
+    Layout,
     LayoutError,
     Unit,
     detect_layout,
@@ -36,10 +37,10 @@ from pipelines.fma.listing import (
     track_rows,
 )
 from pipelines.fma.metadata import SUBSETS, MetadataError, parse_genres, parse_tracks, top_level_classes
-from shards import storage
 
 __all__ = [
     "FIELDS",
+    "Fma",
     "FmaConfig",
     "LayoutError",
     "detect_layout",
@@ -56,95 +57,88 @@ LAYOUTS_HELP = """\
   fma_metadata.zip and fma_<subset>.zip, read in place"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
-    p = base_parser(
-        "python -m pipelines fma", __doc__.split("\n")[0], splits="train,validation,test", layouts=LAYOUTS_HELP
-    )
-    p.add_argument("--subset", choices=SUBSETS, default="small", help="which FMA subset (default small)")
-    p.add_argument("--sample-rate", type=int, default=22050, help="Hz of the stored audio (default 22050)")
-    p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="1: mixed to mono (default); 2: stereo")
-    p.add_argument("--codec", choices=["flac", "wav"], default="flac", help="stored audio (default flac)")
-    p.add_argument("--keep-original", action="store_true", help="also store the original MP3 bytes (`mp3`)")
-    p.add_argument(
-        "--min-seconds",
-        type=float,
-        help="quarantine shorter clips (default 20 for the 30 s subsets small/medium/large, 1 for full)",
-    )
-    p.add_argument("--silence-dbfs", type=float, default=-60.0, help="quarantine clips whose peak is below (-60)")
-    refuse_watch(
-        p, "FMA's metadata (tracks.csv) is one file rewritten as a whole, not added to per clip; re-run the batch job"
-    )
-    args = p.parse_args(ours)
-    job = job_options(args, beam_args)
-    try:
-        layout = detect_layout(job.input, args.subset)
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """What the job found: the layout, the genres of genres.csv, the top-level classes and the label maps."""
+
+    layout: Layout
+    genres: dict[int, dict[str, Any]]
+    top: list[tuple[int, str]]
+    labels: Labels
+
+
+def list_unit(unit: Unit | tuple[str, tuple[str, str | None]], subset: str) -> Iterator[tuple[str, Any]]:
+    """A folder or zip of MP3s -> (track id, audio); the ("tracks.csv", where) unit -> (track id, row)."""
+    if isinstance(unit, Unit):
+        return list_audio(unit)
+    return track_rows(unit[1], subset)
+
+
+@register
+class Fma(DatasetJob):
+    name = "fma"
+    summary = __doc__.split("\n")[0]
+    default_splits = "train,validation,test"
+    layouts = LAYOUTS_HELP
+    watch = "FMA's metadata (tracks.csv) is one file rewritten as a whole, not added to per clip; re-run the batch job"
+    usage_errors = (MetadataError,)
+
+    def add_options(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--subset", choices=SUBSETS, default="small", help="which FMA subset (default small)")
+        p.add_argument("--sample-rate", type=int, default=22050, help="Hz of the stored audio (default 22050)")
+        p.add_argument("--channels", type=int, choices=[1, 2], default=1, help="1: mixed to mono (default); 2: stereo")
+        p.add_argument("--codec", choices=["flac", "wav"], default="flac", help="stored audio (default flac)")
+        p.add_argument("--keep-original", action="store_true", help="also store the original MP3 bytes (`mp3`)")
+        p.add_argument(
+            "--min-seconds",
+            type=float,
+            help="quarantine shorter clips (default 20 for the 30 s subsets small/medium/large, 1 for full)",
+        )
+        p.add_argument("--silence-dbfs", type=float, default=-60.0, help="quarantine clips whose peak is below (-60)")
+
+    def detect(self, run: Run) -> Found:
+        layout = detect_layout(run.job.input, run.args.subset)
         genres = read_genres(layout)
-    except (LayoutError, MetadataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    top = top_level_classes(genres)
-    genre_ids = sorted(genres)
-    labels = Labels({title: i for i, (_, title) in enumerate(top)}, {g: i for i, g in enumerate(genre_ids)})
-    min_seconds = args.min_seconds if args.min_seconds is not None else (1.0 if args.subset == "full" else 20.0)
-    cfg = FmaConfig(
-        subset=args.subset,
-        sample_rate=args.sample_rate,
-        channels=args.channels,
-        codec=args.codec,
-        keep_original=args.keep_original,
-        min_seconds=min_seconds,
-        silence_dbfs=args.silence_dbfs,
-    )
-    split_urls = {s: storage.join(job.output, s) for s in job.splits}
-    encode = functools.partial(encode_sample, cfg=cfg)
+        top = top_level_classes(genres)
+        labels = Labels({title: i for i, (_, title) in enumerate(top)}, {g: i for i, g in enumerate(sorted(genres))})
+        return Found(Input(layout, genres, top, labels))
 
-    def listed(unit: Unit) -> Iterator[tuple[str, Any]]:
-        use_storage_options(job.storage_options)
-        yield from list_audio(unit)
+    @staticmethod
+    def config(run: Run) -> FmaConfig:
+        a = run.args
+        min_seconds = a.min_seconds if a.min_seconds is not None else (1.0 if a.subset == "full" else 20.0)
+        return FmaConfig(subset=a.subset, sample_rate=a.sample_rate, channels=a.channels, codec=a.codec,
+                         keep_original=a.keep_original, min_seconds=min_seconds, silence_dbfs=a.silence_dbfs)  # fmt: skip
 
-    def tracks(where: tuple[str, str | None]) -> Iterator[tuple[str, Any]]:
-        use_storage_options(job.storage_options)
-        yield from track_rows(where, args.subset)
-
-    # Beam is imported only now: --help, usage errors and the store checks above answer in a second
-    import apache_beam as beam
-
-    from pipelines.common.progress import run_and_report
-    from pipelines.common.sharding import BatchPointers, SplitPlan, WriteSplit
-
-    pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
-    audio = (
-        pipeline
-        | "Audio units" >> beam.Create(layout.units)
-        | "Spread" >> beam.Reshuffle()
-        | "List audio" >> beam.FlatMap(listed)
-    )
-    rows = pipeline | "tracks.csv" >> beam.Create([layout.metadata]) | "Read tracks.csv" >> beam.FlatMap(tracks)
-    joined = (
-        (audio, rows)
-        | "Both" >> beam.Flatten()
-        | "Group by track" >> beam.GroupByKey()
-        | "Join" >> beam.FlatMap(join_track, labels, args.subset, job.splits[0])
-    )
-    by_split = joined | "By split" >> beam.Partition(
-        lambda kv, n: job.splits.index(kv[0]) if kv[0] in job.splits else n - 1, len(job.splits) + 1
-    )
-    for i, split in enumerate(job.splits):
-        plan = SplitPlan.for_job(
-            job,
+    def plan(self, run: Run, split: str) -> SplitPlan:
+        cfg, found = self.config(run), run.layout
+        return SplitPlan.for_job(
+            run.job,
             split,
-            dataset="fma",
+            dataset=self.name,
             fields=fields(cfg.codec, cfg.keep_original),
-            classes=[title for _, title in top],
-            source={"url": job.input, "layout": layout.kind},
+            classes=[title for _, title in found.top],
+            source={"url": run.job.input, "layout": found.layout.kind},
             params=cfg.params(),
             extra={
                 "subset": cfg.subset,
                 "audio": {"codec": cfg.codec, "sample_rate": cfg.sample_rate, "channels": cfg.channels},
-                "genres": [{"id": g, **genres[g]} for g in genre_ids],
+                "genres": [{"id": g, **found.genres[g]} for g in sorted(found.genres)],
             },
         )
-        (by_split[i] | f"Batch {split}" >> BatchPointers() | f"Write {split}" >> WriteSplit(plan, encode))
-    return run_and_report(pipeline, "fma", split_urls, progress=job.progress)
+
+    def encoder(self, run: Run, split: str) -> Callable:
+        return functools.partial(encode_sample, cfg=self.config(run))
+
+    def units(self, run: Run, split: str | None) -> list[Any]:
+        return [*run.layout.layout.units, ("tracks.csv", run.layout.layout.metadata)]
+
+    def lister(self, run: Run) -> Callable[[Any], Iterator[tuple[str, Any]]]:
+        return functools.partial(list_unit, subset=run.args.subset)
+
+    def join(self, run: Run) -> Callable[[Any], Iterator[tuple[str, Any]]]:
+        return functools.partial(join_track, labels=run.layout.labels, subset=run.args.subset,
+                                 first_split=run.job.splits[0])  # fmt: skip
+
+
+main = Fma().main

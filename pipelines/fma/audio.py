@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.common.archives import member_bytes
-from pipelines.common.images import BadInput
+from pipelines.common.errors import BadInput
 from pipelines.common.records import Pointer
 
 __all__ = ["FIELDS", "FmaConfig", "decode_audio", "encode_sample", "fields", "resampled_length", "to_pcm16"]

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from pipelines.common import errors
 from pipelines.common.archives import ArchiveError, check_zip, open_zip, zip_members
 from pipelines.common.records import Pointer
 from pipelines.fma.metadata import SPLITS, MetadataError, in_subset, parse_genres, parse_tracks, sample_json
@@ -19,7 +20,7 @@ __all__ = ["Layout", "LayoutError", "detect_layout", "join_track", "list_audio",
 _TRACK = re.compile(r"(?:^|/)(\d{3})/(\d{6})\.mp3$")
 
 
-class LayoutError(ValueError):
+class LayoutError(errors.LayoutError):
     """The input does not hold fma_metadata/ and fma_<subset>/ (or their zips)."""
 
 

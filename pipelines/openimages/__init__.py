@@ -17,17 +17,18 @@ applied to pixels and boxes alike. A Parquet table of every box and image-level 
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import functools
-import logging
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipelines.common.options import base_parser, beam_pipeline_options, job_options, split_argv, use_storage_options
-from pipelines.common.watch import refuse_watch
+from pipelines.common.job import DatasetJob, Found, Run, register
+from pipelines.common.plan import SplitPlan
 from pipelines.openimages.annotations import parse_csv, rotate_boxes
 from pipelines.openimages.layout import (
     VERSIONS,
+    Layout,
     LayoutError,
     Unit,
     choose_classes,
@@ -42,6 +43,7 @@ from shards import storage
 __all__ = [
     "FIELDS",
     "LayoutError",
+    "OpenImages",
     "OpenImagesConfig",
     "detect_layout",
     "encode_sample",
@@ -59,76 +61,69 @@ LAYOUTS_HELP = """\
   *images-with-rotation*.csv, class-descriptions*.csv (V4-V7 and Challenge 2019)"""
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    ours, beam_args = split_argv(list(sys.argv[1:] if argv is None else argv))
-    p = base_parser(
-        "python -m pipelines openimages", __doc__.split("\n")[0], splits="train,validation", layouts=LAYOUTS_HELP
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """What the job found: the layout, the config (classes chosen) and the class hierarchy."""
+
+    layout: Layout
+    cfg: OpenImagesConfig
+    parents: dict[str, str]
+
+
+@register
+class OpenImages(DatasetJob):
+    name = "openimages"
+    summary = __doc__.split("\n")[0]
+    default_splits = "train,validation"
+    layouts = LAYOUTS_HELP
+    watch = (
+        "Open Images labels and boxes come in one CSV per split that is rewritten as a whole, so a new image's "
+        "annotations cannot be told from a changed old one's; re-run the batch job"
     )
-    p.add_argument("--version", choices=VERSIONS, help="Open Images release (default: detected from file names)")
-    p.add_argument("--classes", default="boxable", help="boxable | all | trainable | FILE of MIDs (default boxable)")
-    p.add_argument("--resize-max-side", type=int, help="shrink images whose longer side is larger (re-encodes)")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
-    p.add_argument("--keep-unannotated", action="store_true", help="also write images with no box and no label")
-    refuse_watch(
-        p,
-        "Open Images labels and boxes come in one CSV per split that is rewritten as a whole, so a new image's annotations cannot be told from a changed old one's; re-run the batch job",
-    )
-    args = p.parse_args(ours)
-    job = job_options(args, beam_args)
-    try:
-        layout = detect_layout(job.input, job.splits, args.version, required=job.splits_given)
-        job = job.present(layout.splits)
-        classes, names = choose_classes(layout, args.classes)
+
+    def add_options(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--version", choices=VERSIONS, help="Open Images release (default: detected from file names)")
+        p.add_argument("--classes", default="boxable", help="boxable | all | trainable | FILE of MIDs (default boxable)")
+        p.add_argument("--resize-max-side", type=int, help="shrink images whose longer side is larger (re-encodes)")
+        p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
+        p.add_argument("--keep-unannotated", action="store_true", help="also write images with no box and no label")
+
+    def detect(self, run: Run) -> Found:
+        a, job = run.args, run.job
+        layout = detect_layout(job.input, job.splits, a.version, required=job.splits_given)
+        classes, names = choose_classes(layout, a.classes)
         parents = read_hierarchy(layout.hierarchy_files[0]) if layout.hierarchy_files else {}
-    except (LayoutError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    cfg = OpenImagesConfig(
-        classes=classes,
-        names=names,
-        resize_max_side=args.resize_max_side,
-        jpeg_quality=args.jpeg_quality,
-        keep_unannotated=args.keep_unannotated,
-    )
-    staging = storage.join(job.output, "_staging")
-    split_urls = {s: storage.join(job.output, s) for s in job.splits}
-    encode = functools.partial(encode_sample, cfg=cfg)
+        cfg = OpenImagesConfig(classes=classes, names=names, resize_max_side=a.resize_max_side,
+                               jpeg_quality=a.jpeg_quality, keep_unannotated=a.keep_unannotated)  # fmt: skip
+        return Found(Input(layout, cfg, parents), splits=layout.splits)
 
-    def listed(unit: Unit) -> Iterator[tuple[str, Any]]:
-        use_storage_options(job.storage_options)
-        yield from list_unit(unit, cfg, staging, job.splits)
-
-    # Beam is imported only now: --help, usage errors and the store checks above answer in a second
-    import apache_beam as beam
-
-    from pipelines.common.progress import run_and_report
-    from pipelines.common.sharding import BatchPointers, SplitPlan, WriteSplit
-
-    pipeline = beam.Pipeline(options=beam_pipeline_options(beam_args))
-    joined = (
-        pipeline
-        | "Units" >> beam.Create(layout.units)
-        | "Spread" >> beam.Reshuffle()
-        | "List" >> beam.FlatMap(listed)
-        | "Group by ImageID" >> beam.GroupByKey()
-        | "Join" >> beam.FlatMap(join_image, cfg, job.splits[0])
-    )
-    by_split = joined | "By split" >> beam.Partition(
-        lambda kv, n: job.splits.index(kv[0]) if kv[0] in job.splits else 0, len(job.splits)
-    )
-    for i, split in enumerate(job.splits):
-        plan = SplitPlan.for_job(
-            job,
+    def plan(self, run: Run, split: str) -> SplitPlan:
+        found, cfg = run.layout, run.layout.cfg
+        return SplitPlan.for_job(
+            run.job,
             split,
-            dataset="openimages",
+            dataset=self.name,
             fields=FIELDS,
-            classes=list(classes),
-            source={"url": job.input, "layout": layout.version},
-            params={**cfg.params(), "classes": args.classes},
+            classes=list(cfg.classes),
+            source={"url": run.job.input, "layout": found.layout.version},
+            params={**cfg.params(), "classes": run.args.classes},
             benign_stages=("filter",),
             side_table="pipelines.openimages.samples:side_table",
-            extra={"class_names": [names[m] for m in classes], "class_parents": parents},
+            extra={"class_names": [cfg.names[m] for m in cfg.classes], "class_parents": found.parents},
         )
-        (by_split[i] | f"Batch {split}" >> BatchPointers() | f"Write {split}" >> WriteSplit(plan, encode))
-    return run_and_report(pipeline, "openimages", split_urls, progress=job.progress)
+
+    def encoder(self, run: Run, split: str) -> Callable:
+        return functools.partial(encode_sample, cfg=run.layout.cfg)
+
+    def units(self, run: Run, split: str | None) -> list[Unit]:
+        return run.layout.layout.units
+
+    def lister(self, run: Run) -> Callable[[Unit], Iterator[tuple[str, Any]]]:
+        staging = storage.join(run.job.output, "_staging")
+        return functools.partial(list_unit, cfg=run.layout.cfg, staging=staging, splits=run.job.splits)
+
+    def join(self, run: Run) -> Callable[[Any], list[tuple[str, Any]]]:
+        return functools.partial(join_image, cfg=run.layout.cfg, first_split=run.job.splits[0])
+
+
+main = OpenImages().main

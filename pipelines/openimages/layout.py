@@ -11,6 +11,7 @@ import re
 from importlib import resources
 from typing import NamedTuple
 
+from pipelines.common import errors
 from shards import storage
 
 __all__ = [
@@ -30,7 +31,7 @@ VERSIONS = ("v4", "v5", "v6", "v7", "challenge2019")
 IMAGE_EXT = (".jpg", ".jpeg", ".png")
 
 
-class LayoutError(ValueError):
+class LayoutError(errors.LayoutError):
     """The input is not an Open Images layout this job knows, or a piece is missing."""
 
 
