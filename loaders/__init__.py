@@ -3,41 +3,26 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from typing import Any
 
 __all__ = ["available"]
 
-_SHARED = {
-    "baselines",
-    "bench",
-    "bench_cifar10",
-    "bench_coco",
-    "bench_mix",
-    "bench_reading",
-    "bench_rounds",
-    "cache",
-    "preflight",
-    "common",
-    "core",
-    "elastic",
-    "generic",
-    "mixture",
-    "tensors",
-    "integrity",
-    "plan",
-    "reading",
-    "source",
-    "ops",
-    "stream",
-}
+def _loaders() -> dict[str, Any]:
+    """The registry (`loaders.registry.LOADERS`), filled by `@register` as each module of this package is
+    imported: a module that registers no loader is shared code, and no list says which."""
+    from loaders.registry import LOADERS
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    return LOADERS
 
 
 def available() -> list[str]:
-    """Dataset names with a loader module here (each exposes `<name>_dali`)."""
-    return sorted(
-        i.name for i in pkgutil.iter_modules(__path__) if not i.name.startswith("_") and i.name not in _SHARED
-    )
+    """Dataset names with a registered loader (`loaders.<name>_dali`)."""
+    return sorted(_loaders())
 
 
 def __getattr__(attr: str) -> Any:
@@ -47,7 +32,11 @@ def __getattr__(attr: str) -> Any:
         return getattr(importlib.import_module(f"{__name__}.generic"), attr)
     if attr == "merge_states":
         return importlib.import_module(f"{__name__}.elastic").merge_states
-    if attr.endswith("_dali") and attr[: -len("_dali")] in available():
-        module = importlib.import_module(f"{__name__}.{attr[: -len('_dali')]}")
-        return getattr(module, attr)
+    name = attr.removesuffix("_dali")
+    if name != attr and name.isidentifier() and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        from loaders.registry import LOADERS
+
+        importlib.import_module(f"{__name__}.{name}")
+        if name in LOADERS:
+            return LOADERS[name]
     raise AttributeError(f"module 'loaders' has no attribute {attr!r}; loaders: {available() or 'none yet'}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from loaders.core import DaliLoader, LoaderOptions, class_label
 from loaders.generic import Graph, generic_dali, npy_parser, stored_as
+from loaders.registry import register
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -59,6 +60,7 @@ def _graph(field: str, train: bool, mean, std, dtype: str, channels_last: bool) 
     return Graph(graph, (field, "cls"), parsers, {"npy": "UINT8"} if field == "npy" else {})
 
 
+@register
 def cifar10_dali(
     url: str | Mixture,
     batch_size: int = 128,

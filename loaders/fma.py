@@ -22,6 +22,7 @@ import numpy as np
 
 from loaders.core import DaliLoader, LoaderOptions, class_label, multi_hot
 from loaders.reading import Ragged
+from loaders.registry import register
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
     from typing import Unpack
@@ -68,6 +69,7 @@ def _graph(*, train: bool, codec: str, rate: int, clip: int, features: str, n_ff
     return graph
 
 
+@register
 def fma_dali(
     url: str | Mixture,
     batch_size: int = 64,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from loaders.core import DaliLoader, LoaderOptions, class_label, positive
+from loaders.registry import register
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
     from typing import Unpack
@@ -83,6 +84,7 @@ def _graph(*, train: bool, image_size: int, mean, std, dtype: str, channels_last
     return graph
 
 
+@register
 def imagenet_dali(
     url: str | Mixture,
     batch_size: int = 256,

@@ -17,6 +17,7 @@ import numpy as np
 
 from loaders.core import DaliLoader, LoaderOptions, class_label
 from loaders.generic import Graph, generic_dali, npy_parser, stored_as
+from loaders.registry import register
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -47,6 +48,7 @@ def _graph(field: str, mean: float, std: float, dtype: str) -> Graph:
     return Graph(graph, (field, "cls"), parsers, {"npy": "UINT8"} if field == "npy" else {})
 
 
+@register
 def mnist_dali(
     url: str | Mixture,
     batch_size: int = 128,

@@ -24,6 +24,7 @@ import numpy as np
 from loaders.core import DaliLoader, LoaderOptions, multi_hot, positive
 from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD, classification_images
 from loaders.reading import Ragged
+from loaders.registry import register
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
     from typing import Unpack
@@ -83,6 +84,7 @@ def _ints(data: bytes) -> np.ndarray:
     return np.frombuffer(data, "<i4").copy()
 
 
+@register
 def openimages_dali(
     url: str | Mixture,
     batch_size: int = 64,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loaders.core import DaliLoader, LoaderOptions, multi_hot
+from loaders.registry import register
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
     from typing import Unpack
@@ -62,6 +63,7 @@ def _graph(level: str, max_frames: int, sampling: str):
     return graph
 
 
+@register
 def youtube8m_dali(
     url: str | Mixture,
     batch_size: int = 256,

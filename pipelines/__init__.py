@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
-from types import ModuleType
 
 __all__ = ["Converted", "ConvertError", "available", "convert", "load"]
 
@@ -20,34 +20,31 @@ def _quiet_beam_import() -> None:
 
 _quiet_beam_import()
 
-_SHARED = {
-    "common",
-    "cli",
-    "conversion",
-    "transforms",
-    "bench",
-    "bench_watch",
-    "bench_coco",
-    "bench_convert",
-    "bench_startup",
-    "fetch",
-}  # modules of shared code, not datasets
+def _jobs() -> dict[str, type]:
+    """The registry (`pipelines.common.job.JOBS`), filled by `@register` as each module of this package is
+    imported: a module that registers no job is shared code, and no list says which."""
+    from pipelines.common.job import JOBS
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    return JOBS
 
 
 def available() -> list[str]:
-    """Dataset names: every module in this package that defines `main(argv)` and is not shared code."""
-    names = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_") or info.name in _SHARED:
-            continue
-        names.append(info.name)
-    return sorted(names)
+    """Dataset names: the registered jobs."""
+    return sorted(_jobs())
 
 
-def load(name: str) -> ModuleType:
-    if name not in available():
+def load(name: str) -> type:
+    """The job class registered as `name` (its module alone is imported when the name is one)."""
+    from pipelines.common.job import JOBS
+
+    if name.isidentifier() and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        importlib.import_module(f"{__name__}.{name}")
+    if name not in JOBS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available()) or 'none yet'}")
-    return importlib.import_module(f"{__name__}.{name}")
+    return JOBS[name]
 
 
 def __getattr__(attr: str):

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return fetch(argv[1:])
     try:
-        module = load(argv[0])
+        job = load(argv[0])
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shardkit-job-") as scratch:
         tempfile.tempdir = scratch
         try:
-            return int(module.main(argv[1:]) or 0)
+            return int(job().main(argv[1:]) or 0)
         finally:
             tempfile.tempdir = None
 

@@ -12,18 +12,21 @@ unpickled by a restricted unpickler that builds NumPy arrays and nothing else (a
 
 from __future__ import annotations
 
+import argparse
 import functools
 import io
 import pickle
-import sys
 import tarfile
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
+from pipelines.common.errors import UsageError
+from pipelines.common.job import ConvertJob, Found, Run, register
 from shards import storage
 
-__all__ = ["BatchError", "main", "read_batch", "sample"]
+__all__ = ["BatchError", "Cifar10", "main", "read_batch", "sample"]
 
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -140,39 +143,41 @@ def _batches(root: str) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipelines.common.options import base_parser, job_options, split_argv
-    from pipelines.conversion import convert_split
+@register
+class Cifar10(ConvertJob):
+    name = "cifar10"
+    summary = __doc__.split("\n")[0]
+    default_splits = "train,test"
+    layouts = "  cifar-10-python.tar.gz or cifar-10-batches-py/ (or the binary version), at any depth"
 
-    ours, beam_args = split_argv(sys.argv[1:] if argv is None else argv)
-    p = base_parser("python -m pipelines cifar10", __doc__.split("\n")[0], splits="train,test",
-                    layouts="  cifar-10-python.tar.gz or cifar-10-batches-py/ (or the binary version), at any depth")  # fmt: skip
-    p.add_argument("--format", choices=["npy", "png"], default="npy",
-                   help="image field: npy (32 x 32 x 3 uint8: nothing to decode when read; default) or png")  # fmt: skip
-    args = p.parse_args(ours)
-    job = job_options(args, beam_args)
-    try:
-        batches = _batches(job.input)
-    except BatchError as e:
-        p.error(str(e))
-    for split in job.splits:
+    def add_options(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--format", choices=["npy", "png"], default="npy",
+                       help="image field: npy (32 x 32 x 3 uint8: nothing to decode when read; default) or png")  # fmt: skip
+
+    def detect(self, run: Run) -> Found:
+        try:
+            return Found(_batches(run.job.input))
+        except BatchError as e:
+            raise UsageError(str(e)) from None
+
+    def inputs(self, run: Run, split: str) -> tuple[list, Callable, dict] | None:
+        job, batches = run.job, run.layout
         if split not in BATCHES:
-            p.error(f"unknown split {split!r}; CIFAR-10 has {', '.join(BATCHES)}")
+            raise UsageError(f"unknown split {split!r}; CIFAR-10 has {', '.join(BATCHES)}")
         missing = [n for n, b in zip(BATCHES[split], batches[split], strict=True) if b is None]
         if len(missing) == len(BATCHES[split]) and not job.splits_given and split != job.splits[-1]:
-            continue  # a default split the input does not have
+            return None  # a default split the input does not have
         if missing:
-            p.error(f"split {split}: {', '.join(missing)} (or .bin) not found under {job.input}")
+            raise UsageError(f"split {split}: {', '.join(missing)} (or .bin) not found under {job.input}")
         refs, start = [], 0
         for url, member in batches[split]:
             try:
                 n = len(read_batch(url, member)[1])
             except BatchError as e:
-                p.error(str(e))
-            refs += [[url, member, i, f"{split}_{start + i:05d}", args.format] for i in range(n)]
+                raise UsageError(str(e)) from None
+            refs += [[url, member, i, f"{split}_{start + i:05d}", run.args.format] for i in range(n)]
             start += n
-        status = convert_split(p, job, beam_args, refs, sample, split=split, fields=[args.format, "cls"],
-                               classes=CLASSES, dataset="cifar10")  # fmt: skip
-        if status:
-            return status
-    return 0
+        return refs, sample, {"fields": [run.args.format, "cls"], "classes": CLASSES}
+
+
+main = Cifar10().main

@@ -7,14 +7,16 @@ The function gets each file's URL and returns a sample dict (or several): `{"jpg
 
 from __future__ import annotations
 
+import argparse
 import importlib
-import sys
+from collections.abc import Callable
+from typing import Any
 
-from pipelines.common.options import JobOptions, base_parser, is_local_runner, parse_storage_options, split_argv
+from pipelines.common.job import ConvertJob, Run, register
+from pipelines.common.options import JobOptions, job_options
 from shards import storage
-from shards.units import parse_size
 
-__all__ = ["load_function", "main"]
+__all__ = ["Custom", "load_function", "main"]
 
 
 def load_function(spec: str):
@@ -33,56 +35,54 @@ def load_function(spec: str):
     return fn
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipelines.conversion import convert_split
+@register
+class Custom(ConvertJob):
+    name = "custom"
+    summary = __doc__.split("\n")[0]
+    default_splits = "train"
+    layouts = "  a glob of files ('data/**/*.png', 's3://bucket/x/*.jpg'), or a folder (every file under it)"
 
-    ours, beam_args = split_argv(sys.argv[1:] if argv is None else argv)
-    p = base_parser("python -m pipelines custom", __doc__.split("\n")[0], splits="train",
-                    layouts="  a glob of files ('data/**/*.png', 's3://bucket/x/*.jpg'), or a folder (every file under it)")  # fmt: skip
-    p.add_argument("--module", required=True, help="the sample function, as package.module:function")
-    p.add_argument("--format", choices=["tar", "arrow"], default="tar", help="shard format (default tar)")
-    p.add_argument("--fields", help="comma-separated fields every sample has (default: the first sample's)")
-    p.add_argument("--classes", help="a file of label names, one per line, recorded in the manifest (for cls)")
-    p.add_argument(
-        "--input-timeout",
-        type=float,
-        default=600.0,
-        help="seconds the function may take on one input before it is quarantined (default 600)",
-    )
-    p.set_defaults(min_shards=1)  # as convert(): a small folder is one shard, not 64 tiny ones
-    args = p.parse_args(ours)
-    classes = None
-    if args.classes:
+    def add_options(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--module", required=True, help="the sample function, as package.module:function")
+        p.add_argument("--format", choices=["tar", "arrow"], default="tar", help="shard format (default tar)")
+        p.add_argument("--fields", help="comma-separated fields every sample has (default: the first sample's)")
+        p.add_argument("--classes", help="a file of label names, one per line, recorded in the manifest (for cls)")
+        p.add_argument(
+            "--input-timeout",
+            type=float,
+            default=600.0,
+            help="seconds the function may take on one input before it is quarantined (default 600)",
+        )
+        p.set_defaults(min_shards=1)  # as convert(): a small folder is one shard, not 64 tiny ones
+
+    def options(self, args: argparse.Namespace, beam_args: list[str]) -> JobOptions:
+        """The checks of this job's own options come first (no I/O but reading --classes), then the store
+        checks every job makes (a glob's input is the folder before its first wildcard)."""
+        p = self.parser()
+        args.classes_list = None
+        if args.classes:
+            try:
+                text = storage.read_bytes(args.classes).decode()
+            except (OSError, UnicodeDecodeError) as e:
+                p.error(f"--classes {args.classes}: {e}")
+            args.classes_list = [line.strip() for line in text.splitlines() if line.strip()]
+        args.splits = args.splits or args.default_splits
+        if "," in args.splits:
+            p.error("custom writes one split: give --splits NAME")
         try:
-            classes = [line.strip() for line in storage.read_bytes(args.classes).decode().splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as e:
-            p.error(f"--classes {args.classes}: {e}")
-    args.splits = args.splits or args.default_splits
-    if "," in args.splits:
-        p.error("custom writes one split: give --splits NAME")
-    try:
-        fn = load_function(args.module)
-    except ValueError as e:
-        p.error(str(e))
-    inputs = args.input
-    if not any(c in inputs for c in "*?[") and storage.is_local(inputs):
-        inputs = storage.walk(inputs.rstrip("/"))  # a folder: every file under it
-    job = JobOptions(
-        input=args.input, output=args.output.rstrip("/"), splits=(args.splits,), shard_size=parse_size(args.shard_size),
-        min_shards=args.min_shards, seed=args.seed, max_bad_fraction=args.max_bad_fraction, progress=not args.no_progress,
-        writer_processes=args.writer_processes if args.writer_processes is not None else int(not is_local_runner(beam_args)),
-        storage_options=parse_storage_options(args.storage_options),
-    )  # fmt: skip
-    fields = args.fields.split(",") if args.fields else None
-    return convert_split(
-        p,
-        job,
-        beam_args,
-        inputs,
-        fn,
-        split=args.splits,
-        fields=fields,
-        format=args.format,
-        classes=classes,
-        input_timeout=args.input_timeout,
-    )
+            args.fn = load_function(args.module)
+        except ValueError as e:
+            p.error(str(e))
+        return job_options(args, beam_args)
+
+    def inputs(self, run: Run, split: str) -> tuple[Any, Callable, dict]:
+        args = run.args
+        inputs = args.input
+        if not any(c in inputs for c in "*?[") and storage.is_local(inputs):
+            inputs = storage.walk(inputs.rstrip("/"))  # a folder: every file under it
+        more = {"fields": args.fields.split(",") if args.fields else None, "format": args.format,
+                "classes": args.classes_list, "input_timeout": args.input_timeout}  # fmt: skip
+        return inputs, args.fn, more
+
+
+main = Custom().main

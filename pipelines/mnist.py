@@ -11,16 +11,19 @@ One input per image, (images file, labels file, index): the inputs are shuffled,
 
 from __future__ import annotations
 
+import argparse
 import functools
 import math
-import sys
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
+from pipelines.common.errors import UsageError
+from pipelines.common.job import ConvertJob, Run, register
 from shards import storage
 
-__all__ = ["IdxError", "main", "read_idx", "sample"]
+__all__ = ["IdxError", "Mnist", "main", "read_idx", "sample"]
 
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
@@ -135,42 +138,42 @@ def _find(root: str, name: str) -> str | None:
     return hits[0] if hits else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipelines.common.options import base_parser, job_options, split_argv
-    from pipelines.conversion import convert_split
+@register
+class Mnist(ConvertJob):
+    name = "mnist"
+    summary = __doc__.split("\n")[0]
+    default_splits = "train,test"
+    layouts = "  the four IDX files of MNIST / Fashion-MNIST / KMNIST, gzipped or not, at any depth"
 
-    ours, beam_args = split_argv(sys.argv[1:] if argv is None else argv)
-    p = base_parser("python -m pipelines mnist", __doc__.split("\n")[0], splits="train,test",
-                    layouts="  the four IDX files of MNIST / Fashion-MNIST / KMNIST, gzipped or not, at any depth")  # fmt: skip
-    p.add_argument("--format", choices=["npy", "png"], default="npy",
-                   help="image field: npy (28 x 28 uint8, nothing to decode when read; default) or png")  # fmt: skip
-    p.add_argument("--variant", choices=sorted(CLASSES), default="mnist", help="class names (default mnist)")
-    args = p.parse_args(ours)
-    job = job_options(args, beam_args)
-    for split in job.splits:
+    def add_options(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--format", choices=["npy", "png"], default="npy",
+                       help="image field: npy (28 x 28 uint8, nothing to decode when read; default) or png")  # fmt: skip
+        p.add_argument("--variant", choices=sorted(CLASSES), default="mnist", help="class names (default mnist)")
+
+    def inputs(self, run: Run, split: str) -> tuple[list, Callable, dict] | None:
+        job, args = run.job, run.args
         if split not in FILES:
-            p.error(f"unknown split {split!r}; MNIST has {', '.join(FILES)}")
+            raise UsageError(f"unknown split {split!r}; MNIST has {', '.join(FILES)}")
         images, labels = (_find(job.input, name) for name in FILES[split])
         if images is None and labels is None and not job.splits_given and split != job.splits[-1]:
-            continue  # a default split the input does not have (the last one left says what is missing)
+            return None  # a default split the input does not have (the last one left says what is missing)
         if images is None or labels is None:
-            p.error(f"split {split}: {FILES[split][0 if images is None else 1]}[.gz] is not under {job.input}")
+            raise UsageError(f"split {split}: {FILES[split][0 if images is None else 1]}[.gz] is not under {job.input}")
         try:
             n, m = len(read_idx(images, 3)), len(read_idx(labels, 1))
         except IdxError as e:
-            p.error(str(e))
+            raise UsageError(str(e)) from None
         if n != m:
-            p.error(f"split {split}: {images} holds {n} images but {labels} {m} labels")
+            raise UsageError(f"split {split}: {images} holds {n} images but {labels} {m} labels")
         top = int(read_idx(labels, 1).max())
         if top >= len(CLASSES[args.variant]):
             at = int(np.argmax(read_idx(labels, 1)))
-            p.error(
+            raise UsageError(
                 f"{labels}: label {top} at item {at} is not a class of {args.variant} (0 to "
                 f"{len(CLASSES[args.variant]) - 1})"
             )
         refs = [[images, labels, i, split, args.format] for i in range(n)]
-        status = convert_split(p, job, beam_args, refs, sample, split=split, fields=[args.format, "cls"],
-                               classes=CLASSES[args.variant], dataset="mnist")  # fmt: skip
-        if status:
-            return status
-    return 0
+        return refs, sample, {"fields": [args.format, "cls"], "classes": CLASSES[args.variant]}
+
+
+main = Mnist().main

@@ -147,6 +147,20 @@ def test_custom_command_and_its_usage_errors(folder, converted, tmp_path):
     assert read_manifest(str(tmp_path / "b" / "train"))["classes"] == list(custom.CLASSES)
 
 
+def test_custom_command_makes_the_store_checks_every_job_makes(folder, tmp_path):
+    """`custom` goes through the job runner's store checks: an output inside the input (a glob's folder) would
+    be read back as input on the next run, and a glob under a folder that is not there reads nothing."""
+    cmd = [sys.executable, "-m", "pipelines", "custom", "--module", "tests.raw.custom:to_sample", "--no-progress"]
+    inside = subprocess.run([*cmd, "--input", f"{folder}/*/*", "--output", str(folder / "out")], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert inside.returncode == 2 and "would be written into the raw dataset" in inside.stderr, inside.stderr
+    assert not (folder / "out").exists()
+    gone = subprocess.run([*cmd, "--input", f"{tmp_path}/absent/*.jpg", "--output", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert gone.returncode == 2 and f"cannot read --input {tmp_path}/absent" in gone.stderr, gone.stderr
+    assert len(gone.stderr.strip().splitlines()) == 1
+
+
 def test_generic_loader_reads_the_split_with_a_ready_graph_and_raw_tensors(converted, tmp_path):
     pytest.importorskip("nvidia.dali")
     from loaders import generic_dali, image_classification, raw_tensors

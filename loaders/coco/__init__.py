@@ -45,6 +45,7 @@ import numpy as np
 from loaders.coco.graphs import Objects, eval_graph, eval_size, train_graph
 from loaders.core import DaliLoader, LoaderOptions, positive
 from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD, classification_images
+from loaders.registry import register
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -94,6 +95,7 @@ def _masks(train: bool, size: tuple[int, int]) -> Callable[[dict[str, Any]], Non
     return finish
 
 
+@register
 def coco_dali(
     url: str | Mixture,
     batch_size: int = 32,

@@ -20,6 +20,7 @@ __all__ = [
     "beam_pipeline_options",
     "check_stores",
     "expand_option_files",
+    "glob_root",
     "is_local_runner",
     "job_options",
     "parse_storage_options",
@@ -208,6 +209,7 @@ def check_stores(input_url: str, output_url: str, *, verbose: bool = False) -> N
     (exit 2); the traceback goes to the log at debug level, and to stderr with `verbose`."""
     import uuid
 
+    input_url = glob_root(input_url)
     where = storage.overlap(input_url, output_url)
     if where:
         raise _usage_error(f"--output {output_url} {where} --input {input_url}: shards and progress records would "
@@ -230,6 +232,16 @@ def check_stores(input_url: str, output_url: str, *, verbose: bool = False) -> N
     except Exception as e:
         _log_failure("output", verbose)
         raise _usage_error(f"cannot write to --output {output_url}: {_cause(e)}") from None
+
+
+def glob_root(url: str) -> str:
+    """The folder a glob ('data/*/*.jpg', 's3://b/x/**.png') lists below: the part before its first wildcard,
+    up to the last '/' (the URL itself when it has no wildcard)."""
+    cut = min((i for i in (url.find(c) for c in "*?[") if i >= 0), default=-1)
+    if cut < 0:
+        return url
+    head = url[:cut].rsplit("/", 1)[0] if "/" in url[:cut] else ""
+    return head or "."
 
 
 def _missing_folders(url: str) -> list[str]:
