@@ -14,8 +14,8 @@ trap 'rm -rf "$WORK"' EXIT
 python - "$WORK/imagenet" <<'PY'
 import sys
 from pipelines.imagenet import WNIDS
-from shards.bench import make_photo_folder
-from shards.photos import source_photos
+from infra.bench.pack import make_photo_folder
+from infra.photos import source_photos
 # one class per photo scikit-image ships: photo i is a crop of source photo i % 8, so with 8 classes every class
 # is recognisably one subject (crops, scales and flips of it), and the preview's labels can be checked by eye
 classes = tuple(WNIDS[:: len(WNIDS) // len(source_photos())][: len(source_photos())])

@@ -19,7 +19,7 @@ def write_coco(root: str, images: int, annotations: int, *, photos: bool = False
     import numpy as np
     from PIL import Image
 
-    from shards.photos import photo_jpeg
+    from infra.photos import photo_jpeg
 
     ann_dir, img_dir = os.path.join(root, "annotations"), os.path.join(root, "train2017")
     path = os.path.join(ann_dir, "instances_train2017.json")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shards.photos import photo_jpeg
+from infra.photos import photo_jpeg
 
 DATA = Path(__file__).parent / "data"
 

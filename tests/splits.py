@@ -42,7 +42,7 @@ def samples(prefix: str, n: int) -> list[tuple[str, dict[str, bytes]]]:
 
 def photo_shards(name: str, sizes: Sequence[int]) -> list[list[tuple[str, dict[str, bytes]]]]:
     """Shards of photo-like samples (jpg + cls over `make_split`'s 3 classes), keyed `<name><shard>k<i>`."""
-    from shards.photos import photo_jpeg
+    from infra.photos import photo_jpeg
 
     return [[(f"{name}{s}k{i:02d}", {"jpg": photo_jpeg(50 * s + i, size=(40, 32)), "cls": b"%d" % (i % 3)})
              for i in range(n)] for s, n in enumerate(sizes)]  # fmt: skip

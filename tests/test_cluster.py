@@ -173,7 +173,7 @@ def test_local_input_to_s3_output_is_byte_identical(raw, local_out, s3_endpoint)
 
 @pytest.mark.slow
 def test_killed_upload_leaves_no_partial_shard_and_a_rerun_finishes(s3_endpoint, tmp_path):
-    from shards.photos import photo_jpeg
+    from infra.photos import photo_jpeg
 
     raw = tmp_path / "raw"
     for i in range(600):

@@ -191,7 +191,7 @@ def test_sigkill_mid_job_then_rerun_keeps_committed_shards(tmp_path):
     import signal
     import time
 
-    from shards.photos import photo_jpeg
+    from infra.photos import photo_jpeg
 
     raw = tmp_path / "raw"
     for i in range(1200):

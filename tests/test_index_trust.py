@@ -14,10 +14,10 @@ import tarfile
 
 import pytest
 
+from infra.photos import photo_jpeg
 from shards.errors import ShardFormatError
 from shards.idx import format_index
 from shards.manifest import build_manifest, write_manifest
-from shards.photos import photo_jpeg
 from shards.tario import TarMember
 
 pytest.importorskip("nvidia.dali", reason="DALI is not installed (pip install '.[dali]')")

@@ -88,7 +88,7 @@ def test_missing_credentials_are_one_line(tmp_path, s3_endpoint):
 @pytest.fixture(scope="module")
 def slow_raw(tmp_path_factory):
     """800 photos that the job re-encodes (--resize-max-side): a write phase long enough to interrupt."""
-    from shards.photos import photo_jpeg
+    from infra.photos import photo_jpeg
 
     raw = tmp_path_factory.mktemp("slow") / "raw"
     for i in range(800):
@@ -203,7 +203,7 @@ def test_help_parses_before_the_heavy_imports_and_documents_every_option():
     script = """
 import contextlib, io, sys
 from pipelines.__main__ import main as jobs
-from loaders.bench import main as bench
+from infra.bench.loader import main as bench
 out = {}
 for name, call in (("imagenet", lambda: jobs(["imagenet", "--help"])), ("bench", lambda: bench(["--help"]))):
     buf = io.StringIO()
@@ -252,8 +252,8 @@ def test_every_common_option_is_checked_as_it_is_parsed(tmp_path, extra, says):
 
 
 def test_without_splits_a_job_converts_the_default_splits_its_input_has(tmp_path):
+    from infra.photos import photo_jpeg
     from shards.manifest import read_manifest
-    from shards.photos import photo_jpeg
 
     wnid = "n01440764"
     (tmp_path / "raw" / "train" / wnid).mkdir(parents=True)
@@ -272,7 +272,7 @@ def test_without_splits_a_job_converts_the_default_splits_its_input_has(tmp_path
 
 
 def test_a_job_failing_over_max_bad_fraction_says_so_in_one_line(tmp_path):
-    from shards.photos import photo_jpeg
+    from infra.photos import photo_jpeg
 
     wnid = "n01440764"
     (tmp_path / "raw" / "train" / wnid).mkdir(parents=True)

@@ -33,6 +33,53 @@ def test_layer_rules(package):
     assert not {k: v for k, v in bad.items() if v}, f"{package}/ breaks the layer rules of DESIGN.md"
 
 
+# which top-level packages each library package may import: shards <- pipelines, loaders; nothing in the
+# library imports the benchmarks, the infrastructure or the tests (they import the library)
+MAY_IMPORT = {"shards": {"shards"}, "pipelines": {"shards", "pipelines"}, "loaders": {"shards", "loaders"}}
+OURS = {"shards", "pipelines", "loaders", "infra", "tests", "benchmarks"}
+
+
+def test_import_arrows_point_down():
+    """Every import of our own packages, at module level or inside a function, follows the arrows."""
+    upward = []
+    for package, allowed in MAY_IMPORT.items():
+        for p in (ROOT / package).rglob("*.py"):
+            ours = {n for n in _imports(p) if n in OURS}
+            upward += [f"{p.relative_to(ROOT)} -> {n}" for n in sorted(ours - allowed)]
+    assert not upward, f"imports against the layer arrows: {upward}"
+
+
+def test_benchmark_entries_in_the_library_only_forward_the_command():
+    """`python -m loaders.bench` and the like keep their names as entries that run a module of infra/bench/ by
+    name when run as a command; importing one does nothing, and it holds no code of its own."""
+    for p in [*(ROOT / "loaders").glob("bench*.py"), *(ROOT / "pipelines").glob("bench*.py"), ROOT / "shards/bench.py"]:
+        tree = ast.parse(p.read_text())
+        body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+        assert len(body) == 2 and isinstance(body[1], ast.If), f"{p.relative_to(ROOT)} is more than a thin entry"
+        target = body[1].body[-1].value.args[0].value
+        assert target.startswith("infra.bench.") and (ROOT / (target.replace(".", "/") + ".py")).exists(), p
+
+
+def test_the_registries_are_the_only_lists_of_datasets():
+    """A new dataset is a job module, a loader module and a fixture module: its name is written in no other
+    library file (the registries fill themselves as the packages' modules are imported)."""
+    import pipelines
+
+    names = set(pipelines.available())
+    found: dict[str, set[str]] = {}
+    for package in MAY_IMPORT:
+        for p in (ROOT / package).rglob("*.py"):
+            for n in ast.walk(ast.parse(p.read_text())):  # names in a list, set, tuple, dict key or comparison
+                listed = [*getattr(n, "elts", ()), *(getattr(n, "keys", None) or ()), *getattr(n, "comparators", ())]
+                for c in listed:
+                    if isinstance(c, ast.Constant) and c.value in names:
+                        found.setdefault(c.value, set()).add(p.relative_to(ROOT).as_posix())
+    # fetch.py's catalogue says where each downloadable dataset is published (a dataset without one still runs)
+    for name, files in found.items():
+        own = {f for f in files if f.split("/")[1].removesuffix(".py") == name}
+        assert files - own <= {"pipelines/fetch.py"}, f"{name!r} is listed outside its own modules: {files - own}"
+
+
 def test_every_module_has_a_docstring_and_all():
     missing = []
     for package in ("shards", "pipelines", "loaders", "infra"):

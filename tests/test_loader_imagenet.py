@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from infra.photos import photo_jpeg
 from loaders import imagenet_dali
 from loaders.imagenet import IMAGENET_STD, reference_eval
 from shards.manifest import build_manifest, write_manifest
-from shards.photos import photo_jpeg
 from shards.publish import write_tar_shard
 from shards.wds import iter_samples
 from tests.devices import GPU

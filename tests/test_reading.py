@@ -79,9 +79,9 @@ def test_a_shard_whose_index_points_outside_the_tar_is_refused(split, tmp_path):
 def test_host_fields_of_different_shapes_in_different_shards(tmp_path):
     """Boxes parsed once per shard: one shard whose images all have 1 box, one whose images all have 2, and one
     of mixed counts; batches mixing them carry each image's own boxes."""
+    from infra.photos import photo_jpeg
     from loaders import openimages_dali
     from shards.manifest import build_manifest, write_manifest
-    from shards.photos import photo_jpeg
     from shards.publish import write_tar_shard
 
     url, entries, want = str(tmp_path / "train"), [], {}

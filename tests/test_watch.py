@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("apache_beam", reason="Beam is not installed (pip install '.[beam]')")
 
+from infra.photos import photo_jpeg
 from pipelines.imagenet import WNIDS
 from shards.errors import ManifestError
 from shards.generations import read_generation
 from shards.manifest import read_manifest, validate_manifest
-from shards.photos import photo_jpeg
 from shards.verify import verify_split
 from tests.raw import imagenet as imagenet_raw
 from tests.splits import read_samples

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from infra.beam_local import local_beam_cluster
+from infra.photos import photo_jpeg
 from shards.manifest import read_manifest
-from shards.photos import photo_jpeg
 from shards.verify import verify_split
 from tests.raw import imagenet as imagenet_raw
 from tests.raw import youtube8m as yt8m_raw

@@ -6,10 +6,10 @@ import concurrent.futures as cf
 import functools
 from pathlib import Path
 
+from infra.photos import photo_jpeg
 from pipelines.common.increments import SplitWatcher
 from pipelines.common.sharding import SplitPlan
 from pipelines.imagenet import FIELDS, WNIDS, ImageNetConfig, WatchedFolders, encode_sample
-from shards.photos import photo_jpeg
 
 POOL = cf.ThreadPoolExecutor(2)  # the writers in threads: the job uses processes, the code path is the same
 

@@ -37,7 +37,7 @@ def imagenet_jpeg(i: int) -> tuple[bytes, tuple[int, int]]:
     """The i-th ImageNet-like JPEG (see the module docstring) and its (width, height)."""
     from PIL import Image
 
-    from shards.photos import source_photos
+    from infra.photos import source_photos
 
     rng = np.random.default_rng([i, 97])
     w, h = int(rng.integers(400, 501)), int(rng.integers(333, 501))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shards.photos import photo_jpeg
+from infra.photos import photo_jpeg
 
 CLASSES = ["cats", "dogs", "owls"]
 EXTRA_ARGS = ["--module", "tests.raw.custom:to_sample"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from infra.photos import photo_jpeg
 from pipelines.imagenet import WNIDS
-from shards.photos import photo_jpeg
 
 DATA = Path(__file__).parents[1] / "data" / "imagenet"
 CLASSES = [WNIDS[i] for i in (0, 1, 100, 500, 970, 999)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shards.photos import photo_jpeg
+from infra.photos import photo_jpeg
 
 DATA = Path(__file__).parents[1] / "data" / "openimages"
 CLASSES = [("/m/01g317", "Person"), ("/m/0199g", "Bicycle"), ("/m/0k4j", "Car"), ("/m/01yrx", "Cat")]

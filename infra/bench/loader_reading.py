@@ -104,7 +104,7 @@ def measure_one(which: str, a: argparse.Namespace) -> dict[str, float]:
         loader = _our_null(a.data, a.batch_size)
         return {"samples_per_s": _rate(_looping(loader), a.seconds, a.warmup, a.batch_size)}
     if which == "main-thread-dali":  # the same train graph fed by DALI's own reader: DALI's part of the cost
-        from loaders.bench import _bare_dali_batches
+        from infra.bench.loader import _bare_dali_batches
         from shards.manifest import read_manifest, split_url_of
 
         split = split_url_of(a.data)
@@ -154,7 +154,7 @@ def _cold(a: argparse.Namespace) -> dict[str, Any]:
         for streams in (1, DEFAULT_STREAMS):
             with Throttle(port, latency=a.latency, bandwidth=a.bandwidth) as proxy, tempfile.TemporaryDirectory() as d:
                 env_throttled = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}
-                cmd = [sys.executable, "-m", "loaders.bench_reading", "--data", url, "--cold-epoch", str(streams),
+                cmd = [sys.executable, "-m", "infra.bench.loader_reading", "--data", url, "--cold-epoch", str(streams),
                        "--batch-size", str(a.batch_size), "--cache-dir", d]  # fmt: skip
                 r = subprocess.run(cmd, capture_output=True, text=True, env=env_throttled, check=True)
                 res = json.loads(r.stdout.strip().splitlines()[-1])
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     base = ["--data", a.data, "--batch-size", str(a.batch_size), "--seconds", str(a.seconds), "--warmup", str(a.warmup), "--workers", str(a.workers)]  # fmt: skip
     for _ in range(a.rounds):
         for c in configs:
-            r = subprocess.run([sys.executable, "-m", "loaders.bench_reading", *base, "--only", c], capture_output=True, text=True)  # fmt: skip
+            r = subprocess.run([sys.executable, "-m", "infra.bench.loader_reading", *base, "--only", c], capture_output=True, text=True)  # fmt: skip
             if r.returncode:
                 raise SystemExit(f"{c} failed:\n{r.stderr[-2000:]}")
             runs[c].append(json.loads(r.stdout.strip().splitlines()[-1]))

@@ -51,7 +51,7 @@ class PycocoInstances:
         import torch
         from PIL import Image
 
-        from loaders.baselines import _normalized, bbox_crop
+        from infra.bench.baselines import _normalized, bbox_crop
 
         rng = random.Random()
         info = self.coco.imgs[self.ids[i]]
@@ -119,7 +119,7 @@ def _convert(raw: str, out: str, *extra: str) -> str:
 STARTUP = {
     "coco_dali": "from loaders import coco_dali\nt0 = time.perf_counter()\nb = next(iter(coco_dali({split!r}, "
     "batch_size=32, task='instance', masks=False, device='cpu')))",
-    "pycocotools": "from loaders.bench_coco import PycocoInstances, _collate\nt0 = time.perf_counter()\n"
+    "pycocotools": "from infra.bench.loader_coco import PycocoInstances, _collate\nt0 = time.perf_counter()\n"
     "d = PycocoInstances({raw!r}, 512)\nb = _collate([d[i] for i in range(32)])",
 }
 
@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _throughput(args: argparse.Namespace, split: str) -> dict:
+    from infra.bench.loader import _measure_loader, _measure_loop
+    from infra.bench.rounds import interleaved
     from loaders import coco_dali
-    from loaders.bench import _measure_loader, _measure_loop
-    from loaders.bench_rounds import interleaved
 
     ours = coco_dali(split, batch_size=args.batch_size, task="instance", masks=False, device="cpu",
                      num_threads=args.workers, image_size=args.image_size)  # fmt: skip

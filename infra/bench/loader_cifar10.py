@@ -68,9 +68,9 @@ def _decoded(split: str) -> tuple[np.ndarray, np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from infra.bench.loader import _measure_loader, _measure_loop
+    from infra.bench.rounds import interleaved
     from loaders import cifar10_dali
-    from loaders.bench import _measure_loader, _measure_loop
-    from loaders.bench_rounds import interleaved
 
     p = argparse.ArgumentParser(prog="python -m loaders.bench cifar10", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="a CIFAR-10 split written by `python -m pipelines cifar10`")

@@ -39,9 +39,9 @@ def split_in_three(split: str, folder: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from infra.bench.loader import _measure_loader
+    from infra.bench.rounds import interleaved
     from loaders import Source, imagenet_dali, mix
-    from loaders.bench import _measure_loader
-    from loaders.bench_rounds import interleaved
 
     p = argparse.ArgumentParser(prog="python -m loaders.bench mix", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="an ImageNet split on local disk")
