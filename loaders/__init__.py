@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = ["available"]
 
+
 def _loaders() -> dict[str, Any]:
     """The registry (`loaders.registry.LOADERS`), filled by `@register` as each module of this package is
     imported: a module that registers no loader is shared code, and no list says which."""

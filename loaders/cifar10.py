@@ -37,22 +37,27 @@ def _graph(field: str, train: bool, mean, std, dtype: str, channels_last: bool) 
         from nvidia.dali import fn, types
 
         if field == "png":
-            images = fn.decoders.image(encoded["png"], device="mixed" if device == "gpu" else "cpu",
-                                       output_type=types.RGB)  # fmt: skip
+            images = fn.decoders.image(
+                encoded["png"], device="mixed" if device == "gpu" else "cpu", output_type=types.RGB
+            )
         else:  # 32 x 32 x 3 uint8 parsed on the host: nothing to decode
             images = fn.reshape(encoded["npy"], layout="HWC")
             images = images.gpu() if device == "gpu" else images
         mirror = 0
         if train:
             shift = fn.cast(fn.random.uniform(values=[float(v) for v in range(-4, 5)], shape=[2]), dtype=types.INT32)
-            images = fn.slice(images, start=shift, shape=[32, 32], axes=[0, 1], out_of_bounds_policy="pad",
-                              fill_values=0)  # fmt: skip
+            images = fn.slice(
+                images, start=shift, shape=[32, 32], axes=[0, 1], out_of_bounds_policy="pad", fill_values=0
+            )
             mirror = fn.random.coin_flip(probability=0.5)
         images = fn.crop_mirror_normalize(
-            images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
-            output_layout="HWC" if channels_last else "CHW", mean=[m * 255 for m in mean],
-            std=[s * 255 for s in std], mirror=mirror,
-        )  # fmt: skip
+            images,
+            dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
+            output_layout="HWC" if channels_last else "CHW",
+            mean=[m * 255 for m in mean],
+            std=[s * 255 for s in std],
+            mirror=mirror,
+        )
         labels = fn.reshape(encoded["cls"], shape=[])
         return {"image": images, "label": labels.gpu() if device == "gpu" else labels}
 
@@ -78,8 +83,9 @@ def cifar10_dali(
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
     field = stored_as(url, "npy", "png")
-    return generic_dali(url, batch_size, graph=_graph(field, train, mean, std, dtype, channels_last), device=device,
-                        **options)  # fmt: skip
+    return generic_dali(
+        url, batch_size, graph=_graph(field, train, mean, std, dtype, channels_last), device=device, **options
+    )
 
 
 def reference_eval(sample: dict[str, bytes], *, mean=CIFAR_MEAN, std=CIFAR_STD) -> dict[str, Any]:

@@ -105,8 +105,12 @@ class DaliLoader:
             raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
         if device == "gpu":
             require_gpu()
-        for name, value in (("batch_size", batch_size), ("open_shards", open_shards), ("fetch_streams", fetch_streams),
-                            ("cache_bytes", cache_bytes)):  # fmt: skip
+        for name, value in (
+            ("batch_size", batch_size),
+            ("open_shards", open_shards),
+            ("fetch_streams", fetch_streams),
+            ("cache_bytes", cache_bytes),
+        ):
             positive(name, value)
         self.mixture = url if isinstance(url, Mixture) else None
         if self.mixture is not None and (generation is not None or subset is not None):
@@ -142,8 +146,11 @@ class DaliLoader:
         self.prepare, self.finish = prepare, finish
         if prepare is not None and not inputs:
             raise ValueError("prepare= needs inputs={name: DALI type} naming what it makes")
-        self.dali_inputs = dict(inputs) if prepare is not None else {
-            f: self.host_dtypes.get(f, "INT64") if f in self.host_fields else "UINT8" for f in self.dali_fields}  # fmt: skip
+        self.dali_inputs = (
+            dict(inputs)
+            if prepare is not None
+            else {f: self.host_dtypes.get(f, "INT64") if f in self.host_fields else "UINT8" for f in self.dali_fields}
+        )
         self.batch_size = batch_size
         self.device = device
         self.seed = seed
@@ -371,8 +378,10 @@ class DaliLoader:
         consumed = [(int(a), int(b)) for a, b in state.get("consumed", [])]
         if state["world_size"] == self.world_size:
             if state["rank"] != self.rank:
-                raise ValueError(f"state was saved by rank {state['rank']} of {self.world_size}; this is rank "
-                                 f"{self.rank} (give each rank its own state, or any one on a new number of ranks)")  # fmt: skip
+                raise ValueError(
+                    f"state was saved by rank {state['rank']} of {self.world_size}; this is rank "
+                    f"{self.rank} (give each rank its own state, or any one on a new number of ranks)"
+                )
             if state["batch_size"] != self.batch_size:
                 raise ValueError(
                     f"state was saved with batch_size={state['batch_size']}, this loader has "

@@ -37,8 +37,19 @@ def hann(n: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
 
 
-def _graph(*, train: bool, codec: str, rate: int, clip: int, features: str, n_fft: int, hop: int, n_mels: int,
-           top_db: float, channels: int):  # fmt: skip
+def _graph(
+    *,
+    train: bool,
+    codec: str,
+    rate: int,
+    clip: int,
+    features: str,
+    n_fft: int,
+    hop: int,
+    n_mels: int,
+    top_db: float,
+    channels: int,
+):
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
         from nvidia.dali import fn, types
         from nvidia.dali import math as dmath
@@ -182,6 +193,7 @@ def reference_eval(
     x = x[start : start + clip]
     x = np.concatenate([x, np.zeros((clip - len(x), *x.shape[1:]), x.dtype)]) if len(x) < clip else x
     out: dict[str, Any] = {"label": int(sample["cls"])}
-    out[features] = x if features == "waveform" else log_mel(x, rate, n_fft=n_fft, hop=hop_length, n_mels=n_mels,
-                                                               top_db=top_db)  # fmt: skip
+    out[features] = (
+        x if features == "waveform" else log_mel(x, rate, n_fft=n_fft, hop=hop_length, n_mels=n_mels, top_db=top_db)
+    )
     return out

@@ -35,9 +35,19 @@ if TYPE_CHECKING:
 
 __all__ = ["Graph", "generic_dali", "image_classification", "npy_parser", "raw_tensors", "stored_as"]
 
-DALI_TYPES = {"uint8": "UINT8", "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-              "uint16": "UINT16", "uint32": "UINT32", "float16": "FLOAT16", "float32": "FLOAT", "float64": "FLOAT64",
-              "bool": "BOOL"}  # fmt: skip
+DALI_TYPES = {
+    "uint8": "UINT8",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "float16": "FLOAT16",
+    "float32": "FLOAT",
+    "float64": "FLOAT64",
+    "bool": "BOOL",
+}
 
 
 @dataclasses.dataclass
@@ -59,9 +69,17 @@ def npy_parser(data) -> np.ndarray:
     return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
 
 
-def image_classification(*, image_size: int = 224, train: bool = True, image: str = "jpg", label: str = "cls",
-                         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), dtype: str = "float32",
-                         channels_last: bool = False) -> Graph:  # fmt: skip
+def image_classification(
+    *,
+    image_size: int = 224,
+    train: bool = True,
+    image: str = "jpg",
+    label: str = "cls",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    dtype: str = "float32",
+    channels_last: bool = False,
+) -> Graph:
     """ImageNet's graphs (random resized crop + flip, or resize + centre crop) at `image_size`, on an image field
     (any format DALI decodes) and an integer label field: outputs `image` and `label`."""
     from loaders.imagenet import classification_images
@@ -71,8 +89,16 @@ def image_classification(*, image_size: int = 224, train: bool = True, image: st
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
         from nvidia.dali import fn
 
-        images = classification_images(encoded[image], device, train=train, image_size=image_size, mean=mean,
-                                       std=std, dtype=dtype, channels_last=channels_last)  # fmt: skip
+        images = classification_images(
+            encoded[image],
+            device,
+            train=train,
+            image_size=image_size,
+            mean=mean,
+            std=std,
+            dtype=dtype,
+            channels_last=channels_last,
+        )
         labels = fn.reshape(encoded[label], shape=[])
         return {"image": images, "label": labels.gpu() if device == "gpu" else labels}
 
@@ -99,9 +125,19 @@ def raw_tensors(fields: dict[str, str] | None = None) -> Graph:
     return Graph(graph, tuple(fields), parsers, dtypes)
 
 
-ARROW_TYPES = {"double": "float64", "float": "float32", "halffloat": "float16", "int64": "int64", "int32": "int32",
-               "int16": "int16", "int8": "int8", "uint8": "uint8", "uint16": "uint16", "uint32": "uint32",
-               "bool": "bool"}  # fmt: skip
+ARROW_TYPES = {
+    "double": "float64",
+    "float": "float32",
+    "halffloat": "float16",
+    "int64": "int64",
+    "int32": "int32",
+    "int16": "int16",
+    "int8": "int8",
+    "uint8": "uint8",
+    "uint16": "uint16",
+    "uint32": "uint32",
+    "bool": "bool",
+}
 
 
 def stored_as(url: str | Mixture, *choices: str) -> str:
@@ -155,5 +191,13 @@ def generic_dali(
         dtypes = {**graph.dtypes, **(dtypes or {})}
     if not fields:
         raise ValueError("give the fields your graph reads: generic_dali(url, graph=fn, fields=['jpg', 'cls'])")
-    return DaliLoader(url, graph=graph, fields=tuple(fields), host_fields=parsers or {}, host_dtypes=dtypes or {},
-                      batch_size=batch_size, device=device, **options)  # fmt: skip
+    return DaliLoader(
+        url,
+        graph=graph,
+        fields=tuple(fields),
+        host_fields=parsers or {},
+        host_dtypes=dtypes or {},
+        batch_size=batch_size,
+        device=device,
+        **options,
+    )

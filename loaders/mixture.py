@@ -83,8 +83,10 @@ def source_plans(
     """Each source's samples per epoch: with `epoch_size`, weights are shares of what the `samples=` sources leave
     (rounded to add up exactly); without it, every sample of each weighted source once (weights then change
     nothing: the interleave is even in proportion to what each source gives)."""
-    members = [_subset(sz, s.subset, seed, i, s.url) if s.subset is not None else None
-               for i, (s, sz) in enumerate(zip(sources, sizes, strict=True))]  # fmt: skip
+    members = [
+        _subset(sz, s.subset, seed, i, s.url) if s.subset is not None else None
+        for i, (s, sz) in enumerate(zip(sources, sizes, strict=True))
+    ]
     counts = [len(m[0]) if m is not None else int(sum(sz)) for m, sz in zip(members, sizes, strict=True)]
     for s, n in zip(sources, counts, strict=True):
         if n == 0:
@@ -116,8 +118,10 @@ def source_plans(
     plans = []
     for i, s in enumerate(sources):
         if takes[i] > counts[i] and not s.repeat:
-            raise ValueError(f"{s.url}: {takes[i]} samples per epoch are asked of a source of {counts[i]}; set "
-                             "repeat=True (with replacement) or give it less weight")  # fmt: skip
+            raise ValueError(
+                f"{s.url}: {takes[i]} samples per epoch are asked of a source of {counts[i]}; set "
+                "repeat=True (with replacement) or give it less weight"
+            )
         plans.append(SourcePlan(tuple(int(x) for x in sizes[i]), takes[i], s.repeat, members[i]))
     return plans
 
@@ -127,8 +131,15 @@ def first_url(url: str | Mixture) -> str:
     return url.sources[0].url if isinstance(url, Mixture) else url
 
 
-def open_sources(specs: Sequence[Source], generations: Sequence[int | None], fields: Sequence[str], cache: Any, *,
-                 seed: int, epoch_size: int | None) -> tuple[list[dict[str, Any]], Any, list[SourcePlan]]:  # fmt: skip
+def open_sources(
+    specs: Sequence[Source],
+    generations: Sequence[int | None],
+    fields: Sequence[str],
+    cache: Any,
+    *,
+    seed: int,
+    epoch_size: int | None,
+) -> tuple[list[dict[str, Any]], Any, list[SourcePlan]]:
     """(manifests, one reader over all sources, plans) of these generations; ValueError naming the source whose
     fields are missing or disagree with the first source's."""
     from loaders.reading import ArrowSampleReader, SampleReader
@@ -146,8 +157,10 @@ def open_sources(specs: Sequence[Source], generations: Sequence[int | None], fie
             first = manifests[0]
             for f in fields:
                 if m["fields"][f] != first["fields"][f]:
-                    raise ValueError(f"{url}: field {f!r} is {m['fields'][f]!r} here but {first['fields'][f]!r} in "
-                                     f"{split_url_of(specs[0].url)}; mixed sources must agree")  # fmt: skip
+                    raise ValueError(
+                        f"{url}: field {f!r} is {m['fields'][f]!r} here but {first['fields'][f]!r} in "
+                        f"{split_url_of(specs[0].url)}; mixed sources must agree"
+                    )
         arrow = bool(m["shards"]) and m["shards"][0]["path"].endswith(".arrow")
         if manifests and arrow != (manifests[0]["shards"][0]["path"].endswith(".arrow")):
             raise ValueError(f"{url}: Arrow and tar splits cannot be mixed")
@@ -185,8 +198,15 @@ class MixedReader:
             reader, local = self._local(s)
             reader.forget([local])
 
-    def read_batch(self, shards: np.ndarray, samples: np.ndarray, fields: Sequence[str], *,
-                   parsers: Mapping[str, Callable | None] | None = None, ragged: Set[str] = frozenset()) -> list[Any]:  # fmt: skip
+    def read_batch(
+        self,
+        shards: np.ndarray,
+        samples: np.ndarray,
+        fields: Sequence[str],
+        *,
+        parsers: Mapping[str, Callable | None] | None = None,
+        ragged: Set[str] = frozenset(),
+    ) -> list[Any]:
         """Each source's rows read by its reader, put back in plan order."""
         n = len(shards)
         src = np.searchsorted(self.offsets, shards, side="right") - 1
@@ -194,8 +214,9 @@ class MixedReader:
         for s in np.unique(src).tolist():
             where = np.flatnonzero(src == s)
             local = shards[where] - self.offsets[s]
-            parts.append((where, self.readers[s].read_batch(local, samples[where], fields, parsers=parsers,
-                                                           ragged=ragged)))  # fmt: skip
+            parts.append(
+                (where, self.readers[s].read_batch(local, samples[where], fields, parsers=parsers, ragged=ragged))
+            )
         if len(parts) == 1:
             return parts[0][1]
         return [_merge(n, [(where, cols[f]) for where, cols in parts]) for f in range(len(fields))]
@@ -204,8 +225,9 @@ class MixedReader:
 def _merge(n: int, parts: list[tuple[np.ndarray, Any]]) -> Any:
     """One batch column from the columns of several sources, rows back in plan order."""
     first = parts[0][1]
-    if isinstance(first, np.ndarray) and all(isinstance(p, np.ndarray) and p.shape[1:] == first.shape[1:]
-                                             and p.dtype == first.dtype for _, p in parts):  # fmt: skip
+    if isinstance(first, np.ndarray) and all(
+        isinstance(p, np.ndarray) and p.shape[1:] == first.shape[1:] and p.dtype == first.dtype for _, p in parts
+    ):
         out = np.empty((n, *first.shape[1:]), first.dtype)
         for where, p in parts:
             out[where] = p

@@ -34,13 +34,19 @@ def _graph(field: str, mean: float, std: float, dtype: str) -> Graph:
         from nvidia.dali import fn, types
 
         if field == "png":
-            images = fn.decoders.image(encoded["png"], device="mixed" if device == "gpu" else "cpu",
-                                       output_type=types.GRAY)  # fmt: skip
+            images = fn.decoders.image(
+                encoded["png"], device="mixed" if device == "gpu" else "cpu", output_type=types.GRAY
+            )
         else:  # 28 x 28 uint8 parsed on the host
             images = fn.reshape(encoded["npy"], shape=[28, 28, 1], layout="HWC")
             images = images.gpu() if device == "gpu" else images
-        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
-                                          output_layout="CHW", mean=[mean * 255], std=[std * 255])  # fmt: skip
+        images = fn.crop_mirror_normalize(
+            images,
+            dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
+            output_layout="CHW",
+            mean=[mean * 255],
+            std=[std * 255],
+        )
         labels = fn.reshape(encoded["cls"], shape=[])
         return {"image": images, "label": labels.gpu() if device == "gpu" else labels}
 

@@ -111,8 +111,9 @@ def epoch_order(
         shard, sample = takes[0]
         return np.zeros(len(shard), np.int16), shard.astype(np.int32), sample.astype(np.int32)
     # an even, seeded interleave: source s's j-th sample sits at (j + u_s) / take_s of the epoch
-    keys = np.concatenate([(np.arange(len(t[0])) + _rng(seed, epoch, 7, s).random()) / max(1, len(t[0]))
-                           for s, t in enumerate(takes)])  # fmt: skip
+    keys = np.concatenate(
+        [(np.arange(len(t[0])) + _rng(seed, epoch, 7, s).random()) / max(1, len(t[0])) for s, t in enumerate(takes)]
+    )
     src = np.concatenate([np.full(len(t[0]), s, np.int16) for s, t in enumerate(takes)])
     order = np.lexsort((src, keys))
     shard = np.concatenate([t[0].astype(np.int64) + offsets[s] for s, t in enumerate(takes)])
@@ -167,5 +168,12 @@ def plan_epoch(
         sources = [SourcePlan(sizes, take=sum(sizes))]
     src, shard, sample = epoch_order(sources, seed=seed, epoch=epoch, open_shards=open_shards)
     mine = rank_block(len(shard), list(consumed), world_size, rank)
-    return EpochPlan(epoch=epoch, rank=rank, world_size=world_size, shard=shard[mine], sample=sample[mine],
-                     source=src[mine], total=len(shard))  # fmt: skip
+    return EpochPlan(
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+        shard=shard[mine],
+        sample=sample[mine],
+        source=src[mine],
+        total=len(shard),
+    )

@@ -20,6 +20,7 @@ def _quiet_beam_import() -> None:
 
 _quiet_beam_import()
 
+
 def _jobs() -> dict[str, type]:
     """The registry (`pipelines.common.job.JOBS`), filled by `@register` as each module of this package is
     imported: a module that registers no job is shared code, and no list says which."""

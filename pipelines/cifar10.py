@@ -38,7 +38,7 @@ SAFE = {
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
     ("_codecs", "encode"),
-}  # fmt: skip  (protocol-2 pickles written by Python 3 store bytes through it)
+}  # _codecs.encode: protocol-2 pickles written by Python 3 store bytes through it
 
 
 MAX_BATCH = 256 << 20  # a batch of CIFAR-10 (or CIFAR-100) is ~31-155 MB
@@ -105,8 +105,10 @@ def read_batch(url: str, member: str = "") -> tuple[np.ndarray, np.ndarray]:
         raise BatchError(f"{name}: its labels are not whole numbers")
     pixels, labels = d["data"], np.asarray(raw_labels)
     if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072 or labels.shape != (len(pixels),):
-        raise BatchError(f"{name}: data is {pixels.dtype} {list(pixels.shape)} with {labels.size} labels; CIFAR-10 "
-                         "batches hold N x 3072 uint8 and N labels")  # fmt: skip
+        raise BatchError(
+            f"{name}: data is {pixels.dtype} {list(pixels.shape)} with {labels.size} labels; CIFAR-10 "
+            "batches hold N x 3072 uint8 and N labels"
+        )
     if labels.size and not (labels.min() >= 0 and labels.max() < len(CLASSES)):
         raise BatchError(
             f"{name}: label {int(labels.max() if labels.max() >= len(CLASSES) else labels.min())} is not "
@@ -151,8 +153,12 @@ class Cifar10(ConvertJob):
     layouts = "  cifar-10-python.tar.gz or cifar-10-batches-py/ (or the binary version), at any depth"
 
     def add_options(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--format", choices=["npy", "png"], default="npy",
-                       help="image field: npy (32 x 32 x 3 uint8: nothing to decode when read; default) or png")  # fmt: skip
+        p.add_argument(
+            "--format",
+            choices=["npy", "png"],
+            default="npy",
+            help="image field: npy (32 x 32 x 3 uint8: nothing to decode when read; default) or png",
+        )
 
     def detect(self, run: Run) -> Found:
         try:

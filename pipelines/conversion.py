@@ -130,8 +130,10 @@ def _probe(
         except Exception as e:
             errors.append(f"input #{i}: {type(e).__name__}: {e}")
     if not samples:
-        raise ConvertError(f"the function made no sample from the first {min(PROBE, len(refs))} inputs"
-                           + (f"; first failure: {errors[0]}" if errors else ""))  # fmt: skip
+        raise ConvertError(
+            f"the function made no sample from the first {min(PROBE, len(refs))} inputs"
+            + (f"; first failure: {errors[0]}" if errors else "")
+        )
     names = [k for k in samples[0] if k != "__key__" and not (format == "arrow" and k == "id")]
     wanted = list(fields) if fields is not None else names
     encoder.fields = tuple(wanted)
@@ -169,8 +171,10 @@ def _probe(
         inferred = pa.Table.from_pylist(rows).schema
         unknown = [f.name for f in inferred if "null" in str(f.type)]
         if unknown:
-            raise ConvertError(f"cannot tell the type of column(s) {unknown} from the first {len(rows)} samples "
-                               "(all empty or None): give fields={column: type}")  # fmt: skip
+            raise ConvertError(
+                f"cannot tell the type of column(s) {unknown} from the first {len(rows)} samples "
+                "(all empty or None): give fields={column: type}"
+            )
         schema = schema_to_json(inferred)
     size = pa.Table.from_pylist([encoder._one("k", samples[0])]).nbytes
     return wanted, schema, size
@@ -231,13 +235,25 @@ def convert(
     from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
 
     plan = SplitPlan(
-        dataset=dataset, split=split, split_url=storage.join(output, split), fields=schema,
-        classes=list(classes) if classes is not None else None, source={"url": str(inputs)[:300], "layout": "custom"},
+        dataset=dataset,
+        split=split,
+        split_url=storage.join(output, split),
+        fields=schema,
+        classes=list(classes) if classes is not None else None,
+        source={"url": str(inputs)[:300], "layout": "custom"},
         params={"shard_size": size, "min_shards": shards, "seed": seed, "format": format, **_fn_identity(fn)},
-        seed=seed, shard_size=size, min_shards=shards, max_bad_fraction=max_bad_fraction,
-        writer_processes=writer_processes if writer_processes is not None else (0 if is_local_runner(runner_args) else 1),
-        storage_options=storage_options, format=format, benign_stages=("filter",), isolate=True,
-    )  # fmt: skip
+        seed=seed,
+        shard_size=size,
+        min_shards=shards,
+        max_bad_fraction=max_bad_fraction,
+        writer_processes=writer_processes
+        if writer_processes is not None
+        else (0 if is_local_runner(runner_args) else 1),
+        storage_options=storage_options,
+        format=format,
+        benign_stages=("filter",),
+        isolate=True,
+    )
     pointers = [_pointer(i, ref) for i, ref in enumerate(refs)]
     chunks = [Pointers(pointers[i : i + 2048]) for i in range(0, len(pointers), 2048)]
     pipeline = beam.Pipeline(options=beam_pipeline_options(list(runner_args)))
@@ -267,8 +283,9 @@ def convert(
     return Converted(plan.split_url, m["num_samples"], len(m["shards"]), m["quarantine"]["count"])
 
 
-def convert_split(parser: Any, job: Any, beam_args: Sequence[str], inputs: Any, fn: Callable, *, split: str,
-                  **kwargs: Any) -> int:  # fmt: skip
+def convert_split(
+    parser: Any, job: Any, beam_args: Sequence[str], inputs: Any, fn: Callable, *, split: str, **kwargs: Any
+) -> int:
     """`convert` as a command runs it (`python -m pipelines custom|mnist|cifar10`): the job's common options
     (`JobOptions`), a usage error (exit 2) for what is wrong before the pipeline, one line and exit 1 when the job
     fails, and the split's line when it is done."""

@@ -80,8 +80,12 @@ class Custom(ConvertJob):
         inputs = args.input
         if not any(c in inputs for c in "*?[") and storage.is_local(inputs):
             inputs = storage.walk(inputs.rstrip("/"))  # a folder: every file under it
-        more = {"fields": args.fields.split(",") if args.fields else None, "format": args.format,
-                "classes": args.classes_list, "input_timeout": args.input_timeout}  # fmt: skip
+        more = {
+            "fields": args.fields.split(",") if args.fields else None,
+            "format": args.format,
+            "classes": args.classes_list,
+            "input_timeout": args.input_timeout,
+        }
         return inputs, args.fn, more
 
 

@@ -336,8 +336,12 @@ class ImageNet(DatasetJob):
     @staticmethod
     def config(run: Run) -> ImageNetConfig:
         a = run.args
-        return ImageNetConfig(resize_max_side=a.resize_max_side, jpeg_quality=a.jpeg_quality,
-                              verify_decode=a.verify_decode, val_labels=a.val_labels)  # fmt: skip
+        return ImageNetConfig(
+            resize_max_side=a.resize_max_side,
+            jpeg_quality=a.jpeg_quality,
+            verify_decode=a.verify_decode,
+            val_labels=a.val_labels,
+        )
 
     def detect(self, run: Run) -> Found:
         layout = detect_layout(run.job.input, self.config(run), run.job.splits, required=run.job.splits_given)
@@ -345,14 +349,22 @@ class ImageNet(DatasetJob):
 
     def watched(self, run: Run) -> WatchedFolders:
         if run.layout.name not in ("folders", "kaggle"):
-            raise LayoutError(f"{run.job.input}: the {run.layout.name} layout cannot be watched (each split is one "
-                              "archive, replaced rather than added to); watch the folder or Kaggle layout")  # fmt: skip
+            raise LayoutError(
+                f"{run.job.input}: the {run.layout.name} layout cannot be watched (each split is one "
+                "archive, replaced rather than added to); watch the folder or Kaggle layout"
+            )
         return WatchedFolders(run.job.input, run.layout.name)
 
     def plan(self, run: Run, split: str) -> SplitPlan:
-        return SplitPlan.for_job(run.job, split, dataset=self.name, fields=FIELDS, classes=WNIDS,
-                                 source={"url": run.job.input, "layout": run.layout.name},
-                                 params=self.config(run).params())  # fmt: skip
+        return SplitPlan.for_job(
+            run.job,
+            split,
+            dataset=self.name,
+            fields=FIELDS,
+            classes=WNIDS,
+            source={"url": run.job.input, "layout": run.layout.name},
+            params=self.config(run).params(),
+        )
 
     def encoder(self, run: Run, split: str) -> Callable:
         return functools.partial(encode_sample, cfg=self.config(run))

@@ -25,14 +25,26 @@ from shards import storage
 
 __all__ = ["IdxError", "Mnist", "main", "read_idx", "sample"]
 
-FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 CLASSES = {
     "mnist": [str(d) for d in range(10)],
-    "fashion": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                "Ankle boot"],
+    "fashion": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
     "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
-}  # fmt: skip
+}
 MAGIC = {3: 2051, 1: 2049}  # IDX unsigned-byte files: images (3 dims), labels (1 dim)
 
 
@@ -146,8 +158,12 @@ class Mnist(ConvertJob):
     layouts = "  the four IDX files of MNIST / Fashion-MNIST / KMNIST, gzipped or not, at any depth"
 
     def add_options(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--format", choices=["npy", "png"], default="npy",
-                       help="image field: npy (28 x 28 uint8, nothing to decode when read; default) or png")  # fmt: skip
+        p.add_argument(
+            "--format",
+            choices=["npy", "png"],
+            default="npy",
+            help="image field: npy (28 x 28 uint8, nothing to decode when read; default) or png",
+        )
         p.add_argument("--variant", choices=sorted(CLASSES), default="mnist", help="class names (default mnist)")
 
     def inputs(self, run: Run, split: str) -> tuple[list, Callable, dict] | None:

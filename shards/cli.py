@@ -56,8 +56,10 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     for g in m.get("generations", []):  # a split that grows: its live generations, oldest first
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(g["published_at"]))
         what = f"{g['kind']}" + (f" of {g['replaces']}" if g.get("replaces") else "")
-        print(f"  generation {g['generation']:>5}  {when} UTC  {what:<22} {g['shards']:>5} shards "
-              f"{g['num_samples']:>9} samples {g['quarantine_count']:>6} quarantined  {g['folder']}")  # fmt: skip
+        print(
+            f"  generation {g['generation']:>5}  {when} UTC  {what:<22} {g['shards']:>5} shards "
+            f"{g['num_samples']:>9} samples {g['quarantine_count']:>6} quarantined  {g['folder']}"
+        )
     for r in m.get("retired", []):  # replaced by a compaction; the folder stays for readers until collected
         if not r.get("collected"):
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at"]))
@@ -77,8 +79,10 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     if r.generation is None:
         print(f"{r.url}: nothing to compact (no older generation with small shards)")
     else:
-        print(f"{r.url}: generation {r.generation} replaces generations {r.replaced}: {r.samples} samples in "
-              f"{r.shards_after} shards instead of {r.shards_before}")  # fmt: skip
+        print(
+            f"{r.url}: generation {r.generation} replaces generations {r.replaced}: {r.samples} samples in "
+            f"{r.shards_after} shards instead of {r.shards_before}"
+        )
     if r.collected:
         print(f"removed {len(r.collected)} folder(s) retired more than {args.grace:g}s ago: {', '.join(r.collected)}")
     return 0
@@ -161,8 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compact", help="merge the small shards of older generations into a new generation")
     s.add_argument("url")
     s.add_argument("--shard-size", default="256MB", help="target bytes per shard (default 256MB)")
-    s.add_argument("--grace", type=float, default=24 * 3600,
-                   help="seconds before replaced folders are removed, so running readers finish (default 86400)")  # fmt: skip
+    s.add_argument(
+        "--grace",
+        type=float,
+        default=24 * 3600,
+        help="seconds before replaced folders are removed, so running readers finish (default 86400)",
+    )
     s.set_defaults(func=_cmd_compact)
     s = sub.add_parser("verify", help="re-hash shards, check indexes and counts; exit 1 naming what is wrong")
     s.add_argument("url")

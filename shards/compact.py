@@ -51,7 +51,11 @@ def _pick(m: dict[str, Any], small: int) -> list[dict[str, Any]]:
     by_gen: dict[int, list[int]] = {}
     for s in m["shards"]:
         by_gen.setdefault(s["generation"], []).append(s["num_bytes"])
-    picked = [g for g in gens if by_gen.get(g["generation"]) and sum(by_gen[g["generation"]]) / len(by_gen[g["generation"]]) < small]  # fmt: skip
+    picked = [
+        g
+        for g in gens
+        if by_gen.get(g["generation"]) and sum(by_gen[g["generation"]]) / len(by_gen[g["generation"]]) < small
+    ]
     return picked if sum(g["shards"] for g in picked) > 1 else []
 
 
@@ -127,8 +131,10 @@ def _compact(split: str, shard_size: int, small: int | None, grace: float) -> Co
         total = sum(e["num_samples"] for e in entries)
         if sum(e["num_samples"] for e in written) != total:
             storage.remove_tree(out_url)
-            raise RuntimeError(f"{split}: compaction wrote {sum(e['num_samples'] for e in written)} samples of "
-                               f"{total}; nothing published")  # fmt: skip
+            raise RuntimeError(
+                f"{split}: compaction wrote {sum(e['num_samples'] for e in written)} samples of "
+                f"{total}; nothing published"
+            )
         ledger = b"".join(storage.read_bytes(storage.join(split, g["inputs"])) for g in picked)
         storage.write_bytes(storage.join(out_url, "inputs.jsonl"), ledger)
         try:

@@ -220,8 +220,10 @@ def publish_generation(
         if "idx" in s:
             entry["idx"] = f"{folder}/{s['idx']}"
         new_shards.append(entry)
-    storage.write_bytes(storage.join(split_url, folder, "quarantine.jsonl"), dumps_quarantine(
-        [q for g in carried for q in read_quarantine(storage.join(split_url, g["quarantine"]))] + own))  # fmt: skip
+    storage.write_bytes(
+        storage.join(split_url, folder, "quarantine.jsonl"),
+        dumps_quarantine([q for g in carried for q in read_quarantine(storage.join(split_url, g["quarantine"]))] + own),
+    )
     gen = {
         "generation": number,
         "kind": kind,
@@ -245,8 +247,19 @@ def publish_generation(
         {"generation": g["generation"], "folder": g["folder"], "by": number, "at": gen["published_at"]} for g in carried
     ]
     keys = ("dataset", "split", "fields", "classes", "params")
-    drop = {*keys, "format", "version", "num_samples", "shards", "quarantine", "source", "created_by",
-            "generation", "generations", "retired"}  # fmt: skip
+    drop = {
+        *keys,
+        "format",
+        "version",
+        "num_samples",
+        "shards",
+        "quarantine",
+        "source",
+        "created_by",
+        "generation",
+        "generations",
+        "retired",
+    }
     manifest = build_manifest(
         **{k: base[k] for k in keys},
         shards=[*kept, *new_shards],

@@ -77,7 +77,8 @@ def sample_members(
         if k != key or not ext or ext in fields:
             raise ShardFormatError("index mixes members of different samples", url=url, member=m.name)
         if m.offset < 512 or m.size < 0 or m.offset + m.size > size:
-            raise ShardFormatError(f"index span {m.offset}+{m.size} is not inside the {size}-byte tar", url=url,
-                                   member=m.name)  # fmt: skip
+            raise ShardFormatError(
+                f"index span {m.offset}+{m.size} is not inside the {size}-byte tar", url=url, member=m.name
+            )
         fields[ext] = m
     return key, fields

@@ -226,10 +226,16 @@ def _validate_generations(m: Mapping[str, Any], url: str) -> None:
             f"{where}: counts do not add up: {g['inputs_seen']} inputs seen but {g['num_samples']} samples + "
             f"{g['quarantine_count']} quarantined",
         )
-        _require(per_gen.get(g["generation"], 0) == g["shards"], url, f"{where} lists {g['shards']} shards, "
-                 f"the manifest has {per_gen.get(g['generation'], 0)} of it")  # fmt: skip
-    for total, key in ((m["num_samples"], "num_samples"), (m["quarantine"]["count"], "quarantine_count"),
-                       (m["source"]["inputs_seen"], "inputs_seen")):  # fmt: skip
+        _require(
+            per_gen.get(g["generation"], 0) == g["shards"],
+            url,
+            f"{where} lists {g['shards']} shards, the manifest has {per_gen.get(g['generation'], 0)} of it",
+        )
+    for total, key in (
+        (m["num_samples"], "num_samples"),
+        (m["quarantine"]["count"], "quarantine_count"),
+        (m["source"]["inputs_seen"], "inputs_seen"),
+    ):
         _require(total == sum(g[key] for g in gens), url, f"the generations' {key} do not add up to {total}")
     retired = m.get("retired", [])
     _require(isinstance(retired, list), url, "'retired' must be a list")

@@ -113,8 +113,10 @@ def _strays(split: str, manifest: dict) -> list[str]:
     out = []
     for name in storage.listdir(split):
         if re.match(storage.TEMPORARY_NAME, name):
-            out.append(f"{storage.join(split, name)}: stray temporary of an interrupted write (a re-run of the job "
-                       "removes it once its writer is gone)")  # fmt: skip
+            out.append(
+                f"{storage.join(split, name)}: stray temporary of an interrupted write (a re-run of the job "
+                "removes it once its writer is gone)"
+            )
         elif re.fullmatch(r"shard-\d{6}\.(tar|idx|arrow)", name) and name not in listed:
             out.append(f"{storage.join(split, name)}: stray shard file the manifest does not list")
     return out

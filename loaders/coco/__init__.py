@@ -180,8 +180,14 @@ def _require_captions(url: str, manifest: dict[str, Any]) -> None:
         )
 
 
-def reference_eval(sample: dict[str, bytes], *, image_size: int = 512, max_size: int | None = None,
-                   mean=IMAGENET_MEAN, std=IMAGENET_STD):  # fmt: skip
+def reference_eval(
+    sample: dict[str, bytes],
+    *,
+    image_size: int = 512,
+    max_size: int | None = None,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+):
     """What the detection eval graph computes for one sample, in PIL and NumPy (the loader conformance suite
     compares them): the image resized and padded onto the canvas, normalized, CHW; its sizes and scale; the
     number of objects."""

@@ -25,8 +25,14 @@ def _parse(dtype: str, *shape: int):
     return lambda data: np.frombuffer(data, dtype).reshape(-1, *shape)
 
 
-PARSERS = {"boxes": _parse("<f4", 4), "labels": _parse("<i4"), "iscrowd": _parse("u1"), "polygons": _parse("<i4", 3),
-           "vertices": _parse("<f4", 2), "keypoints": _parse("<f4", K, 3)}  # fmt: skip
+PARSERS = {
+    "boxes": _parse("<f4", 4),
+    "labels": _parse("<i4"),
+    "iscrowd": _parse("u1"),
+    "polygons": _parse("<i4", 3),
+    "vertices": _parse("<f4", 2),
+    "keypoints": _parse("<f4", K, 3),
+}
 DALI_TYPES = {"FLOAT": ("boxes", "vertices", "keypoints"), "INT32": ("labels", "polygons"), "UINT8": ("iscrowd",)}
 
 
@@ -76,10 +82,16 @@ class Objects:
                 out["object_rows"].append(np.stack([ids, ids, ids + 1], axis=1))
             if self.polygons:
                 polygons, vertices = cols["polygons"][i], cols["vertices"][i]
-                if len(polygons) and (polygons[:, 0].min() < 0 or polygons[:, 0].max() >= n
-                                      or polygons[:, 1:].min() < 0 or polygons[:, 2].max() > len(vertices)):  # fmt: skip
-                    raise ValueError(f"a sample's polygons name objects or vertices it does not have ({n} objects, "
-                                     f"{len(vertices)} vertices)")  # fmt: skip
+                if len(polygons) and (
+                    polygons[:, 0].min() < 0
+                    or polygons[:, 0].max() >= n
+                    or polygons[:, 1:].min() < 0
+                    or polygons[:, 2].max() > len(vertices)
+                ):
+                    raise ValueError(
+                        f"a sample's polygons name objects or vertices it does not have ({n} objects, "
+                        f"{len(vertices)} vertices)"
+                    )
                 if order is not None:
                     polygons = polygons.copy()
                     polygons[:, 0] = np.argsort(order)[polygons[:, 0]]
@@ -198,15 +210,28 @@ def eval_graph(*, image_size: int, max_size: int, polygons: bool, keypoints: boo
         decoder = "mixed" if device == "gpu" else "cpu"
         images = fn.decoders.image(enc["jpg"], device=decoder, output_type=types.RGB)
         images = fn.resize(images, resize_x=out_w, resize_y=out_h, antialias=True)
-        image = _normalize(images, look, 0, crop=(max_size, max_size), crop_pos_x=0.0, crop_pos_y=0.0,
-                           out_of_bounds_policy="pad", fill_values=0.0)  # fmt: skip
+        image = _normalize(
+            images,
+            look,
+            0,
+            crop=(max_size, max_size),
+            crop_pos_x=0.0,
+            crop_pos_y=0.0,
+            out_of_bounds_policy="pad",
+            fill_values=0.0,
+        )
         objects = enc["objects"]
         labels = fn.cast(objects[:, 0], dtype=types.INT32)
-        outs = {"image": image, "boxes": fn.cat(enc["boxes"], enc["crowd_boxes"]), "labels": labels,
-                "iscrowd": fn.cast(objects[:, 1], dtype=types.UINT8), "num_boxes": labels.shape(dtype=types.INT32)[0],
-                "size": fn.cast(fn.stack(h, w), dtype=types.INT32),
-                "resized": fn.cast(fn.stack(out_h, out_w), dtype=types.INT32),
-                "scale": fn.stack(out_h / h, out_w / w)}  # fmt: skip
+        outs = {
+            "image": image,
+            "boxes": fn.cat(enc["boxes"], enc["crowd_boxes"]),
+            "labels": labels,
+            "iscrowd": fn.cast(objects[:, 1], dtype=types.UINT8),
+            "num_boxes": labels.shape(dtype=types.INT32)[0],
+            "size": fn.cast(fn.stack(h, w), dtype=types.INT32),
+            "resized": fn.cast(fn.stack(out_h, out_w), dtype=types.INT32),
+            "scale": fn.stack(out_h / h, out_w / w),
+        }
         if keypoints:
             outs["keypoints"] = fn.stack(*(objects[:, 2 + j * K : 2 + (j + 1) * K] for j in range(3)), axis=2)
         if polygons:

@@ -81,8 +81,9 @@ def join_file(kv: tuple[str, dict[str, list]]) -> Iterator[Pointer]:
         f = files[0]
         yield _error(stem, f["url"], f"{name} is in no image record of the split's JSON", "list", f["url"])
     else:
-        yield _error(stem, "json", f"image {records[0]['id']} ({name}) is listed in the JSON but has no file", "list",
-                     name)  # fmt: skip
+        yield _error(
+            stem, "json", f"image {records[0]['id']} ({name}) is listed in the JSON but has no file", "list", name
+        )
 
 
 def _records(item: tuple) -> Iterator[tuple[str, dict]]:
@@ -137,20 +138,33 @@ class Coco(DatasetJob):
 
     def config(self, run: Run, split: str) -> CocoConfig:
         fields = fields_for({u.kind for u in run.layout.layout.jsons[split]})
-        return CocoConfig(labels=run.layout.labels, fields=tuple(fields), keep_empty=not run.args.drop_empty,
-                          resize_max_side=run.args.resize_max_side, jpeg_quality=run.args.jpeg_quality)  # fmt: skip
+        return CocoConfig(
+            labels=run.layout.labels,
+            fields=tuple(fields),
+            keep_empty=not run.args.drop_empty,
+            resize_max_side=run.args.resize_max_side,
+            jpeg_quality=run.args.jpeg_quality,
+        )
 
     def plan(self, run: Run, split: str) -> SplitPlan:
         layout, categories = run.layout.layout, run.layout.categories
         return SplitPlan.for_job(
-            run.job, split, dataset=self.name, fields=fields_for({u.kind for u in layout.jsons[split]}),
-            classes=[c["name"] for c in categories], source={"url": run.job.input, "layout": f"coco{layout.year}"},
-            params=self.config(run, split).params(), benign_stages=("filter",),
+            run.job,
+            split,
+            dataset=self.name,
+            fields=fields_for({u.kind for u in layout.jsons[split]}),
+            classes=[c["name"] for c in categories],
+            source={"url": run.job.input, "layout": f"coco{layout.year}"},
+            params=self.config(run, split).params(),
+            benign_stages=("filter",),
             side_table="pipelines.coco.samples:side_table",
-            extra={"category_ids": [int(c["id"]) for c in categories], "year": layout.year,
-                   "annotations": sorted({u.kind for u in layout.jsons[split]}),
-                   "supercategories": [c.get("supercategory") for c in categories]},
-        )  # fmt: skip
+            extra={
+                "category_ids": [int(c["id"]) for c in categories],
+                "year": layout.year,
+                "annotations": sorted({u.kind for u in layout.jsons[split]}),
+                "supercategories": [c.get("supercategory") for c in categories],
+            },
+        )
 
     def encoder(self, run: Run, split: str) -> Callable:
         return functools.partial(encode_sample, cfg=self.config(run, split))
@@ -172,9 +186,10 @@ class Coco(DatasetJob):
             staged = (
                 pipeline
                 | f"JSONs {split}" >> beam.Create(units)
-                | f"Stage {split}" >> beam.FlatMap(lambda iu, st=staging: stage_json(iu[1], iu[0], st, job.storage_options))
+                | f"Stage {split}"
+                >> beam.FlatMap(lambda iu, st=staging: stage_json(iu[1], iu[0], st, job.storage_options))
                 | f"Staged {split}" >> beam.CombineGlobally(sum)
-            )  # fmt: skip
+            )
             sources = [(i, u.source) for i, u in units]
             assembled = (
                 pipeline

@@ -129,7 +129,9 @@ def _bad(ann: dict[str, Any], source: str, reason: str) -> tuple[str, Any]:
     return ("bad", {"key": f"ann-{ann.get('id')}", "source": source, "reason": reason})
 
 
-def assemble(image_id: Any, items: list[tuple[str, str, dict[str, Any]]], labels: dict[int, int]) -> Iterator[tuple[str, Any]]:  # fmt: skip
+def assemble(
+    image_id: Any, items: list[tuple[str, str, dict[str, Any]]], labels: dict[int, int]
+) -> Iterator[tuple[str, Any]]:
     """One image's records from every JSON of the split -> ("image", file name, record) and ("bad", entry) items.
     `items` are (kind, source file, item) with kind image / instances / keypoints / captions."""
     images = [rec for kind, _, rec in items if kind == "image"]

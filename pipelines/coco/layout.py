@@ -93,8 +93,10 @@ def detect_layout(root: str, splits: tuple[str, ...], year: str | None = None, *
                 jsons.setdefault((split, y), []).append(JsonUnit(KINDS[kind], url, member))
     years = sorted({y for _, y in images} | {y for _, y in jsons})
     if not years:
-        raise LayoutError(f"{root}: no COCO images or annotations (train2017/ or train2017.zip, "
-                          "annotations/instances_train2017.json or annotations_trainval2017.zip)")  # fmt: skip
+        raise LayoutError(
+            f"{root}: no COCO images or annotations (train2017/ or train2017.zip, "
+            "annotations/instances_train2017.json or annotations_trainval2017.zip)"
+        )
     year = year or years[-1]
     out = CocoLayout(year, {}, {})
     for split in splits:

@@ -51,8 +51,11 @@ class CocoConfig:
     jpeg_quality: int = 95
 
     def params(self) -> dict[str, Any]:
-        return {"keep_empty": self.keep_empty, "resize_max_side": self.resize_max_side,
-                "jpeg_quality": self.jpeg_quality}  # fmt: skip
+        return {
+            "keep_empty": self.keep_empty,
+            "resize_max_side": self.resize_max_side,
+            "jpeg_quality": self.jpeg_quality,
+        }
 
 
 def _numeric(anns: list[dict[str, Any]], cfg: CocoConfig, width: float, height: float) -> dict[str, bytes]:
@@ -132,8 +135,23 @@ def side_table(samples: list[tuple[str, bytes]]):
     """The Parquet side table of one shard: a row per annotation, as people query COCO before training."""
     import pyarrow as pa
 
-    cols: dict[str, list] = {k: [] for k in ("key", "image_id", "id", "category_id", "iscrowd", "area", "x", "y", "w",
-                                             "h", "num_keypoints", "segmentation")}  # fmt: skip
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "key",
+            "image_id",
+            "id",
+            "category_id",
+            "iscrowd",
+            "area",
+            "x",
+            "y",
+            "w",
+            "h",
+            "num_keypoints",
+            "segmentation",
+        )
+    }
     for key, raw in samples:
         info = json.loads(raw)
         for a in info["annotations"]:
@@ -149,6 +167,13 @@ def side_table(samples: list[tuple[str, bytes]]):
                 cols[c].append(v)
             cols["num_keypoints"].append(a.get("num_keypoints"))
             cols["segmentation"].append("rle" if isinstance(seg, dict) else "polygons" if seg else "none")
-    types = {"image_id": pa.int64(), "id": pa.int64(), "category_id": pa.int32(), "iscrowd": pa.uint8(),
-             "area": pa.float32(), "num_keypoints": pa.int32(), **{c: pa.float32() for c in "xywh"}}  # fmt: skip
+    types = {
+        "image_id": pa.int64(),
+        "id": pa.int64(),
+        "category_id": pa.int32(),
+        "iscrowd": pa.uint8(),
+        "area": pa.float32(),
+        "num_keypoints": pa.int32(),
+        **{c: pa.float32() for c in "xywh"},
+    }
     return pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in cols.items()})

@@ -47,8 +47,10 @@ def stage_json(unit: JsonUnit, index: int, staging: str, storage_options: dict) 
     sizes = [0] * BUCKETS
     n = 0
     with contextlib.ExitStack() as stack:
-        outs = [stack.enter_context(storage.atomic_write(storage.join(staging, f"u{index:02d}-{b:03d}.jsonl")))
-                for b in range(BUCKETS)]  # fmt: skip
+        outs = [
+            stack.enter_context(storage.atomic_write(storage.join(staging, f"u{index:02d}-{b:03d}.jsonl")))
+            for b in range(BUCKETS)
+        ]
 
         def put(kind: str, image_id: Any, rec: dict) -> None:
             b = _bucket(image_id)
@@ -75,8 +77,14 @@ def stage_json(unit: JsonUnit, index: int, staging: str, storage_options: dict) 
     yield n
 
 
-def assemble_bucket(b: int, staging: str, sources: Sequence[tuple[int, str]], labels: dict[int, int],
-                    storage_options: dict, _staged: Any = None) -> Iterator[tuple[str, Any, Any]]:  # fmt: skip
+def assemble_bucket(
+    b: int,
+    staging: str,
+    sources: Sequence[tuple[int, str]],
+    labels: dict[int, int],
+    storage_options: dict,
+    _staged: Any = None,
+) -> Iterator[tuple[str, Any, Any]]:
     """One bucket's images put together: ("record", file name, where its record is) or ("bad", entry, None)."""
     use_storage_options(storage_options)
     items: dict[Any, list[tuple[str, str, dict]]] = {}
@@ -94,8 +102,9 @@ def assemble_bucket(b: int, staging: str, sources: Sequence[tuple[int, str]], la
                 continue
             _, name, rec = x
             line = (_compact(rec) + "\n").encode()
-            refs.append(("record", name, {"url": url, "offset": offset, "length": len(line) - 1,
-                                          "id": rec["image"].get("id")}))  # fmt: skip
+            refs.append(
+                ("record", name, {"url": url, "offset": offset, "length": len(line) - 1, "id": rec["image"].get("id")})
+            )
             lines.append(line)
             offset += len(line)
     storage.write_bytes(url, b"".join(lines))

@@ -155,11 +155,15 @@ class SplitWatcher:
         if m is None:
             return
         if m["version"] < 2:
-            raise ValueError(f"{self.plan.split_url} was written once by a batch job; a watcher needs an output "
-                             "of its own (it converts the backlog as its first generation)")  # fmt: skip
+            raise ValueError(
+                f"{self.plan.split_url} was written once by a batch job; a watcher needs an output "
+                "of its own (it converts the backlog as its first generation)"
+            )
         if m["params"] != self.plan.params or m["dataset"] != self.plan.dataset:
-            raise ValueError(f"{self.plan.split_url} was converted by {m['dataset']} with {m['params']}; this watcher "
-                             f"has {self.plan.dataset} with {self.plan.params}: use the same options or another output")  # fmt: skip
+            raise ValueError(
+                f"{self.plan.split_url} was converted by {m['dataset']} with {m['params']}; this watcher "
+                f"has {self.plan.dataset} with {self.plan.params}: use the same options or another output"
+            )
 
     def _refresh_ledger(self) -> dict[str, Any] | None:
         """Bring the ledger up to the published manifest (generations this process has not read yet)."""
@@ -270,20 +274,36 @@ class SplitWatcher:
             owner = self.keys.get(p.key)
             if owner is not None and "error" not in p.meta:
                 g = self.ledger[owner].get("generation")
-                p = p._replace(meta={**p.meta, "stage": "list", "error": f"duplicate key: {p.key} was already "
-                                     f"converted from {owner} in generation {g}"})  # fmt: skip
+                p = p._replace(
+                    meta={
+                        **p.meta,
+                        "stage": "list",
+                        "error": f"duplicate key: {p.key} was already converted from {owner} in generation {g}",
+                    }
+                )
             out.append(p)
         keys: dict[str, list[str]] = {}
         for p in out:
             if "error" not in p.meta:
                 keys.setdefault(p.url, []).append(p.key)
-        files = [{"url": u, "size": s[0], "tag": s[1], "crc32c": digests.get(u), "keys": keys.get(u, [])}
-                 for u, s in stable.items()]  # fmt: skip
+        files = [
+            {"url": u, "size": s[0], "tag": s[1], "crc32c": digests.get(u), "keys": keys.get(u, [])}
+            for u, s in stable.items()
+        ]
         changes = []
         for url, stat, crc in changed:
             old = self.ledger[url]
-            changes.append({"url": url, "size": stat[0], "tag": stat[1], "crc32c": crc, "keys": [],
-                            "was": {k: old[k] for k in ("size", "crc32c")}, "converted_in": old.get("generation")})  # fmt: skip
+            changes.append(
+                {
+                    "url": url,
+                    "size": stat[0],
+                    "tag": stat[1],
+                    "crc32c": crc,
+                    "keys": [],
+                    "was": {k: old[k] for k in ("size", "crc32c")},
+                    "converted_in": old.get("generation"),
+                }
+            )
         arrivals = [
             _arrival(u, s, self.first_seen.get(u, time.time())) for u, s in [*stable.items(), *(c[:2] for c in changed)]
         ]
@@ -334,22 +354,35 @@ class SplitWatcher:
         report.backlog = manifest is None
         return self._finish(folder, header, pointers, records, report)
 
-    def _finish(self, folder: str, header: dict[str, Any], pointers: list[Pointer], records: list[dict[str, Any]],
-                report: IncrementReport) -> IncrementReport:  # fmt: skip
+    def _finish(
+        self,
+        folder: str,
+        header: dict[str, Any],
+        pointers: list[Pointer],
+        records: list[dict[str, Any]],
+        report: IncrementReport,
+    ) -> IncrementReport:
         plan = self.plan
         entries = [r["entry"] for r in sorted(records, key=lambda r: r["index"]) if r["entry"] is not None]
         quarantine = [q for r in records for q in r["quarantine"]]
         for c in header["changed"]:
-            quarantine.append(quarantine_entry(
-                key=os.path.basename(c["url"]).split(".")[0].replace(" ", "_") or "file", source=c["url"],
-                stage="changed", reason=f"changed after it was converted in generation {c['converted_in']} (size "
-                f"{c['was']['size']} -> {c['size']}, crc32c {c['was']['crc32c']} -> {c['crc32c']}); not "
-                "converted again: publish changed data under a new name"))  # fmt: skip
+            quarantine.append(
+                quarantine_entry(
+                    key=os.path.basename(c["url"]).split(".")[0].replace(" ", "_") or "file",
+                    source=c["url"],
+                    stage="changed",
+                    reason=f"changed after it was converted in generation {c['converted_in']} (size "
+                    f"{c['was']['size']} -> {c['size']}, crc32c {c['was']['crc32c']} -> {c['crc32c']}); not "
+                    "converted again: publish changed data under a new name",
+                )
+            )
         seen = sum(r["seen"] for r in records) + len(header["changed"])
         written = sum(e["num_samples"] for e in entries)
         if seen != len(pointers) + len(header["changed"]) or seen != written + len(quarantine):
-            raise RuntimeError(f"{plan.split_url}/{folder}: counts do not add up: {len(pointers)} inputs listed, "
-                               f"{written} written + {len(quarantine)} quarantined; not published")  # fmt: skip
+            raise RuntimeError(
+                f"{plan.split_url}/{folder}: counts do not add up: {len(pointers)} inputs listed, "
+                f"{written} written + {len(quarantine)} quarantined; not published"
+            )
         # a changed file is reported, not bad input of this increment: it does not count against --max-bad-fraction
         bad = [q for q in quarantine if q["stage"] not in (*plan.benign_stages, "changed")]
         report.files, report.inputs, report.changed = len(header["files"]), seen, len(header["changed"])
@@ -364,14 +397,30 @@ class SplitWatcher:
                 f["crc32c"] = _checksum_or_none(f["url"])
             if f["crc32c"] is None:  # never read: not converted; tried again when it reads (its entry says why)
                 f["unread"] = True
-        storage.write_bytes(storage.join(folder_url, "inputs.jsonl"),
-                            b"".join(json.dumps(f, sort_keys=True).encode() + b"\n" for f in header["files"] + header["changed"]))  # fmt: skip
-        template = {"dataset": plan.dataset, "split": plan.split, "fields": plan.fields, "classes": plan.classes,
-                    "params": plan.params, "source": dict(plan.source), **plan.extra}  # fmt: skip
+        storage.write_bytes(
+            storage.join(folder_url, "inputs.jsonl"),
+            b"".join(json.dumps(f, sort_keys=True).encode() + b"\n" for f in header["files"] + header["changed"]),
+        )
+        template = {
+            "dataset": plan.dataset,
+            "split": plan.split,
+            "fields": plan.fields,
+            "classes": plan.classes,
+            "params": plan.params,
+            "source": dict(plan.source),
+            **plan.extra,
+        }
         with split_lock(plan.split_url, f"watcher of {plan.split_url}"):
-            m = publish_generation(plan.split_url, folder=folder, kind="increment", shards=entries,
-                                   quarantine=quarantine, inputs_seen=seen, template=template,
-                                   extra={"input_files": len(header["files"])})  # fmt: skip
+            m = publish_generation(
+                plan.split_url,
+                folder=folder,
+                kind="increment",
+                shards=entries,
+                quarantine=quarantine,
+                inputs_seen=seen,
+                template=template,
+                extra={"input_files": len(header["files"])},
+            )
         storage.remove(self._intent_url(folder))
         now = m["generations"][-1]["published_at"]
         report.generation, report.samples, report.shards = m["generation"], written, len(entries)
@@ -392,8 +441,10 @@ class SplitWatcher:
         for q in bad:
             reasons[q["reason"]] = reasons.get(q["reason"], 0) + 1
         top = "; ".join(f"{n}x {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:3])
-        report.rejected = (f"{len(bad)} of {seen} inputs quarantined, more than --max-bad-fraction "
-                           f"{self.plan.max_bad_fraction} allows ({top}); its files are listed in "
-                           f"{storage.join(self.plan.split_url, WATCH_DIR, name)} and wait until they change")  # fmt: skip
+        report.rejected = (
+            f"{len(bad)} of {seen} inputs quarantined, more than --max-bad-fraction "
+            f"{self.plan.max_bad_fraction} allows ({top}); its files are listed in "
+            f"{storage.join(self.plan.split_url, WATCH_DIR, name)} and wait until they change"
+        )
         report.quarantined = len(quarantine)
         return report

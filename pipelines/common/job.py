@@ -129,8 +129,9 @@ class DatasetJob:
     def parser(self) -> argparse.ArgumentParser:
         from pipelines.common.watch import add_watch_options, refuse_watch
 
-        p = base_parser(f"python -m pipelines {self.name}", self.summary, splits=self.default_splits,
-                        layouts=self.layouts)  # fmt: skip
+        p = base_parser(
+            f"python -m pipelines {self.name}", self.summary, splits=self.default_splits, layouts=self.layouts
+        )
         self.add_options(p)
         if self.watch is True:
             add_watch_options(p)
@@ -203,7 +204,7 @@ class DatasetJob:
                     | f"Spread {split}" >> beam.Reshuffle()
                     | f"List {split}" >> beam.Map(Listed(self.lister(run), so, batch=True)).with_output_types(Pointers)
                     | f"Write {split}" >> WriteSplit(plan, self.encoder(run, split))
-                )  # fmt: skip
+                )
             return
         splits = list(job.splits)
         joined = (
@@ -218,7 +219,11 @@ class DatasetJob:
             lambda kv, n: splits.index(kv[0]) if kv[0] in splits else n - 1, len(splits) + 1
         )
         for i, (split, plan) in enumerate(plans.items()):
-            by_split[i] | f"Batch {split}" >> BatchPointers() | f"Write {split}" >> WriteSplit(plan, self.encoder(run, split))
+            (
+                by_split[i]
+                | f"Batch {split}" >> BatchPointers()
+                | f"Write {split}" >> WriteSplit(plan, self.encoder(run, split))
+            )
 
 
 class ConvertJob(DatasetJob):
@@ -244,11 +249,22 @@ class ConvertJob(DatasetJob):
                 if todo is None:
                     continue
                 inputs, fn, more = todo
-                done = convert(inputs, fn, job.output, split=split, shard_size=job.shard_size,
-                               min_shards=job.min_shards, seed=job.seed, max_bad_fraction=job.max_bad_fraction,
-                               runner_args=run.beam_args, storage_options=job.storage_options,
-                               writer_processes=job.writer_processes, progress=job.progress, dataset=self.name,
-                               **more)  # fmt: skip
+                done = convert(
+                    inputs,
+                    fn,
+                    job.output,
+                    split=split,
+                    shard_size=job.shard_size,
+                    min_shards=job.min_shards,
+                    seed=job.seed,
+                    max_bad_fraction=job.max_bad_fraction,
+                    runner_args=run.beam_args,
+                    storage_options=job.storage_options,
+                    writer_processes=job.writer_processes,
+                    progress=job.progress,
+                    dataset=self.name,
+                    **more,
+                )
             except JobFailed as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1

@@ -161,8 +161,12 @@ def base_parser(prog: str, description: str, *, splits: str, layouts: str = "") 
         "--min-shards", type=count_arg, default=64, help="never fewer shards, if samples allow (default %(default)s)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the global shuffle (default 0)")
-    p.add_argument("--max-bad-fraction", type=fraction_arg, default=0.001,
-                   help="fail the job when a larger fraction of a split's inputs is quarantined (default 0.001)")  # fmt: skip
+    p.add_argument(
+        "--max-bad-fraction",
+        type=fraction_arg,
+        default=0.001,
+        help="fail the job when a larger fraction of a split's inputs is quarantined (default 0.001)",
+    )
     p.add_argument("--storage-options", metavar="JSON", help="fsspec options per protocol, e.g. '{\"s3\": {...}}'")
     p.add_argument("--no-progress", action="store_true", help="no live progress line")
     p.add_argument("--verbose", action="store_true", help="on a failed check, the full traceback too")
@@ -212,8 +216,10 @@ def check_stores(input_url: str, output_url: str, *, verbose: bool = False) -> N
     input_url = glob_root(input_url)
     where = storage.overlap(input_url, output_url)
     if where:
-        raise _usage_error(f"--output {output_url} {where} --input {input_url}: shards and progress records would "
-                           "be written into the raw dataset; choose an output outside it")  # fmt: skip
+        raise _usage_error(
+            f"--output {output_url} {where} --input {input_url}: shards and progress records would "
+            "be written into the raw dataset; choose an output outside it"
+        )
     try:
         if not storage.exists(input_url):
             raise FileNotFoundError("it does not exist")

@@ -71,5 +71,3 @@ def num_shards(num_samples: int, total_bytes: int, shard_size: int, min_shards: 
         return 0
     n = max(min_shards, math.ceil(total_bytes / shard_size))
     return max(1, min(n, num_samples // 16))
-
-

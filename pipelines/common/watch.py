@@ -52,15 +52,23 @@ def parse_duration(text: str) -> float:
 
 def add_watch_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("streaming (--watch)")
-    g.add_argument("--watch", action="store_true", help="run as a streaming job: convert new files as they land, "
-                   "each increment published as a new generation of the split")  # fmt: skip
+    g.add_argument(
+        "--watch",
+        action="store_true",
+        help="run as a streaming job: convert new files as they land, "
+        "each increment published as a new generation of the split",
+    )
     g.add_argument("--interval", default="60s", help="how often to look for new files (default 60s)")
     g.add_argument("--stop-after", help="stop after this long (e.g. 2h; default: run until stopped)")
-    g.add_argument("--settle", default="2s", help="a new file must keep its size this long before it is converted "
-                   "(default 2s)")  # fmt: skip
-    g.add_argument("--stop-on-bad", action="store_true",
-                   help="stop when an increment has more bad input than --max-bad-fraction (default: report it, "
-                   "leave it unpublished and go on)")  # fmt: skip
+    g.add_argument(
+        "--settle", default="2s", help="a new file must keep its size this long before it is converted (default 2s)"
+    )
+    g.add_argument(
+        "--stop-on-bad",
+        action="store_true",
+        help="stop when an increment has more bad input than --max-bad-fraction (default: report it, "
+        "leave it unpublished and go on)",
+    )
 
 
 def watch_options(args: argparse.Namespace) -> WatchOptions:
@@ -94,9 +102,11 @@ class _Watch:
         use_storage_options(self.plans[0].storage_options)
         fn = getattr(self.encode, "func", self.encode)
         self.pool = cf.ProcessPoolExecutor(
-            max_workers=self.writers, mp_context=writer_context(fn.__module__), initializer=die_with_job,
+            max_workers=self.writers,
+            mp_context=writer_context(fn.__module__),
+            initializer=die_with_job,
             initargs=(os.getpid(),),
-        )  # fmt: skip
+        )
         self.watchers = [SplitWatcher(plan, self.raw, self.encode, settle=self.opts.settle) for plan in self.plans]
         self.failures = 0
 
@@ -108,8 +118,12 @@ class _Watch:
                 self.failures = 0
             except OSError as e:  # the output store: retry on the next ticks, then stop; the intent stays
                 self.failures += 1
-                print(f"[{w.plan.dataset} {w.plan.split}] store error ({self.failures} of {self.opts.retries}): "
-                      f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"[{w.plan.dataset} {w.plan.split}] store error ({self.failures} of {self.opts.retries}): "
+                    f"{type(e).__name__}: {e}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if self.failures >= self.opts.retries:
                     raise RuntimeError(
                         f"{w.plan.split_url}: the store failed {self.failures} times in a row ({e}); stopping. "
@@ -154,9 +168,15 @@ class _Watch:
 
 
 def run_watch(
-    job: JobOptions, plans: list, raw: RawInputs, encode: Encoder, opts: WatchOptions, beam_args: list[str],
-    *, dataset: str,
-) -> int:  # fmt: skip
+    job: JobOptions,
+    plans: list,
+    raw: RawInputs,
+    encode: Encoder,
+    opts: WatchOptions,
+    beam_args: list[str],
+    *,
+    dataset: str,
+) -> int:
     """Watch the splits until --stop-after or a stop request: per-increment lines on stdout, the summary at the
     end. With no runner named, the ticks run in this process (`_run_local`); with a runner, as a Beam streaming
     pipeline (`_run_beam`, with Beam counters per split)."""
@@ -267,9 +287,13 @@ def _run_beam(body: _Watch, opts: WatchOptions, start: float, dataset: str, beam
         def process(self, _tick) -> Any:
             for r in body.tick():
                 ns = f"{dataset}/{r.split}"
-                for name, value in (("generations_published", int(r.generation is not None)), ("inputs", r.inputs),
-                                    ("samples_written", r.samples), ("quarantined", r.quarantined),
-                                    ("increments_rejected", int(bool(r.rejected)))):  # fmt: skip
+                for name, value in (
+                    ("generations_published", int(r.generation is not None)),
+                    ("inputs", r.inputs),
+                    ("samples_written", r.samples),
+                    ("quarantined", r.quarantined),
+                    ("increments_rejected", int(bool(r.rejected))),
+                ):
                     if value:
                         Metrics.counter(ns, name).inc(value)
                 if r.latency is not None:
@@ -308,10 +332,13 @@ def _summary(dataset: str, plans: list, since: float) -> None:
             gens = [g for g in read_manifest(plan.split_url).get("generations", []) if g["published_at"] >= since]
         except ManifestError:
             gens = []
-        print(f"[{dataset} {plan.split}] this run: {counted(len(gens), 'generation')} published, "
-              f"{counted(sum(g['inputs_seen'] for g in gens), 'input')}, "
-              f"{counted(sum(g['num_samples'] for g in gens), 'sample')} written, "
-              f"{sum(g['quarantine_count'] for g in gens)} quarantined", flush=True)  # fmt: skip
+        print(
+            f"[{dataset} {plan.split}] this run: {counted(len(gens), 'generation')} published, "
+            f"{counted(sum(g['inputs_seen'] for g in gens), 'input')}, "
+            f"{counted(sum(g['num_samples'] for g in gens), 'sample')} written, "
+            f"{sum(g['quarantine_count'] for g in gens)} quarantined",
+            flush=True,
+        )
 
 
 def refuse_watch(p: argparse.ArgumentParser, reason: str) -> None:

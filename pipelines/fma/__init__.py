@@ -107,8 +107,15 @@ class Fma(DatasetJob):
     def config(run: Run) -> FmaConfig:
         a = run.args
         min_seconds = a.min_seconds if a.min_seconds is not None else (1.0 if a.subset == "full" else 20.0)
-        return FmaConfig(subset=a.subset, sample_rate=a.sample_rate, channels=a.channels, codec=a.codec,
-                         keep_original=a.keep_original, min_seconds=min_seconds, silence_dbfs=a.silence_dbfs)  # fmt: skip
+        return FmaConfig(
+            subset=a.subset,
+            sample_rate=a.sample_rate,
+            channels=a.channels,
+            codec=a.codec,
+            keep_original=a.keep_original,
+            min_seconds=min_seconds,
+            silence_dbfs=a.silence_dbfs,
+        )
 
     def plan(self, run: Run, split: str) -> SplitPlan:
         cfg, found = self.config(run), run.layout
@@ -137,8 +144,9 @@ class Fma(DatasetJob):
         return functools.partial(list_unit, subset=run.args.subset)
 
     def join(self, run: Run) -> Callable[[Any], Iterator[tuple[str, Any]]]:
-        return functools.partial(join_track, labels=run.layout.labels, subset=run.args.subset,
-                                 first_split=run.job.splits[0])  # fmt: skip
+        return functools.partial(
+            join_track, labels=run.layout.labels, subset=run.args.subset, first_split=run.job.splits[0]
+        )
 
 
 main = Fma().main

@@ -83,7 +83,9 @@ class OpenImages(DatasetJob):
 
     def add_options(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--version", choices=VERSIONS, help="Open Images release (default: detected from file names)")
-        p.add_argument("--classes", default="boxable", help="boxable | all | trainable | FILE of MIDs (default boxable)")
+        p.add_argument(
+            "--classes", default="boxable", help="boxable | all | trainable | FILE of MIDs (default boxable)"
+        )
         p.add_argument("--resize-max-side", type=int, help="shrink images whose longer side is larger (re-encodes)")
         p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)")
         p.add_argument("--keep-unannotated", action="store_true", help="also write images with no box and no label")
@@ -93,8 +95,13 @@ class OpenImages(DatasetJob):
         layout = detect_layout(job.input, job.splits, a.version, required=job.splits_given)
         classes, names = choose_classes(layout, a.classes)
         parents = read_hierarchy(layout.hierarchy_files[0]) if layout.hierarchy_files else {}
-        cfg = OpenImagesConfig(classes=classes, names=names, resize_max_side=a.resize_max_side,
-                               jpeg_quality=a.jpeg_quality, keep_unannotated=a.keep_unannotated)  # fmt: skip
+        cfg = OpenImagesConfig(
+            classes=classes,
+            names=names,
+            resize_max_side=a.resize_max_side,
+            jpeg_quality=a.jpeg_quality,
+            keep_unannotated=a.keep_unannotated,
+        )
         return Found(Input(layout, cfg, parents), splits=layout.splits)
 
     def plan(self, run: Run, split: str) -> SplitPlan:
