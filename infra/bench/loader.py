@@ -340,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):
         for c in configs:  # one process per measurement: nothing of one configuration runs during another
             out = subprocess.run(
-                [sys.executable, "-m", "infra.bench.loader", *base, "--only", c], capture_output=True, text=True, check=True
+                [sys.executable, "-m", "infra.bench.loader", *base, "--only", c],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             runs[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
     results = {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in runs.items()}
