@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shards.errors import KeyError_, ManifestError, ShardError, ShardFormatError
+from shards.errors import ManifestError, SampleKeyError, ShardError, ShardFormatError
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "ShardError", "ShardFormatError", "ManifestError", "KeyError_"]
+__all__ = ["__version__", "ShardError", "ShardFormatError", "ManifestError", "SampleKeyError"]

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ShardError", "ShardFormatError", "ManifestError", "ManifestMissing", "KeyError_"]
+__all__ = [
+    "ShardError",
+    "ShardFormatError",
+    "ManifestError",
+    "ManifestMissing",
+    "GenerationCollected",
+    "SampleKeyError",
+]
 
 
 class ShardError(ValueError):
@@ -27,5 +34,16 @@ class ManifestMissing(ManifestError):
     """No manifest where a split should be: the split does not exist (or its conversion never finished)."""
 
 
-class KeyError_(ShardError):
-    """A sample key or field name breaks the format rules (dots, slashes, duplicates, length)."""
+class GenerationCollected(ManifestError):
+    """A generation's snapshot reads generations that a compaction retired and that were collected after the
+    grace period: the generation can no longer be read (a newer one holds the same samples)."""
+
+
+class SampleKeyError(ShardError):
+    """A sample key or field name breaks the format rules (dots, slashes, duplicates, length). The message is
+    `<url>: <reason>` where a URL is known; `reason` alone is the rule that was broken."""
+
+    def __init__(self, reason: str, *, url: str | None = None) -> None:
+        super().__init__(f"{url}: {reason}" if url is not None else reason)
+        self.url = url
+        self.reason = reason

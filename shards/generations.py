@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from shards import storage
-from shards.errors import ManifestError, ManifestMissing
+from shards.errors import GenerationCollected, ManifestError, ManifestMissing
 from shards.manifest import build_manifest, dumps_manifest, read_manifest, validate_manifest
 from shards.quarantine import dumps_quarantine, read_quarantine
 
@@ -100,7 +100,7 @@ def read_generation(url: str, generation: int | None = None) -> dict[str, Any]:
     ]
     if gone:
         r = retired[gone[0]]
-        raise ManifestError(
+        raise GenerationCollected(
             f"{snap}: generation {generation} reads generation(s) {gone}, compacted into generation {r['by']} and "
             f"collected after the grace period; use generation {r['by']} or newer (the same samples)"
         )

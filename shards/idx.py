@@ -63,7 +63,7 @@ def sample_members(
     """(key, {ext: member}) of one index line, checked as the reference reader would check the tar: a valid key,
     one key per sample, each field once, every span inside the `size`-byte tar after a header's room. Readers
     that trust an index call this (and `tario.check_indexed_member` on each header) before reading a span."""
-    from shards.errors import KeyError_
+    from shards.errors import SampleKeyError
     from shards.keys import split_member_name, validate_key
 
     key = split_member_name(members[0].name)[0] if members else ""
@@ -72,7 +72,7 @@ def sample_members(
         k, ext = split_member_name(m.name)
         try:
             validate_key(k, url=url)
-        except KeyError_ as e:
+        except SampleKeyError as e:
             raise ShardFormatError(f"index names an invalid key: {e}", url=url, member=m.name) from None
         if k != key or not ext or ext in fields:
             raise ShardFormatError("index mixes members of different samples", url=url, member=m.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from shards.errors import KeyError_
+from shards.errors import SampleKeyError
 
 __all__ = ["validate_key", "validate_ext", "split_member_name", "shard_of", "shuffle_hash"]
 
@@ -14,24 +14,25 @@ _BAD_EXT = re.compile(r"[\s/\\\x00-\x1f\x7f]")
 
 
 def validate_key(key: str, *, url: str = "<stream>") -> None:
-    """Raise KeyError_ unless `key` is a non-empty string without dots, slashes, backslashes or whitespace."""
+    """Raise SampleKeyError unless `key` is a non-empty string without dots, slashes, backslashes or whitespace."""
     if not isinstance(key, str) or not key:
-        raise KeyError_(f"{url}: sample key {key!r} must be a non-empty string")
+        raise SampleKeyError(url=url, reason=f"sample key {key!r} must be a non-empty string")
     bad = _BAD_KEY.search(key)
     if bad:
-        raise KeyError_(
-            f"{url}: sample key {key!r} contains {bad.group()!r}; keys may not contain dots, slashes or "
-            "whitespace (a dot separates the key from the field name, e.g. 'n01440764_10026.jpg')"
+        raise SampleKeyError(
+            url=url,
+            reason=f"sample key {key!r} contains {bad.group()!r}; keys may not contain dots, slashes or "
+            "whitespace (a dot separates the key from the field name, e.g. 'n01440764_10026.jpg')",
         )
 
 
 def validate_ext(ext: str, *, key: str, url: str = "<stream>") -> None:
-    """Raise KeyError_ unless `ext` is a usable field name: non-empty, no slashes, no whitespace."""
+    """Raise SampleKeyError unless `ext` is a usable field name: non-empty, no slashes, no whitespace."""
     if not isinstance(ext, str) or not ext or ext.startswith(".") or ext.endswith("."):
-        raise KeyError_(f"{url}: sample {key!r} has an invalid field name {ext!r}")
+        raise SampleKeyError(url=url, reason=f"sample {key!r} has an invalid field name {ext!r}")
     bad = _BAD_EXT.search(ext)
     if bad:
-        raise KeyError_(f"{url}: sample {key!r} field {ext!r} contains {bad.group()!r}")
+        raise SampleKeyError(url=url, reason=f"sample {key!r} field {ext!r} contains {bad.group()!r}")
 
 
 def split_member_name(name: str) -> tuple[str, str]:

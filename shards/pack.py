@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from shards import storage
-from shards.errors import KeyError_
+from shards.errors import SampleKeyError
 from shards.keys import shuffle_hash, split_member_name, validate_ext, validate_key
 from shards.manifest import build_manifest, write_manifest
 from shards.publish import write_tar_shard
@@ -76,14 +76,14 @@ def _scan(root: str, quarantine: list[dict[str, str]]) -> list[_Sample]:
         key = prefix + stem
         try:
             if size is None:
-                raise KeyError_(f"{name!r} is not a regular file (a FIFO, socket, device or broken link)")
+                raise SampleKeyError(f"{name!r} is not a regular file (a FIFO, socket, device or broken link)")
             if not stem:
-                raise KeyError_(f"hidden file {name!r} has no stem to use as a key")
+                raise SampleKeyError(f"hidden file {name!r} has no stem to use as a key")
             validate_key(key, url=root)
             validate_ext(ext, key=key, url=root)
             if len(key) + len(ext) >= 100 and len(f"{key}.{ext}".encode()) > 100:
-                raise KeyError_(f"member name {key}.{ext} is longer than the 100 bytes a tar name holds")
-        except KeyError_ as e:
+                raise SampleKeyError(f"member name {key}.{ext} is longer than the 100 bytes a tar name holds")
+        except SampleKeyError as e:
             quarantine.append(quarantine_entry(key=key, source=path, stage="scan", reason=str(e)))
             continue
         s = samples.get(key)

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from shards import storage
-from shards.errors import ShardError
+from shards.errors import GenerationCollected, ShardError
 from shards.generations import COMPACT_LOCK, COMPACT_STALE, live_holder, read_generation, snapshot_path
 from shards.quarantine import read_quarantine
 
@@ -39,9 +39,10 @@ def check_generations(split: str, manifest: dict[str, Any]) -> list[str]:
             continue  # numbers are only taken by published generations, but a snapshot may have been removed
         try:
             read_generation(split, n)
+        except GenerationCollected:
+            continue  # compacted and collected, as it should be: not a problem
         except ShardError as e:
-            if "collected after the grace period" not in str(e):
-                problems.append(str(e))
+            problems.append(str(e))
     owned = {g["folder"] for g in manifest["generations"]}
     owned |= {r["folder"] for r in manifest.get("retired", []) if not r.get("collected")}
     pending = {n.removeprefix("intent-").removesuffix(".jsonl") for n in storage.listdir(storage.join(split, "_watch"))}

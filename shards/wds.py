@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping
 from typing import BinaryIO
 
-from shards.errors import KeyError_, ShardFormatError
+from shards.errors import SampleKeyError, ShardFormatError
 from shards.idx import format_index
 from shards.keys import split_member_name, validate_ext, validate_key
 from shards.tario import BLOCK, RECORD, TarMember, iter_members, padding, ustar_header
@@ -46,24 +46,28 @@ class TarShardWriter:
         return self._pos
 
     def write(self, key: str, sample: Mapping[str, Bytes]) -> None:
-        """Append one sample. Raises KeyError_ for a bad or repeated key, or a missing declared field."""
+        """Append one sample. Raises SampleKeyError for a bad or repeated key, or a missing declared field."""
         if self._closed:
             raise ValueError(f"{self._url}: write after close")
         validate_key(key, url=self._url)
         if key in self._keys:
-            raise KeyError_(f"{self._url}: duplicate sample key {key!r}; keys must be unique within a split")
+            raise SampleKeyError(
+                url=self._url, reason=f"duplicate sample key {key!r}; keys must be unique within a split"
+            )
         if not sample:
-            raise KeyError_(f"{self._url}: sample {key!r} has no fields")
+            raise SampleKeyError(url=self._url, reason=f"sample {key!r} has no fields")
         if self._fields is not None:
             missing = self._fields.difference(sample)
             if missing:
-                raise KeyError_(f"{self._url}: sample {key!r} lacks declared field(s) {sorted(missing)}")
+                raise SampleKeyError(url=self._url, reason=f"sample {key!r} lacks declared field(s) {sorted(missing)}")
         members = []
         for ext in sorted(sample):
             validate_ext(ext, key=key, url=self._url)
             name = f"{key}.{ext}".encode()
             if len(name) > 100:
-                raise KeyError_(f"{self._url}: member name {name.decode()!r} exceeds the 100-byte tar name field")
+                raise SampleKeyError(
+                    url=self._url, reason=f"member name {name.decode()!r} exceeds the 100-byte tar name field"
+                )
             members.append((name, ext))
         self._keys.add(key)
         entry = []
@@ -119,7 +123,7 @@ def iter_sample_members(f: BinaryIO, *, url: str = "<stream>") -> Iterator[tuple
         try:
             validate_key(k, url=url)
             validate_ext(ext, key=k, url=url)
-        except KeyError_ as e:
+        except SampleKeyError as e:
             raise ShardFormatError(str(e).removeprefix(f"{url}: "), url=url, member=m.name) from None
         if k != key:
             if key is not None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shards.errors import KeyError_, ShardFormatError
+from shards.errors import SampleKeyError, ShardFormatError
 from shards.idx import format_index, parse_index
 from shards.tario import iter_members
 from shards.wds import TarShardWriter, iter_sample_members, iter_samples
@@ -82,7 +82,7 @@ def test_idx_is_byte_identical_to_dalis_wds2idx(tmp_path):
 )
 def test_bad_keys_are_rejected_with_the_key_named(key, message):
     w = TarShardWriter(io.BytesIO(), url="out/shard-000000.tar")
-    with pytest.raises(KeyError_, match=message) as e:
+    with pytest.raises(SampleKeyError, match=message) as e:
         w.write(key, {"jpg": b"x"})
     assert "out/shard-000000.tar" in str(e.value)
 
@@ -90,11 +90,11 @@ def test_bad_keys_are_rejected_with_the_key_named(key, message):
 def test_duplicate_key_and_missing_field_are_rejected():
     w = TarShardWriter(io.BytesIO(), url="u.tar", fields={"jpg", "cls"})
     w.write("a", {"jpg": b"1", "cls": b"0"})
-    with pytest.raises(KeyError_, match="duplicate sample key 'a'"):
+    with pytest.raises(SampleKeyError, match="duplicate sample key 'a'"):
         w.write("a", {"jpg": b"2", "cls": b"0"})
-    with pytest.raises(KeyError_, match=r"sample 'b' lacks declared field\(s\) \['cls'\]"):
+    with pytest.raises(SampleKeyError, match=r"sample 'b' lacks declared field\(s\) \['cls'\]"):
         w.write("b", {"jpg": b"2"})
-    with pytest.raises(KeyError_, match="exceeds the 100-byte"):
+    with pytest.raises(SampleKeyError, match="exceeds the 100-byte"):
         w.write("k" * 98, {"jpg": b"2", "cls": b"0"})
 
 

@@ -90,13 +90,13 @@ class PreparedImage:
 
 
 def _decode(data: bytes):
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         im = Image.open(io.BytesIO(data))
         im.load()
     except Exception as e:  # PIL raises many types for bad files
-        reason = "not an image format Pillow can read" if "cannot identify image" in str(e) else str(e)
+        reason = "not an image format Pillow can read" if isinstance(e, UnidentifiedImageError) else str(e)
         raise BadInput(f"undecodable image: {reason}") from None
     return im
 

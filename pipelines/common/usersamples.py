@@ -15,7 +15,7 @@ from typing import Any
 
 from pipelines.common.errors import BadInput
 from pipelines.common.records import Pointer
-from shards.errors import KeyError_
+from shards.errors import SampleKeyError
 from shards.keys import validate_ext, validate_key
 
 __all__ = ["Expanded", "UserEncoder", "encode_field", "samples_of"]
@@ -216,8 +216,8 @@ class UserEncoder:
     def _one(self, key: Any, s: Mapping[str, Any]) -> dict[str, Any]:
         try:
             validate_key(key)
-        except KeyError_ as e:
-            raise BadInput(str(e).split(": ", 1)[-1], stage="convert") from None
+        except SampleKeyError as e:
+            raise BadInput(e.reason, stage="convert") from None
         got = sorted(k for k in s if k != "__key__" and not (self.format == "arrow" and k == "id"))
         if got != sorted(self.fields):
             raise BadInput(f"sample {key!r} has fields {got}; the split's are {sorted(self.fields)}", stage="convert")
@@ -231,8 +231,8 @@ class UserEncoder:
         for ext in got:
             try:
                 validate_ext(ext, key=key)
-            except KeyError_ as e:
-                raise BadInput(str(e).split(": ", 1)[-1], stage="convert") from None
+            except SampleKeyError as e:
+                raise BadInput(e.reason, stage="convert") from None
         out = {}
         for ext in got:
             try:
