@@ -228,7 +228,7 @@ def convert(
         raise ConvertError(f"input_timeout must be a number of seconds > 0 (or None), not {input_timeout!r}")
     names, schema, per_sample = _probe(fn, refs, fields, format, input_timeout)
     output = output.rstrip("/")
-    size = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
+    size = parse_size(shard_size)
     shards = max(min_shards, math.ceil(per_sample * len(refs) / size))
     import apache_beam as beam
 

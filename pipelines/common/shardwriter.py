@@ -11,7 +11,7 @@ from typing import Any
 
 from pipelines.common.errors import BadInput
 from pipelines.common.options import use_storage_options
-from pipelines.common.plan import PROGRESS_DIR
+from pipelines.common.plan import PROGRESS_DIR, SplitPlan
 from pipelines.common.records import Pointer
 from pipelines.common.usersamples import Expanded
 from shards import storage
@@ -136,14 +136,14 @@ def _source(p: Pointer) -> str:
     return p.meta.get("source") or f"{p.url}@{p.offset}"
 
 
-def _fingerprint(plan: Any, pointers: list[Pointer]) -> str:
+def _fingerprint(plan: SplitPlan, pointers: list[Pointer]) -> str:
     h = hashlib.sha256(json.dumps([plan.params, plan.fields], sort_keys=True).encode())
     for p in pointers:
         h.update(json.dumps([p.key, p.url, p.offset, p.length, p.meta], sort_keys=True).encode())
     return h.hexdigest()
 
 
-def _reuse(plan: Any, progress_url: str, fingerprint: str) -> dict[str, Any] | None:
+def _reuse(plan: SplitPlan, progress_url: str, fingerprint: str) -> dict[str, Any] | None:
     try:
         record = json.loads(storage.read_bytes(progress_url))
     except (FileNotFoundError, ValueError):
@@ -164,7 +164,7 @@ def _reuse(plan: Any, progress_url: str, fingerprint: str) -> dict[str, Any] | N
     return record
 
 
-def _write_side_table(plan: Any, index: int, rows: list[tuple[str, bytes]]) -> str:
+def _write_side_table(plan: SplitPlan, index: int, rows: list[tuple[str, bytes]]) -> str:
     """The shard's rows of the dataset's side table, as `<split>/annotations/shard-NNNNNN.parquet`."""
     import importlib
 
@@ -193,15 +193,15 @@ def _named(key: str, sample: Any, tar: bool) -> BadInput | None:
     return None
 
 
-def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) -> tuple[dict[str, Any], bool]:
+def write_shard(plan: SplitPlan, encode: Encoder, element: tuple[int, list[Pointer]]) -> tuple[dict[str, Any], bool]:
     """Write shard `index` of a split from its pointers; return (progress record, whether it was reused).
 
     A shard that an earlier run committed for the same pointers and options, and whose bytes still hash to the
     recorded sha256, is kept as it is. Inputs that cannot become samples are quarantined with a reason.
     """
     index, pointers = element
-    use_storage_options(getattr(plan, "storage_options", {}))
-    plan_side = getattr(plan, "side_table", None)
+    use_storage_options(plan.storage_options)
+    plan_side = plan.side_table
     pointers = sorted(pointers, key=lambda p: (shuffle_hash(p.key, plan.seed), p.key))
     fingerprint = _fingerprint(plan, pointers)
     progress_url = storage.join(plan.split_url, PROGRESS_DIR, shard_name(index, "json"))
@@ -213,7 +213,7 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
     keys: set[str] = set()
     # CRC32C of inputs read from offset 0 (a watcher's plan asks: it records what it converted; computed here on
     # bytes read anyway, since a separate pass over a 2 GB backlog cost the watcher 1.3-1.9 s of a 6 s job)
-    checksums: dict[str, str] | None = {} if getattr(plan, "input_checksums", False) else None
+    checksums: dict[str, str] | None = {} if plan.input_checksums else None
     if checksums is not None:
         import google_crc32c
     side_rows: list[tuple[str, bytes]] = []  # (key, json) of written samples, for the side table
@@ -221,7 +221,7 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
     expanded = [0]  # outcomes (samples or quarantine entries) beyond one per input
     made: dict[str, str] = {}  # key -> input, of samples a user's function named
 
-    tar = getattr(plan, "format", "tar") != "arrow"
+    tar = plan.format != "arrow"
 
     def samples() -> Iterator[tuple[str, dict[str, bytes]]]:
         for p in pointers:
@@ -266,7 +266,7 @@ def write_shard(plan: Any, encode: Encoder, element: tuple[int, list[Pointer]]) 
             yield p.key, sample
 
     try:
-        if getattr(plan, "format", "tar") == "arrow":  # each sample is one row: {column: value}
+        if plan.format == "arrow":  # each sample is one row: {column: value}
             from shards.arrow import schema_from_json
 
             rows = (sample for _, sample in samples())
