@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loaders.core import DaliLoader, LoaderOptions, class_label
+from loaders.core import DaliLoader, class_label
 from loaders.generic import Graph, generic_dali, npy_parser, stored_as
+from loaders.graphs import check_dtype, decoder, label, normalize, on_device
 from loaders.registry import register
+from loaders.spec import ReadSpec
 
 if TYPE_CHECKING:
-    from typing import Unpack
-
     from loaders.mixture import Mixture
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "cifar10_dali", "reference_eval"]
@@ -37,12 +37,10 @@ def _graph(field: str, train: bool, mean, std, dtype: str, channels_last: bool) 
         from nvidia.dali import fn, types
 
         if field == "png":
-            images = fn.decoders.image(
-                encoded["png"], device="mixed" if device == "gpu" else "cpu", output_type=types.RGB
-            )
+            images = fn.decoders.image(encoded["png"], device=decoder(device), output_type=types.RGB)
         else:  # 32 x 32 x 3 uint8 parsed on the host: nothing to decode
             images = fn.reshape(encoded["npy"], layout="HWC")
-            images = images.gpu() if device == "gpu" else images
+            images = on_device(images, device)
         mirror = 0
         if train:
             shift = fn.cast(fn.random.uniform(values=[float(v) for v in range(-4, 5)], shape=[2]), dtype=types.INT32)
@@ -50,19 +48,12 @@ def _graph(field: str, train: bool, mean, std, dtype: str, channels_last: bool) 
                 images, start=shift, shape=[32, 32], axes=[0, 1], out_of_bounds_policy="pad", fill_values=0
             )
             mirror = fn.random.coin_flip(probability=0.5)
-        images = fn.crop_mirror_normalize(
-            images,
-            dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
-            output_layout="HWC" if channels_last else "CHW",
-            mean=[m * 255 for m in mean],
-            std=[s * 255 for s in std],
-            mirror=mirror,
-        )
-        labels = fn.reshape(encoded["cls"], shape=[])
-        return {"image": images, "label": labels.gpu() if device == "gpu" else labels}
+        images = normalize(images, dtype=dtype, mean=mean, std=std, channels_last=channels_last, mirror=mirror)
+        return {"image": images, "label": label(encoded["cls"], device)}
 
     parsers = {"cls": class_label} | ({"npy": npy_parser} if field == "npy" else {})
-    return Graph(graph, (field, "cls"), parsers, {"npy": "UINT8"} if field == "npy" else {})
+    dtypes = {"npy": "UINT8"} if field == "npy" else {}
+    return Graph(graph, ReadSpec(fields=(field, "cls"), host_fields=parsers, host_dtypes=dtypes))
 
 
 @register
@@ -76,12 +67,11 @@ def cifar10_dali(
     mean: Sequence[float] = CIFAR_MEAN,
     std: Sequence[float] = CIFAR_STD,
     channels_last: bool = False,
-    **options: Unpack[LoaderOptions],
+    **options: Any,
 ) -> DaliLoader:
     """A loader over a split written by `python -m pipelines cifar10`. `options`: seed, rank, world_size, ...
-    (`loaders.core.LoaderOptions`)."""
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
+    (`loaders.spec.LoaderOptions`)."""
+    check_dtype(dtype)
     field = stored_as(url, "npy", "png")
     return generic_dali(
         url, batch_size, graph=_graph(field, train, mean, std, dtype, channels_last), device=device, **options

@@ -10,23 +10,24 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 
-from loaders.cache import DEFAULT_STREAMS, ShardCache
+from loaders.cache import ShardCache
 from loaders.elastic import check_data, check_elastic, check_state, data_digest, fingerprint
 from loaders.integrity import Verifier
 from loaders.mixture import Mixture, Source, open_sources
 from loaders.plan import consumed_after, plan_epoch
 from loaders.preflight import refuse_unpinned, require_gpu
 from loaders.source import BatchSource
+from loaders.spec import LoaderOptions, ReadSpec
 from loaders.tensors import class_label, multi_hot, positive, to_torch
 from shards.errors import ShardFormatError
 from shards.generations import generation_of
 from shards.manifest import read_manifest, split_url_of
 
-__all__ = ["DaliLoader", "LoaderOptions", "class_label", "multi_hot", "positive", "resolve_rank"]
+__all__ = ["DaliLoader", "LoaderOptions", "ReadSpec", "class_label", "multi_hot", "positive", "resolve_rank"]
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -45,30 +46,11 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     )
 
 
-class LoaderOptions(TypedDict, total=False):
-    """The options every dataset loader takes and hands to `DaliLoader` unchanged (defaults there)."""
-
-    seed: int  # the plan's and DALI's seed (default 0)
-    rank: int | None  # default: torch.distributed, else RANK, else 0
-    world_size: int | None  # default: torch.distributed, else WORLD_SIZE, else 1
-    num_threads: int | None  # DALI threads (default: the cores, shared among the node's ranks)
-    cache_dir: str | None  # local cache for remote shards (default: a temporary one)
-    cache_bytes: int  # its size limit (default 64 GiB)
-    drop_last: bool  # default True: every batch full, the same count on every rank
-    open_shards: int  # shards read at once per rank (default 8)
-    return_keys: bool  # also give each batch's sample keys (default False)
-    verify: bool  # check local shards against the manifest's sha256, once per process (default True)
-    fetch_streams: int  # concurrent GETs per rank from an object store (default 8)
-    generation: int | None  # a split that grows by generations: the one to read (default None: the newest)
-    follow: bool  # plan each new epoch over the newest generation published by then (default False)
-    epoch_size: int | None  # samples per epoch across all ranks (default: every sample of every source once)
-    subset: float | int | None  # a fixed, seeded part of the split: a fraction in (0, 1] or a count
-
-
 class DaliLoader:
     """Iterates dict batches of torch tensors built by a DALI graph over planned samples of a split.
 
-    `graph(encoded: dict[ext, DataNode], device: str) -> dict[name, DataNode]` is the dataset's part.
+    `graph(encoded: dict[input, DataNode], device: str) -> dict[name, DataNode]` is the dataset's part, and `read`
+    (a `ReadSpec`) what it reads; `options` are the ones every loader takes (`LoaderOptions`).
     """
 
     def __init__(
@@ -76,105 +58,66 @@ class DaliLoader:
         url: str | Mixture,
         *,
         graph: Callable[[dict[str, Any], str], dict[str, Any]],
-        fields: Sequence[str],
+        read: ReadSpec,
         batch_size: int,
-        host_fields: dict[str, Callable[[bytes], np.ndarray]] | None = None,
-        host_dtypes: dict[str, str] | None = None,
-        tensor_fields: dict[str, tuple[str, Callable[[Any, str], Any]]] | None = None,
-        prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        inputs: dict[str, str] | None = None,
-        finish: Callable[[dict[str, Any]], None] | None = None,
         device: str = "gpu",
-        seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-        num_threads: int | None = None,
-        cache_dir: str | None = None,
-        cache_bytes: int = 64 << 30,
-        drop_last: bool = True,
-        open_shards: int = 8,
-        return_keys: bool = False,
-        verify: bool = True,
-        fetch_streams: int = DEFAULT_STREAMS,
-        generation: int | None = None,
-        follow: bool = False,
-        epoch_size: int | None = None,
-        subset: float | int | None = None,
+        options: LoaderOptions | None = None,
     ):
+        o = options or LoaderOptions()
         if device not in ("cpu", "gpu"):
             raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
         if device == "gpu":
             require_gpu()
         for name, value in (
             ("batch_size", batch_size),
-            ("open_shards", open_shards),
-            ("fetch_streams", fetch_streams),
-            ("cache_bytes", cache_bytes),
+            ("open_shards", o.open_shards),
+            ("fetch_streams", o.fetch_streams),
+            ("cache_bytes", o.cache_bytes),
         ):
             positive(name, value)
         self.mixture = url if isinstance(url, Mixture) else None
-        if self.mixture is not None and (generation is not None or subset is not None):
+        if self.mixture is not None and (o.generation is not None or o.subset is not None):
             raise ValueError("with a mixture, give generation= and subset= to each Source")
-        self.specs = self.mixture.sources if self.mixture else (Source(url, generation=generation, subset=subset),)
-        if epoch_size is not None:
-            positive("epoch_size", epoch_size)
-        self.epoch_size = epoch_size
+        self.specs = self.mixture.sources if self.mixture else (Source(url, generation=o.generation, subset=o.subset),)
+        if o.epoch_size is not None:
+            positive("epoch_size", o.epoch_size)
+        self.epoch_size = o.epoch_size
         self.split_url = split_url_of(self.specs[0].url)
-        self.rank, self.world_size = resolve_rank(rank, world_size)
-        self.follow = follow
-        if follow and any(s.generation is not None for s in self.specs):
+        self.rank, self.world_size = resolve_rank(o.rank, o.world_size)
+        self.follow = o.follow
+        if o.follow and any(s.generation is not None for s in self.specs):
             raise ValueError("follow=True moves to the newest generation at each epoch; do not also pin generation=")
-        if follow and self.world_size > 1 and not _distributed():
+        if o.follow and self.world_size > 1 and not _distributed():
             raise ValueError(
                 "follow=True with several ranks needs torch.distributed initialised (rank 0's choice of generation "
                 "is broadcast, so every rank reads the same one); without it, pass generation=N to every rank"
             )
-        self.fields = list(fields)
-        # fields parsed in Python as they are read (small ones: labels, boxes); the rest reach DALI as bytes
-        self.host_fields = dict(host_fields or {})
-        self.host_dtypes = dict(host_dtypes or {})  # field -> DALI type name of its parsed array (default INT64)
-        # outputs made from a field on the output device, not by DALI: {output: (field, make(column, device))},
-        # where the column is the batch's values of the field (from Arrow: `reading.Ragged` for list columns).
-        # DALI has no scatter, so multi-hot labels are built here from their few class ids (`multi_hot`; the
-        # dense rows would be ~4x a YouTube-8M video's feature bytes through DALI's queues and over PCIe).
-        self.tensor_fields = dict(tensor_fields or {})
-        self.tensor_columns = {f for f, _ in self.tensor_fields.values()}
-        self.dali_fields = [f for f in self.fields if f not in self.tensor_columns]
-        # `prepare(columns) -> {input: column}`, on the reader thread, turns a batch's read columns into the DALI
-        # inputs named (with their DALI types) in `inputs` (per-object rows reordered, ids made: what DALI has no
-        # operator for); without it, each read field is an input. `finish(batch)` adds outputs after DALI's.
-        self.prepare, self.finish = prepare, finish
-        if prepare is not None and not inputs:
-            raise ValueError("prepare= needs inputs={name: DALI type} naming what it makes")
-        self.dali_inputs = (
-            dict(inputs)
-            if prepare is not None
-            else {f: self.host_dtypes.get(f, "INT64") if f in self.host_fields else "UINT8" for f in self.dali_fields}
-        )
+        self.read = read
+        self.fields = list(read.fields)
         self.batch_size = batch_size
         self.device = device
-        self.seed = seed
-        self.num_threads = num_threads or max(1, (os.cpu_count() or 2) // max(1, self._local_ranks()))
-        self.drop_last = drop_last
-        self.open_shards = open_shards
-        self.return_keys = return_keys
-        self.cache = ShardCache(cache_dir, cache_bytes, streams=fetch_streams)
-        self.verifier = Verifier(verify)
+        self.seed = o.seed
+        self.num_threads = o.num_threads or max(1, (os.cpu_count() or 2) // max(1, self._local_ranks()))
+        self.drop_last = o.drop_last
+        self.open_shards = o.open_shards
+        self.return_keys = o.return_keys
+        self.cache = ShardCache(o.cache_dir, o.cache_bytes, streams=o.fetch_streams)
+        self.verifier = Verifier(o.verify)
         self._base: list[tuple[int, int]] = []  # what an elastic resume found consumed in epoch `_base_epoch`
         self._base_epoch = -1
         self._open(self._newest(pinned=True))
         self._graph = graph
         self.epoch = 0
-        self._source = BatchSource(self)
+        self._source = BatchSource(read, batch_size, keys=o.return_keys, sources=self.mixture is not None)
         self._pipe = None
         self._checkpoint: str | None = None
         self._consumed = 0  # batches of the current epoch handed to the user
         self._plan_for(0)
         if self.batches_per_epoch == 0:
             raise ValueError(
-                f"{self.split_url}: rank {self.rank} of {self.world_size} reads {len(self._source.plan)} samples an "
+                f"{self.split_url}: rank {self.rank} of {self.world_size} reads {len(self._plan)} samples an "
                 f"epoch, fewer than batch_size={batch_size}, so an epoch would yield no batch"
-                + (" (drop_last=True drops the partial one)" if drop_last and len(self._source.plan) else "")
+                + (" (drop_last=True drops the partial one)" if o.drop_last and len(self._plan) else "")
             )
 
     def _open(self, generations: Sequence[int | None]) -> None:
@@ -231,7 +174,7 @@ class DaliLoader:
             open_shards=self.open_shards,
             consumed=self._base if epoch == self._base_epoch else (),
         )
-        self._source.plan = plan
+        self._plan = plan
         n = len(plan)
         self.batches_per_epoch = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
         # batch -> the shards whose last planned sample it holds: after it, the cache may evict them again
@@ -257,12 +200,12 @@ class DaliLoader:
         def pipe():
             encoded = fn.external_source(
                 source=self._source,
-                num_outputs=len(self.dali_inputs),
+                num_outputs=len(self.read.dali_inputs),
                 batch=True,
                 no_copy=True,
-                dtype=[getattr(types, t) for t in self.dali_inputs.values()],
+                dtype=[getattr(types, t) for t in self.read.dali_inputs.values()],
             )
-            outputs = self._graph(dict(zip(self.dali_inputs, encoded, strict=True)), self.device)
+            outputs = self._graph(dict(zip(self.read.dali_inputs, encoded, strict=True)), self.device)
             self.output_names = list(outputs)
             return tuple(outputs.values())
 
@@ -280,7 +223,7 @@ class DaliLoader:
         if self.follow and self._consumed == 0:
             self._follow()
         self._plan_for(self.epoch)
-        self._source.restart(self._source.plan, self._consumed)
+        self._source.restart(self._plan, self._consumed, self.reader, self.batches_per_epoch)
         if self._pipe is None:
             self._build()
         else:
@@ -291,7 +234,7 @@ class DaliLoader:
         return self._batches()
 
     def _upcoming_shards(self) -> list[int]:
-        return list(dict.fromkeys(self._source.plan.shard[self._consumed * self.batch_size :].tolist()))
+        return list(dict.fromkeys(self._plan.shard[self._consumed * self.batch_size :].tolist()))
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         while self._consumed < self.batches_per_epoch:
@@ -308,10 +251,10 @@ class DaliLoader:
             copy = not getattr(self._pipe, "exec_dynamic", False)
             batch = {n: to_torch(o, copy) for n, o in zip(self.output_names, outs, strict=True)}
             try:
-                for name, (field, make) in self.tensor_fields.items():
+                for name, (field, make) in self.read.tensor_fields.items():
                     batch[name] = make(self._source.produced[self._consumed][2][field], self._torch_device())
-                if self.finish is not None:
-                    self.finish(batch)
+                if self.read.finish is not None:
+                    self.read.finish(batch)
             except ValueError as e:
                 raise ShardFormatError(
                     f"{e}\nwhile making batch {self._consumed} from {self._where(self._consumed)}", url=self.split_url

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loaders.core import DaliLoader, LoaderOptions, class_label, multi_hot
+from loaders.core import DaliLoader, class_label, multi_hot
+from loaders.generic import Graph, generic_dali
+from loaders.graphs import label, on_device
 from loaders.reading import Ragged
 from loaders.registry import register
+from loaders.spec import ReadSpec
 
-if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
-    from typing import Unpack
-
+if TYPE_CHECKING:
     from loaders.mixture import Mixture
 
 __all__ = ["fma_dali", "hann", "mel_filters", "reference_eval"]
@@ -66,9 +67,8 @@ def _graph(
         audio = fn.slice(
             audio, start=fn.cast(start, dtype=types.INT32), shape=[clip], axes=[0], out_of_bounds_policy="pad"
         )
-        audio = audio.gpu() if device == "gpu" else audio
-        labels = fn.reshape(encoded["cls"], shape=[])
-        labels = labels.gpu() if device == "gpu" else labels
+        audio = on_device(audio, device)
+        labels = label(encoded["cls"], device)
         if features == "waveform":
             return {"waveform": audio, "label": labels}
         spec = fn.spectrogram(
@@ -93,10 +93,10 @@ def fma_dali(
     top_db: float = 80.0,
     train: bool = True,
     device: str = "gpu",
-    **options: Unpack[LoaderOptions],
+    **options: Any,
 ) -> DaliLoader:
     """A loader over an FMA split written by `python -m pipelines fma` (its folder or manifest URL); `options`:
-    seed, rank, world_size, cache_dir, ... (`loaders.core.LoaderOptions`).
+    seed, rank, world_size, cache_dir, ... (`loaders.spec.LoaderOptions`).
 
     Outputs: `mel` (float32 N x n_mels x frames, frames = 1 + clip // hop_length) or `waveform` (float32 N x clip,
     or N x clip x 2 for stereo shards), `label` (int64 top-level genre; -1 for tracks with several) and `genres`
@@ -127,18 +127,14 @@ def fma_dali(
         top_db=top_db,
         channels=int(audio["channels"]),
     )
-    return DaliLoader(
-        url,
-        graph=graph,
+    read = ReadSpec(
         fields=(codec, "cls", "genres"),
         host_fields={"cls": class_label},
         tensor_fields={
             "genres": ("genres", lambda col, dev: multi_hot(Ragged.of_buffers(col, "<i4"), num_genres, dev))
         },
-        batch_size=batch_size,
-        device=device,
-        **options,
     )
+    return generic_dali(url, batch_size, graph=Graph(graph, read), device=device, **options)
 
 
 def mel_filters(rate: int, n_fft: int, n_mels: int) -> np.ndarray:

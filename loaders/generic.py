@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loaders.core import DaliLoader, LoaderOptions, class_label, positive
+from loaders.core import DaliLoader, class_label, positive
+from loaders.graphs import classification_images, on_device
+from loaders.graphs import label as label_of
+from loaders.spec import LoaderOptions, ReadSpec
 
 if TYPE_CHECKING:
-    from typing import Unpack
-
     from loaders.mixture import Mixture
 
 __all__ = ["Graph", "generic_dali", "image_classification", "npy_parser", "raw_tensors", "stored_as"]
@@ -50,14 +51,13 @@ DALI_TYPES = {
 }
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Graph:
-    """A ready graph: the function and what it reads (fields, host parsers and their DALI types)."""
+    """A ready graph: the function and what it reads (a `ReadSpec`: fields, host parsers and their DALI types,
+    outputs made beside DALI). How every loader is built: `generic_dali(url, graph=Graph(fn, ReadSpec(...)))`."""
 
     fn: Callable[[dict[str, Any], str], dict[str, Any]]
-    fields: Sequence[str]
-    parsers: dict[str, Callable[[Any], np.ndarray]] = dataclasses.field(default_factory=dict)
-    dtypes: dict[str, str] = dataclasses.field(default_factory=dict)
+    read: ReadSpec
     resolve: Callable[[Any], Graph] | None = None  # made when the split is known (from its first sample)
 
     def __call__(self, encoded: dict[str, Any], device: str) -> dict[str, Any]:
@@ -82,13 +82,9 @@ def image_classification(
 ) -> Graph:
     """ImageNet's graphs (random resized crop + flip, or resize + centre crop) at `image_size`, on an image field
     (any format DALI decodes) and an integer label field: outputs `image` and `label`."""
-    from loaders.imagenet import classification_images
-
     positive("image_size", image_size)
 
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
-        from nvidia.dali import fn
-
         images = classification_images(
             encoded[image],
             device,
@@ -99,10 +95,9 @@ def image_classification(
             dtype=dtype,
             channels_last=channels_last,
         )
-        labels = fn.reshape(encoded[label], shape=[])
-        return {"image": images, "label": labels.gpu() if device == "gpu" else labels}
+        return {"image": images, "label": label_of(encoded[label], device)}
 
-    return Graph(graph, (image, label), {label: class_label})
+    return Graph(graph, ReadSpec(fields=(image, label), host_fields={label: class_label}))
 
 
 def raw_tensors(fields: dict[str, str] | None = None) -> Graph:
@@ -111,10 +106,12 @@ def raw_tensors(fields: dict[str, str] | None = None) -> Graph:
     and handed over as they are. Without `fields`, they and their dtypes come from the split when the loader
     opens (a tar split's first sample, an Arrow split's schema)."""
     if fields is None:
-        return Graph(lambda encoded, device: {}, (), resolve=lambda url: raw_tensors(_tensor_fields(url)))
+        return Graph(
+            lambda encoded, device: {}, ReadSpec(fields=()), resolve=lambda url: raw_tensors(_tensor_fields(url))
+        )
 
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
-        return {name: (encoded[name].gpu() if device == "gpu" else encoded[name]) for name in fields}
+        return {name: on_device(encoded[name], device) for name in fields}
 
     parsers: dict[str, Any] = {}
     dtypes: dict[str, str] = {}
@@ -122,7 +119,7 @@ def raw_tensors(fields: dict[str, str] | None = None) -> Graph:
         kind, _, dtype = t.rpartition(":")  # "" (.npy), "arrow" (a 2-D column as it is), "arrow-scalar"
         dtypes[f] = DALI_TYPES[dtype]
         parsers[f] = {"": npy_parser, "arrow": None, "arrow-scalar": functools.partial(np.asarray, dtype=dtype)}[kind]
-    return Graph(graph, tuple(fields), parsers, dtypes)
+    return Graph(graph, ReadSpec(fields=tuple(fields), host_fields=parsers, host_dtypes=dtypes))
 
 
 ARROW_TYPES = {
@@ -178,26 +175,21 @@ def generic_dali(
     parsers: dict[str, Callable[[Any], np.ndarray]] | None = None,
     dtypes: dict[str, str] | None = None,
     device: str = "gpu",
-    **options: Unpack[LoaderOptions],
+    **options: Any,
 ) -> DaliLoader:
     """A loader over any split. `graph`: a ready one (`image_classification(...)`, `raw_tensors(...)`) or your
     function with the `fields` it reads; `parsers` turn a field's bytes into an array on the host (DALI type in
     `dtypes`, e.g. {"cls": "INT64"}). `options`: seed, rank, world_size, cache_dir, ... (`LoaderOptions`)."""
     if isinstance(graph, Graph) and graph.resolve is not None:
         graph = graph.resolve(url)
-    if isinstance(graph, Graph):
-        fields = fields or graph.fields
-        parsers = {**graph.parsers, **(parsers or {})}
-        dtypes = {**graph.dtypes, **(dtypes or {})}
-    if not fields:
-        raise ValueError("give the fields your graph reads: generic_dali(url, graph=fn, fields=['jpg', 'cls'])")
-    return DaliLoader(
-        url,
-        graph=graph,
-        fields=tuple(fields),
-        host_fields=parsers or {},
-        host_dtypes=dtypes or {},
-        batch_size=batch_size,
-        device=device,
-        **options,
+    read = graph.read if isinstance(graph, Graph) else ReadSpec(fields=())
+    read = dataclasses.replace(
+        read,
+        fields=tuple(fields or read.fields),
+        host_fields={**read.host_fields, **(parsers or {})},
+        host_dtypes={**read.host_dtypes, **(dtypes or {})},
     )
+    if not read.fields:
+        raise ValueError("give the fields your graph reads: generic_dali(url, graph=fn, fields=['jpg', 'cls'])")
+    fn = graph.fn if isinstance(graph, Graph) else graph
+    return DaliLoader(url, graph=fn, read=read, batch_size=batch_size, device=device, options=LoaderOptions(**options))

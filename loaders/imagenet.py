@@ -15,59 +15,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from loaders.core import DaliLoader, LoaderOptions, class_label, positive
+from loaders.core import DaliLoader, class_label, positive
+from loaders.generic import Graph, generic_dali
+from loaders.graphs import IMAGENET_MEAN, IMAGENET_STD, check_dtype, classification_images, label
 from loaders.registry import register
+from loaders.spec import ReadSpec
 
-if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
-    from typing import Unpack
-
+if TYPE_CHECKING:
     from loaders.mixture import Mixture
 
 __all__ = ["imagenet_dali", "reference_eval", "classification_images", "IMAGENET_MEAN", "IMAGENET_STD"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-def classification_images(
-    jpegs, device: str, *, train: bool, image_size: int, mean, std, dtype: str, channels_last: bool
-):
-    """The image half of the classification graph (shared with Open Images' classification task)."""
-    from nvidia.dali import fn, types
-
-    decoder = "mixed" if device == "gpu" else "cpu"
-    if train:
-        images = fn.decoders.image_random_crop(
-            jpegs,
-            device=decoder,
-            output_type=types.RGB,
-            random_area=[0.08, 1.0],
-            random_aspect_ratio=[3 / 4, 4 / 3],
-            num_attempts=100,
-        )
-        images = fn.resize(images, resize_x=image_size, resize_y=image_size, antialias=True)
-        mirror = fn.random.coin_flip(probability=0.5)
-        crop = None
-    else:
-        images = fn.decoders.image(jpegs, device=decoder, output_type=types.RGB)
-        images = fn.resize(images, resize_shorter=round(image_size / 0.875), antialias=True)
-        mirror = 0
-        crop = (image_size, image_size)
-    return fn.crop_mirror_normalize(
-        images,
-        dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
-        output_layout="HWC" if channels_last else "CHW",
-        crop=crop,
-        mean=[m * 255 for m in mean],
-        std=[s * 255 for s in std],
-        mirror=mirror,
-    )
-
-
-def _graph(*, train: bool, image_size: int, mean, std, dtype: str, channels_last: bool):
+def _graph(*, train: bool, image_size: int, mean, std, dtype: str, channels_last: bool) -> Graph:
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
-        from nvidia.dali import fn
-
         images = classification_images(
             encoded["jpg"],
             device,
@@ -78,10 +39,9 @@ def _graph(*, train: bool, image_size: int, mean, std, dtype: str, channels_last
             dtype=dtype,
             channels_last=channels_last,
         )
-        labels = fn.reshape(encoded["cls"], shape=[])  # int64, parsed on the host (see `host_fields`)
-        return {"image": images, "label": labels.gpu() if device == "gpu" else labels}
+        return {"image": images, "label": label(encoded["cls"], device)}  # int64, parsed on the host
 
-    return graph
+    return Graph(graph, ReadSpec(fields=("jpg", "cls"), host_fields={"cls": class_label}))
 
 
 @register
@@ -96,23 +56,14 @@ def imagenet_dali(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     channels_last: bool = False,
-    **options: Unpack[LoaderOptions],
+    **options: Any,
 ) -> DaliLoader:
     """A loader over an ImageNet split written by `python -m pipelines imagenet` (its folder or manifest URL);
-    `options`: seed, rank, world_size, cache_dir, ... (`loaders.core.LoaderOptions`)."""
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
+    `options`: seed, rank, world_size, cache_dir, ... (`loaders.spec.LoaderOptions`)."""
+    check_dtype(dtype)
     positive("image_size", image_size)
     graph = _graph(train=train, image_size=image_size, mean=mean, std=std, dtype=dtype, channels_last=channels_last)
-    return DaliLoader(
-        url,
-        graph=graph,
-        fields=("jpg", "cls"),
-        host_fields={"cls": class_label},
-        batch_size=batch_size,
-        device=device,
-        **options,
-    )
+    return generic_dali(url, batch_size, graph=graph, device=device, **options)
 
 
 def reference_eval(

@@ -23,7 +23,11 @@ import numpy as np
 from loaders.plan import SourcePlan
 from loaders.reading import Ragged
 
-__all__ = ["Mixture", "MixedReader", "Source", "first_url", "mix", "open_sources", "source_plans"]
+__all__ = ["MissingFields", "Mixture", "MixedReader", "Source", "first_url", "mix", "open_sources", "source_plans"]
+
+
+class MissingFields(ValueError):
+    """A split lacks fields a loader reads (its job wrote no such annotation, or it is another dataset's)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +156,7 @@ def open_sources(
         m = read_generation(url, g)
         missing = [f for f in fields if f not in m["fields"]]
         if missing:
-            raise ValueError(f"{url}: the split has no field(s) {missing}; it has {list(m['fields'])}")
+            raise MissingFields(f"{url}: the split has no field(s) {missing}; it has {list(m['fields'])}")
         if manifests:
             first = manifests[0]
             for f in fields:

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loaders.core import DaliLoader, LoaderOptions, class_label
+from loaders.core import DaliLoader, class_label
 from loaders.generic import Graph, generic_dali, npy_parser, stored_as
+from loaders.graphs import check_dtype, decoder, label, normalize, on_device
 from loaders.registry import register
+from loaders.spec import ReadSpec
 
 if TYPE_CHECKING:
-    from typing import Unpack
-
     from loaders.mixture import Mixture
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "mnist_dali", "reference_eval"]
@@ -34,24 +34,16 @@ def _graph(field: str, mean: float, std: float, dtype: str) -> Graph:
         from nvidia.dali import fn, types
 
         if field == "png":
-            images = fn.decoders.image(
-                encoded["png"], device="mixed" if device == "gpu" else "cpu", output_type=types.GRAY
-            )
+            images = fn.decoders.image(encoded["png"], device=decoder(device), output_type=types.GRAY)
         else:  # 28 x 28 uint8 parsed on the host
             images = fn.reshape(encoded["npy"], shape=[28, 28, 1], layout="HWC")
-            images = images.gpu() if device == "gpu" else images
-        images = fn.crop_mirror_normalize(
-            images,
-            dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
-            output_layout="CHW",
-            mean=[mean * 255],
-            std=[std * 255],
-        )
-        labels = fn.reshape(encoded["cls"], shape=[])
-        return {"image": images, "label": labels.gpu() if device == "gpu" else labels}
+            images = on_device(images, device)
+        images = normalize(images, dtype=dtype, mean=[mean], std=[std])
+        return {"image": images, "label": label(encoded["cls"], device)}
 
     parsers = {"cls": class_label} | ({"npy": npy_parser} if field == "npy" else {})
-    return Graph(graph, (field, "cls"), parsers, {"npy": "UINT8"} if field == "npy" else {})
+    dtypes = {"npy": "UINT8"} if field == "npy" else {}
+    return Graph(graph, ReadSpec(fields=(field, "cls"), host_fields=parsers, host_dtypes=dtypes))
 
 
 @register
@@ -64,12 +56,11 @@ def mnist_dali(
     dtype: str = "float32",
     mean: float = MNIST_MEAN,
     std: float = MNIST_STD,
-    **options: Unpack[LoaderOptions],
+    **options: Any,
 ) -> DaliLoader:
     """A loader over a split written by `python -m pipelines mnist` (png or npy); `train` changes nothing but is
-    taken, as every loader takes it. `options`: seed, rank, world_size, ... (`loaders.core.LoaderOptions`)."""
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
+    taken, as every loader takes it. `options`: seed, rank, world_size, ... (`loaders.spec.LoaderOptions`)."""
+    check_dtype(dtype)
     field = stored_as(url, "npy", "png")
     return generic_dali(url, batch_size, graph=_graph(field, mean, std, dtype), device=device, **options)
 

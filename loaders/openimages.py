@@ -21,14 +21,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loaders.core import DaliLoader, LoaderOptions, multi_hot, positive
-from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD, classification_images
+from loaders.core import DaliLoader, multi_hot, positive
+from loaders.generic import Graph, generic_dali
+from loaders.graphs import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_dtype,
+    classification_images,
+    decoder,
+    normalize,
+    on_device,
+)
+from loaders.mixture import first_url
 from loaders.reading import Ragged
 from loaders.registry import register
+from loaders.spec import ReadSpec
+from shards.manifest import read_manifest, split_url_of
 
-if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
-    from typing import Unpack
-
+if TYPE_CHECKING:
     from loaders.mixture import Mixture
 
 __all__ = ["openimages_dali", "reference_eval"]
@@ -38,7 +48,6 @@ def _detection_graph(*, train: bool, image_size: int, mean, std, dtype: str, cha
     def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
         from nvidia.dali import fn, types
 
-        decoder = "mixed" if device == "gpu" else "cpu"
         boxes, labels = encoded["boxes"], encoded["labels"]
         if train:
             begin, size, boxes, labels = fn.random_bbox_crop(
@@ -52,28 +61,28 @@ def _detection_graph(*, train: bool, image_size: int, mean, std, dtype: str, cha
                 allow_no_crop=True,
                 num_attempts=50,
             )
-            images = fn.decoders.image_slice(encoded["jpg"], begin, size, device=decoder, output_type=types.RGB)
+            images = fn.decoders.image_slice(encoded["jpg"], begin, size, device=decoder(device), output_type=types.RGB)
             flip = fn.random.coin_flip(probability=0.5)
             boxes = fn.bb_flip(boxes, ltrb=True, horizontal=flip)
         else:
-            images = fn.decoders.image(encoded["jpg"], device=decoder, output_type=types.RGB)
+            images = fn.decoders.image(encoded["jpg"], device=decoder(device), output_type=types.RGB)
             flip = 0
         images = fn.resize(images, resize_x=image_size, resize_y=image_size, antialias=True)
-        images = fn.crop_mirror_normalize(
-            images,
-            dtype=types.FLOAT16 if dtype == "float16" else types.FLOAT,
-            output_layout="HWC" if channels_last else "CHW",
-            mean=[m * 255 for m in mean],
-            std=[s * 255 for s in std],
-            mirror=flip,
-        )
+        images = normalize(images, dtype=dtype, mean=mean, std=std, channels_last=channels_last, mirror=flip)
         count = fn.reshape(labels.shape(dtype=types.INT32), shape=[])
         boxes = fn.pad(boxes, fill_value=0.0, axes=[0])
         labels = fn.pad(labels, fill_value=-1, axes=[0])
         outs = {"image": images, "boxes": boxes, "labels": labels, "num_boxes": count}
-        return {k: (v.gpu() if device == "gpu" and k != "image" else v) for k, v in outs.items()}
+        return {k: (on_device(v, device) if k != "image" else v) for k, v in outs.items()}
 
-    return graph
+    return Graph(
+        graph,
+        ReadSpec(
+            fields=("jpg", "boxes", "labels"),
+            host_fields={"boxes": _floats, "labels": _ints},
+            host_dtypes={"boxes": "FLOAT", "labels": "INT32"},
+        ),
+    )
 
 
 def _floats(data: bytes) -> np.ndarray:
@@ -97,45 +106,34 @@ def openimages_dali(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     channels_last: bool = False,
-    **options: Unpack[LoaderOptions],
+    **options: Any,
 ) -> DaliLoader:
     """A loader over an Open Images split written by `python -m pipelines openimages` (its folder or manifest URL);
-    `options`: seed, rank, world_size, cache_dir, ... (`loaders.core.LoaderOptions`).
+    `options`: seed, rank, world_size, cache_dir, ... (`loaders.spec.LoaderOptions`).
 
     image_size defaults to 512 for detection and 224 for classification."""
     if task not in ("detection", "classification"):
         raise ValueError(f"task must be 'detection' or 'classification', not {task!r}")
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
+    check_dtype(dtype)
     if image_size is not None:
         positive("image_size", image_size)
-    common = dict(batch_size=batch_size, device=device, **options)
     look = dict(mean=mean, std=std, dtype=dtype, channels_last=channels_last)
     if task == "detection":
         graph = _detection_graph(train=train, image_size=image_size or 512, **look)
-        return DaliLoader(
-            url,
-            graph=graph,
-            fields=("jpg", "boxes", "labels"),
-            host_fields={"boxes": _floats, "labels": _ints},
-            host_dtypes={"boxes": "FLOAT", "labels": "INT32"},
-            **common,
-        )
-    loader: DaliLoader | None = None
+        return generic_dali(url, batch_size, graph=graph, device=device, **options)
+    num_classes = len(read_manifest(split_url_of(first_url(url)))["classes"])
 
     def targets(column: list[bytes], device: str):
         """The multi-hot of the human-verified labels, made on the output device (`loaders.core.multi_hot`)."""
-        return multi_hot(Ragged.of_buffers(column, "<i4"), len(loader.manifest["classes"]), device)
+        return multi_hot(Ragged.of_buffers(column, "<i4"), num_classes, device)
 
-    def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
+    def images(encoded: dict[str, Any], device: str) -> dict[str, Any]:
         return {
             "image": classification_images(encoded["jpg"], device, train=train, image_size=image_size or 224, **look)
         }
 
-    loader = DaliLoader(
-        url, graph=graph, fields=("jpg", "imagelabels"), tensor_fields={"target": ("imagelabels", targets)}, **common
-    )
-    return loader
+    read = ReadSpec(fields=("jpg", "imagelabels"), tensor_fields={"target": ("imagelabels", targets)})
+    return generic_dali(url, batch_size, graph=Graph(images, read), device=device, **options)
 
 
 def reference_eval(sample: dict[str, bytes], *, image_size: int = 512, mean=IMAGENET_MEAN, std=IMAGENET_STD):

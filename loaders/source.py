@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from loaders.core import DaliLoader
     from loaders.plan import EpochPlan
+    from loaders.spec import ReadSpec
 
 __all__ = ["BatchSource"]
 
@@ -27,48 +27,53 @@ class BatchSource:
 
     AHEAD = 3
 
-    def __init__(self, loader: DaliLoader):
-        self.loader = loader
+    def __init__(self, read: ReadSpec, batch_size: int, *, keys: bool = False, sources: bool = False):
+        self.read, self.batch_size = read, batch_size
+        self.keys = keys  # also each row's sample key (`return_keys`)
+        self.sources = sources  # also each row's source (a mixture)
         self.plan: EpochPlan | None = None
+        self.reader: Any = None
+        self.batches = 0
         self.next_batch = 0
         # batch -> (shards, samples, {tensor field: column}), until consumed
         self.produced: dict[int, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
         self._ahead: dict[int, Future] = {}
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="batch-reader")
 
-    def restart(self, plan: EpochPlan, batch: int) -> None:
-        """Serve `plan` from `batch` on; batches made for an older plan are dropped."""
+    def restart(self, plan: EpochPlan, batch: int, reader: Any, batches: int) -> None:
+        """Serve `plan` (`batches` batches, read with `reader`) from `batch` on; batches made for an older plan
+        are dropped."""
         for fut in self._ahead.values():
             fut.cancel()
         self._ahead.clear()
         self.produced.clear()
-        self.plan, self.next_batch = plan, batch
+        self.plan, self.next_batch, self.reader, self.batches = plan, batch, reader, batches
 
     def _make(self, plan: EpochPlan, b: int) -> tuple[Any, ...]:
         """Batch `b` of `plan` (in the worker thread): its plan rows, its tensor columns, its DALI inputs."""
-        L = self.loader
-        lo, hi = b * L.batch_size, min((b + 1) * L.batch_size, len(plan))
+        read, reader = self.read, self.reader
+        lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, len(plan))
         shards, samples = plan.shard[lo:hi], plan.sample[lo:hi]
         # one call per batch: spans and parsed fields are gathered with NumPy, bytes are views of mapped shards
-        read = L.reader.read_batch(shards, samples, L.fields, parsers=L.host_fields, ragged=L.tensor_columns)
-        columns = dict(zip(L.fields, read, strict=True))
-        tensors = {f: columns[f] for f in L.tensor_columns}
-        if L.mixture is not None:
+        tensor_columns = read.tensor_columns
+        got = reader.read_batch(shards, samples, list(read.fields), parsers=read.host_fields, ragged=tensor_columns)
+        columns = dict(zip(read.fields, got, strict=True))
+        tensors = {f: columns[f] for f in tensor_columns}
+        if self.sources:
             tensors["__source__"] = plan.source[lo:hi]
-        if L.return_keys:  # looked up here too, not on the main thread
-            tensors["__key__"] = [L.reader.key(s, i) for s, i in zip(shards.tolist(), samples.tolist(), strict=True)]
-        inputs = {f: columns[f] for f in L.dali_fields}
-        if L.prepare is not None:
-            inputs = L.prepare(inputs)
-        return shards, samples, tensors, [_for_dali(inputs[name]) for name in L.dali_inputs]
+        if self.keys:  # looked up here too, not on the main thread
+            tensors["__key__"] = [reader.key(s, i) for s, i in zip(shards.tolist(), samples.tolist(), strict=True)]
+        inputs = {f: columns[f] for f in read.dali_fields}
+        if read.prepare is not None:
+            inputs = read.prepare(inputs)
+        return shards, samples, tensors, [_for_dali(inputs[name]) for name in read.dali_inputs]
 
     def __call__(self) -> list[Any]:
-        L = self.loader
         b = self.next_batch
-        if b >= L.batches_per_epoch:
+        if b >= self.batches:
             raise StopIteration
         self.next_batch += 1
-        for k in range(b, min(b + 1 + self.AHEAD, L.batches_per_epoch)):
+        for k in range(b, min(b + 1 + self.AHEAD, self.batches)):
             if k not in self._ahead:
                 self._ahead[k] = self._worker.submit(self._make, self.plan, k)
         try:
@@ -80,8 +85,8 @@ class BatchSource:
         return out
 
     def _rows(self, b: int) -> tuple[np.ndarray, np.ndarray]:
-        lo = b * self.loader.batch_size
-        return self.plan.shard[lo : lo + self.loader.batch_size], self.plan.sample[lo : lo + self.loader.batch_size]
+        lo = b * self.batch_size
+        return self.plan.shard[lo : lo + self.batch_size], self.plan.sample[lo : lo + self.batch_size]
 
 
 def _for_dali(values: Any) -> Any:

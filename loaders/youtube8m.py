@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from loaders.core import DaliLoader, LoaderOptions, multi_hot
+from loaders.core import DaliLoader, multi_hot
+from loaders.generic import Graph, generic_dali
+from loaders.graphs import on_device
 from loaders.registry import register
+from loaders.spec import ReadSpec
 
-if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations are strings here
-    from typing import Unpack
-
+if TYPE_CHECKING:
     from loaders.mixture import Mixture
 
 __all__ = ["youtube8m_dali", "reference_eval", "dequantize"]
@@ -41,7 +42,9 @@ def _graph(level: str, max_frames: int, sampling: str):
         from nvidia.dali import fn, types
         from nvidia.dali import math as dmath
 
-        on = (lambda x: x.gpu()) if device == "gpu" else (lambda x: x)
+        def on(x: Any) -> Any:
+            return on_device(x, device)
+
         if level == "video":  # labels: made by torch on the device (`multi_hot`), not by DALI
             return {"rgb": on(encoded["mean_rgb"]), "audio": on(encoded["mean_audio"])}
         rgb, audio = encoded["rgb"], encoded["audio"]
@@ -73,10 +76,10 @@ def youtube8m_dali(
     frame_sampling: str = "first",
     train: bool = True,
     device: str = "gpu",
-    **options: Unpack[LoaderOptions],
+    **options: Any,
 ) -> DaliLoader:
     """A loader over a YouTube-8M split written by `python -m pipelines youtube8m` (its folder or manifest URL);
-    `options`: seed, rank, world_size, cache_dir, ... (`loaders.core.LoaderOptions`).
+    `options`: seed, rank, world_size, cache_dir, ... (`loaders.spec.LoaderOptions`).
 
     `level` must match the split's (default: the split's own); `train` is accepted for symmetry with the other
     loaders (features have no augmentation)."""
@@ -96,17 +99,14 @@ def youtube8m_dali(
         "frame": {"rgb": (lambda q: q.reshape(-1, RGB), "UINT8"), "audio": (lambda q: q.reshape(-1, AUDIO), "UINT8")},
     }
     parsers = {k: p for k, (p, _) in fields[level].items()}  # None: the column's 2-D array as it is
-    return DaliLoader(
-        url,
-        graph=_graph(level, max_frames, frame_sampling),
+    read = ReadSpec(
         fields=(*fields[level], "labels"),
         host_fields=parsers,
         host_dtypes={k: t for k, (_, t) in fields[level].items()},
         tensor_fields={"labels": ("labels", lambda labels, device: multi_hot(labels, num_classes, device))},
-        batch_size=batch_size,
-        device=device,
-        **options,
     )
+    graph = Graph(_graph(level, max_frames, frame_sampling), read)
+    return generic_dali(url, batch_size, graph=graph, device=device, **options)
 
 
 def reference_eval(sample: dict[str, Any], *, level: str = "video", max_frames: int = 300) -> dict[str, Any]:

@@ -34,18 +34,12 @@ def _null_graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
 
 
 def _our_null(data: str, batch_size: int, **options: Any):
-    from loaders.core import DaliLoader, class_label
+    from loaders.core import class_label
+    from loaders.generic import Graph, generic_dali
+    from loaders.spec import ReadSpec
 
-    return DaliLoader(
-        data,
-        graph=_null_graph,
-        fields=("jpg", "cls"),
-        host_fields={"cls": class_label},
-        batch_size=batch_size,
-        device="cpu",
-        num_threads=1,
-        **options,
-    )
+    graph = Graph(_null_graph, ReadSpec(fields=("jpg", "cls"), host_fields={"cls": class_label}))
+    return generic_dali(data, batch_size, graph=graph, device="cpu", num_threads=1, **options)
 
 
 def _dali_null(data: str, batch_size: int):

@@ -43,13 +43,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loaders.coco.graphs import Objects, eval_graph, eval_size, train_graph
-from loaders.core import DaliLoader, LoaderOptions, positive
-from loaders.imagenet import IMAGENET_MEAN, IMAGENET_STD, classification_images
+from loaders.core import DaliLoader, positive
+from loaders.generic import Graph, generic_dali
+from loaders.graphs import IMAGENET_MEAN, IMAGENET_STD, check_dtype, classification_images
+from loaders.mixture import MissingFields
 from loaders.registry import register
+from loaders.spec import ReadSpec
 
 if TYPE_CHECKING:
-    from typing import Unpack
-
     from loaders.mixture import Mixture
 
 __all__ = ["coco_dali", "reference_eval"]
@@ -111,36 +112,32 @@ def coco_dali(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     channels_last: bool = False,
-    **options: Unpack[LoaderOptions],
+    **options: Any,
 ) -> DaliLoader:
     """A loader over a COCO split written by `python -m pipelines coco` (its folder or manifest URL);
-    `options`: seed, rank, world_size, cache_dir, ... (`loaders.core.LoaderOptions`).
+    `options`: seed, rank, world_size, cache_dir, ... (`loaders.spec.LoaderOptions`).
 
     image_size: the square output side in training (default 512), the shorter side in eval (default 512; the
     longer side at most max_size, default image_size * 1333 // 800, the canvas side); 224 for captions."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}, not {task!r}")
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
+    check_dtype(dtype)
     for name, value in (("image_size", image_size), ("max_size", max_size)):
         if value is not None:
             positive(name, value)
     look = dict(mean=mean, std=std, dtype=dtype, channels_last=channels_last)
-    common = dict(batch_size=batch_size, device=device, **options)
     if task == "captions":
         size = image_size or 224
 
         def graph(enc: dict[str, Any], device: str) -> dict[str, Any]:
             return {"image": classification_images(enc["jpg"], device, train=train, image_size=size, **look)}
 
-        loader = DaliLoader(
-            url,
-            graph=graph,
+        read = ReadSpec(
             fields=("jpg", "json"),
             tensor_fields={"captions": ("json", _captions)},
             finish=_tokens(tokenizer) if tokenizer else None,
-            **common,
         )
+        loader = generic_dali(url, batch_size, graph=Graph(graph, read), device=device, **options)
         _require_captions(loader.split_url, loader.manifest)
         return loader
     size = image_size or 512
@@ -151,23 +148,19 @@ def coco_dali(
     shape = dict(polygons=objects.polygons, keypoints=objects.keypoints, look=look)
     graph = train_graph(image_size=size, **shape) if train else eval_graph(image_size=size, max_size=canvas, **shape)
     side = size if train else canvas
+    read = ReadSpec(
+        fields=objects.fields,
+        host_fields=objects.parsers,
+        host_dtypes=objects.host_dtypes,
+        prepare=objects.prepare,
+        inputs=objects.inputs,
+        finish=_masks(train, (side, side)) if objects.polygons and masks else None,
+    )
     try:
-        return DaliLoader(
-            url,
-            graph=graph,
-            fields=objects.fields,
-            host_fields=objects.parsers,
-            host_dtypes=objects.host_dtypes,
-            prepare=objects.prepare,
-            inputs=objects.inputs,
-            finish=_masks(train, (side, side)) if objects.polygons and masks else None,
-            **common,
-        )
-    except ValueError as e:
-        if "has no field" not in str(e):
-            raise
+        return generic_dali(url, batch_size, graph=Graph(graph, read), device=device, **options)
+    except MissingFields as e:
         needs = "person_keypoints" if task == "keypoints" else "instances"
-        raise ValueError(f"{e}: task={task!r} needs them (its job saw no {needs}_*.json)") from None
+        raise MissingFields(f"{e}: task={task!r} needs them (its job saw no {needs}_*.json)") from None
 
 
 def _require_captions(url: str, manifest: dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from loaders.graphs import decoder, normalize, on_device
+
 __all__ = ["FLIP_KEYPOINTS", "Objects", "eval_graph", "eval_size", "train_graph"]
 
 # COCO's 17 person keypoints, left and right swapped: what a horizontal flip does to their meaning
@@ -119,17 +121,7 @@ def _keypoints(objects, flip, anchor, shape):
 
 
 def _normalize(images, look: dict[str, Any], mirror, **crop):
-    from nvidia.dali import fn, types
-
-    return fn.crop_mirror_normalize(
-        images,
-        dtype=types.FLOAT16 if look["dtype"] == "float16" else types.FLOAT,
-        output_layout="HWC" if look["channels_last"] else "CHW",
-        mean=[m * 255 for m in look["mean"]],
-        std=[s * 255 for s in look["std"]],
-        mirror=mirror,
-        **crop,
-    )
+    return normalize(images, **look, mirror=mirror, **crop)
 
 
 def _outputs(device: str, outs: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +134,7 @@ def _outputs(device: str, outs: dict[str, Any]) -> dict[str, Any]:
     for name, fill in pad.items():
         if name in outs:
             outs[name] = fn.pad(outs[name], fill_value=fill, axes=[0])
-    return {k: (v.gpu() if device == "gpu" and k != "image" else v) for k, v in outs.items()}
+    return {k: (on_device(v, device) if k != "image" else v) for k, v in outs.items()}
 
 
 def train_graph(*, image_size: int, polygons: bool, keypoints: bool, look: dict[str, Any]):
@@ -164,8 +156,7 @@ def train_graph(*, image_size: int, polygons: bool, keypoints: bool, look: dict[
             num_attempts=50,
             output_bbox_indices=True,
         )
-        decoder = "mixed" if device == "gpu" else "cpu"
-        images = fn.decoders.image_slice(enc["jpg"], anchor, shape, device=decoder, output_type=types.RGB)
+        images = fn.decoders.image_slice(enc["jpg"], anchor, shape, device=decoder(device), output_type=types.RGB)
         flip = fn.random.coin_flip(probability=0.5)
         corner, size = fn.cat(anchor, anchor), fn.cat(shape, shape)
         crowd = dmath.clamp((enc["crowd_boxes"] - corner) / size, 0.0, 1.0)
@@ -207,8 +198,7 @@ def eval_graph(*, image_size: int, max_size: int, polygons: bool, keypoints: boo
         hwc = fn.cast(fn.peek_image_shape(enc["jpg"]), dtype=types.FLOAT)
         h, w = hwc[0], hwc[1]
         out_h, out_w = eval_size(h, w, float(image_size), float(max_size), (dmath.min, dmath.max, dmath.floor))
-        decoder = "mixed" if device == "gpu" else "cpu"
-        images = fn.decoders.image(enc["jpg"], device=decoder, output_type=types.RGB)
+        images = fn.decoders.image(enc["jpg"], device=decoder(device), output_type=types.RGB)
         images = fn.resize(images, resize_x=out_w, resize_y=out_h, antialias=True)
         image = _normalize(
             images,
