@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pipelines.common.downloads import Dataset, files
 from pipelines.common.errors import UsageError
 from pipelines.common.job import ConvertJob, Found, Run, register
 from shards import storage
@@ -145,9 +146,22 @@ def _batches(root: str) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
+DOWNLOAD = Dataset(
+    "https://www.cs.toronto.edu/~kriz/cifar.html",
+    "cifar-10-python.tar.gz in DIR (read in place)",
+    {
+        "python": files(
+            "https://www.cs.toronto.edu/~kriz/", {"cifar-10-python.tar.gz": "md5:c58f30108f718f92721af3b95e74349a"}
+        )
+    },
+    ("python",),
+)
+
+
 @register
 class Cifar10(ConvertJob):
     name = "cifar10"
+    download = DOWNLOAD
     summary = __doc__.split("\n")[0]
     default_splits = "train,test"
     layouts = "  cifar-10-python.tar.gz or cifar-10-batches-py/ (or the binary version), at any depth"

@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any, NamedTuple
 
 from pipelines.common import errors
+from pipelines.common.downloads import Dataset
 from pipelines.common.errors import BadInput
 from pipelines.common.images import prepare_image
 from pipelines.common.job import DatasetJob, Found, Run, register
@@ -319,9 +320,20 @@ LAYOUTS_HELP = """\
   folders   train/<wnid>/*.JPEG, val/<wnid>/*.JPEG (or a flat val/ with --val-labels)"""
 
 
+DOWNLOAD = Dataset(
+    "https://image-net.org/download-images.php",
+    "ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz in DIR (read in place)",
+    {},
+    (),
+    "ImageNet is downloaded with an account: register at image-net.org, accept the terms, and download the "
+    "ILSVRC2012 files above into DIR",
+)
+
+
 @register
 class ImageNet(DatasetJob):
     name = "imagenet"
+    download = DOWNLOAD
     summary = __doc__.split("\n")[0]
     default_splits = "train,validation"
     layouts = LAYOUTS_HELP

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pipelines.common.downloads import Dataset, files
 from pipelines.common.errors import UsageError
 from pipelines.common.job import ConvertJob, Run, register
 from shards import storage
@@ -150,9 +151,34 @@ def _find(root: str, name: str) -> str | None:
     return hits[0] if hits else None
 
 
+_MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # torchvision's mirror of yann.lecun.com's files
+DOWNLOAD = Dataset(
+    "http://yann.lecun.com/exdb/mnist/",
+    "the four IDX files (.gz) in DIR",
+    {
+        "train": files(
+            _MNIST,
+            {
+                "train-images-idx3-ubyte.gz": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "train-labels-idx1-ubyte.gz": "md5:d53e105ee54ea40749a09fcbcd1e9432",
+            },
+        ),
+        "test": files(
+            _MNIST,
+            {
+                "t10k-images-idx3-ubyte.gz": "md5:9fb629c4189551a2d022fa330f9573f3",
+                "t10k-labels-idx1-ubyte.gz": "md5:ec29112dd5afa0611ce80d1b7f02629c",
+            },
+        ),
+    },
+    ("train", "test"),
+)
+
+
 @register
 class Mnist(ConvertJob):
     name = "mnist"
+    download = DOWNLOAD
     summary = __doc__.split("\n")[0]
     default_splits = "train,test"
     layouts = "  the four IDX files of MNIST / Fashion-MNIST / KMNIST, gzipped or not, at any depth"

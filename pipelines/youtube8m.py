@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.common import errors
+from pipelines.common.downloads import Dataset, FetchError, Remote, rebased
 from pipelines.common.errors import BadInput
 from pipelines.common.job import DatasetJob, Found, Run, register
 from pipelines.common.plan import SplitPlan
@@ -252,9 +253,50 @@ class Input:
     classes: list[str] | None
 
 
+def planned_files(partition: str, to: str, base: str | None, mirror: str, timeout: float) -> list[Remote] | None:
+    """A YouTube-8M partition's files from the publisher's download plan ({file: md5}), named as its own
+    download.py names them (`train` + the index of the two-letter id: `train0042.tfrecord`); None for a part
+    that is not a partition (version/level/split)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    if partition.count("/") != 2:
+        return None
+    version, level, split = partition.split("/")
+    plan_url = rebased(f"http://data.yt8m.org/{version}/download_plans/{level}_{split}.json", base)
+    try:
+        with urllib.request.urlopen(plan_url, timeout=timeout) as r:
+            plan = json.loads(r.read())["files"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+        raise FetchError(f"{plan_url}: no download plan ({getattr(e, 'reason', e)})") from None
+    letters = [chr(c) for c in [*range(97, 123), *range(65, 91), *range(48, 58)]]
+    index = {a + b: i for i, (a, b) in enumerate((a, b) for a in letters for b in letters)}
+    out = []
+    for name, md5 in sorted(plan.items()):
+        stem, ext = name.rsplit(".", 1)
+        local = f"{level}/{stem[:-2]}{index.get(stem[-2:], 0):04d}.{ext}"
+        out.append(Remote(f"http://{mirror}.data.yt8m.org/{partition}/{name}", local, f"md5:{md5}"))
+    return out
+
+
+_YT8M_VOCABULARY = "https://research.google.com/youtube8m/csv/2/vocabulary.csv"
+DOWNLOAD = Dataset(
+    "https://research.google.com/youtube8m/download.html",
+    "DIR/<level>/<split>NNNN.tfrecord and DIR/vocabulary.csv",
+    {"vocabulary": [Remote(_YT8M_VOCABULARY, "vocabulary.csv")]},
+    ("vocabulary", "2/video/validate"),
+    "parts are YouTube-8M partitions (2/video/train, 2/video/validate, 2/video/test, 2/frame/...), listed with "
+    "per-file md5s by the publisher's download plans; --mirror us|eu|asia",
+    planned=planned_files,
+    planned_hint="a partition like 2/video/train",
+)
+
+
 @register
 class YouTube8M(DatasetJob):
     name = "youtube8m"
+    download = DOWNLOAD
     summary = __doc__.split("\n")[0]
     default_splits = "train,validate,test"
     layouts = LAYOUTS_HELP

@@ -22,6 +22,7 @@ from pipelines.coco.annotations import JsonError, iter_items
 from pipelines.coco.layout import JsonUnit, detect_layout, list_images, open_json
 from pipelines.coco.samples import CocoConfig, encode_sample, fields_for
 from pipelines.coco.staging import BUCKETS, assemble_bucket, stage_json
+from pipelines.common.downloads import Dataset, files
 from pipelines.common.job import DatasetJob, Found, Listed, Run, register
 from pipelines.common.plan import SplitPlan
 from pipelines.common.records import Pointer
@@ -112,9 +113,28 @@ class Input:
     labels: dict[int, int]
 
 
+_COCO = "http://images.cocodataset.org/"
+DOWNLOAD = Dataset(
+    "https://cocodataset.org/#download",
+    "train2017.zip, val2017.zip, test2017.zip, annotations_trainval2017.zip, image_info_test2017.zip in DIR "
+    "(read in place)",
+    {
+        "train": files(_COCO + "zips/", {"train2017.zip": None}),
+        "val": files(_COCO + "zips/", {"val2017.zip": None}),
+        "test": files(_COCO + "zips/", {"test2017.zip": None}),
+        "annotations": files(
+            _COCO + "annotations/", {"annotations_trainval2017.zip": None, "image_info_test2017.zip": None}
+        ),
+    },
+    ("annotations", "val", "train"),
+    "COCO publishes no checksums: sizes are checked and sha256s recorded",
+)
+
+
 @register
 class Coco(DatasetJob):
     name = "coco"
+    download = DOWNLOAD
     summary = __doc__.split("\n")[0]
     default_splits = "train,validation"
     layouts = LAYOUTS_HELP

@@ -91,6 +91,7 @@ class DatasetJob:
     layouts: ClassVar[str] = ""
     watch: ClassVar[bool | str] = False  # True: --watch works (`watched`); a string: why it is refused
     usage_errors: ClassVar[tuple[type[BaseException], ...]] = ()  # more errors that mean "not this input"
+    download: ClassVar[Any] = None  # where it is published (`pipelines.common.downloads.Dataset`): `fetch`, --help
 
     # ------------------------------------------------------------ what a dataset supplies
 
@@ -130,7 +131,11 @@ class DatasetJob:
         from pipelines.common.watch import add_watch_options, refuse_watch
 
         p = base_parser(
-            f"python -m pipelines {self.name}", self.summary, splits=self.default_splits, layouts=self.layouts
+            f"python -m pipelines {self.name}",
+            self.summary,
+            splits=self.default_splits,
+            layouts=self.layouts,
+            download=self.download,
         )
         self.add_options(p)
         if self.watch is True:

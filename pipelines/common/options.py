@@ -137,9 +137,12 @@ def fraction_arg(text: str) -> float:
     return value
 
 
-def base_parser(prog: str, description: str, *, splits: str, layouts: str = "") -> argparse.ArgumentParser:
-    """The options every job has; `layouts` (the input layouts the job reads) opens the help's epilog."""
-    from pipelines.fetch import CATALOGUE, where_to_get
+def base_parser(
+    prog: str, description: str, *, splits: str, layouts: str = "", download: Any = None
+) -> argparse.ArgumentParser:
+    """The options every job has; `layouts` (the input layouts the job reads) opens the help's epilog, and where
+    the data is published (`download`, a `pipelines.common.downloads.Dataset`) follows."""
+    from pipelines.fetch import where_to_get
     from shards.cli import OneLineParser
 
     name = prog.rsplit(" ", 1)[-1]
@@ -148,7 +151,7 @@ def base_parser(prog: str, description: str, *, splits: str, layouts: str = "") 
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(f"input layouts:\n{layouts}\n\n" if layouts else "")
-        + (f"{where_to_get(name)}\n\n" if name in CATALOGUE else "")
+        + (f"{where_to_get(name, download)}\n\n" if download is not None else "")
         + "Everything after `--` goes to Beam, e.g. `-- --runner=PortableRunner --job_endpoint=...`.\n"
         "With no runner named, the job runs on Beam's local runner on all cores, with no network.",
     )

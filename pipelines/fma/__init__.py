@@ -22,6 +22,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pipelines.common.downloads import Dataset, files
 from pipelines.common.job import DatasetJob, Found, Run, register
 from pipelines.common.plan import SplitPlan
 from pipelines.fma.audio import FIELDS, FmaConfig, encode_sample, fields, resampled_length
@@ -74,9 +75,28 @@ def list_unit(unit: Unit | tuple[str, tuple[str, str | None]], subset: str) -> I
     return track_rows(unit[1], subset)
 
 
+_FMA = "https://os.unil.cloud.switch.ch/fma/"
+DOWNLOAD = Dataset(
+    "https://github.com/mdeff/fma",
+    "fma_metadata.zip and fma_<subset>.zip in DIR (read in place)",
+    {
+        part: files(_FMA, {f"fma_{part}.zip": digest})
+        for part, digest in (
+            ("metadata", "sha1:f0df49ffe5f2a6008d7dc83c6915b31835dfe733"),
+            ("small", "sha1:ade154f733639d52e35e32f5593efe5be76c6d70"),
+            ("medium", "sha1:c67b69ea232021025fca9231fc1c7c1a063ab50b"),
+            ("large", "sha1:497109f4dd721066b5ce5e5f250ec604dc78939e"),
+            ("full", "sha1:0f0ace23fbe9ba30ecb7e95f763e435ea802b8ab"),
+        )
+    },
+    ("metadata", "small"),
+)
+
+
 @register
 class Fma(DatasetJob):
     name = "fma"
+    download = DOWNLOAD
     summary = __doc__.split("\n")[0]
     default_splits = "train,validation,test"
     layouts = LAYOUTS_HELP

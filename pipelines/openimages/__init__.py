@@ -23,6 +23,7 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pipelines.common.downloads import Dataset, files
 from pipelines.common.job import DatasetJob, Found, Run, register
 from pipelines.common.plan import SplitPlan
 from pipelines.openimages.annotations import parse_csv, rotate_boxes
@@ -70,9 +71,35 @@ class Input:
     parents: dict[str, str]
 
 
+_OI = "https://storage.googleapis.com/openimages/2018_04/"
+_OI_TARS = "https://open-images-dataset.s3.amazonaws.com/tar/"
+DOWNLOAD = Dataset(
+    "https://storage.googleapis.com/openimages/web/download.html",
+    "the CSVs and the CVDF tars (train_0..f.tar.gz, validation.tar.gz, test.tar.gz) in DIR",
+    {
+        "csv": files(
+            _OI,
+            {
+                f"{s}/{s}-annotations-{k}.csv": None
+                for s in ("train", "validation", "test")
+                for k in ("bbox", "human-imagelabels")
+            }
+            | {"class-descriptions-boxable.csv": None},
+        ),
+        **{f"train_{c}": files(_OI_TARS, {f"train_{c}.tar.gz": None}) for c in "0123456789abcdef"},
+        "validation": files(_OI_TARS, {"validation.tar.gz": None}),
+        "test": files(_OI_TARS, {"test.tar.gz": None}),
+    },
+    ("csv", "validation"),
+    "Open Images publishes no checksums: sizes are checked and sha256s recorded; parts train_0 ... train_f are "
+    "~30-50 GB each",
+)
+
+
 @register
 class OpenImages(DatasetJob):
     name = "openimages"
+    download = DOWNLOAD
     summary = __doc__.split("\n")[0]
     default_splits = "train,validation"
     layouts = LAYOUTS_HELP
