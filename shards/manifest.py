@@ -1,11 +1,11 @@
 """The split manifest (`manifest.json`): build, validate, write last and atomically, read.
 
-A split exists only once its manifest does (STYLE 7): readers trust the manifest, never directory listings.
-Version 1 is a split written once (the batch jobs). Version 2 is a split that grows by generations (the
-streaming jobs, `shards compact`): every shard entry has the `generation` that published it, and `generations`
-lists the live generations, each reconciling on its own (`inputs_seen == num_samples + quarantine_count`) and
-all of them together with the totals (shards/generations.py). This reader reads both; a version-1 reader refuses
-version 2 with an error saying so, instead of reading a mix.
+A split exists only once its manifest does (the manifest is the commit point, written last and atomically): readers
+trust the manifest, never directory listings. Version 1 is a split written once (the batch jobs). Version 2 is a
+split that grows by generations (the streaming jobs, `shards compact`): every shard entry has the `generation` that
+published it, and `generations` lists the live generations, each reconciling on its own (`inputs_seen == num_samples
++ quarantine_count`) and all of them together with the totals (shards/generations.py). This reader reads both; a
+version-1 reader refuses version 2 with an error saying so, instead of reading a mix.
 """
 
 from __future__ import annotations

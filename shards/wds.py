@@ -19,9 +19,9 @@ _ZEROS = bytes(BLOCK)
 class TarShardWriter:
     """Writes samples as adjacent `<key>.<ext>` members with deterministic headers, indexing as it goes.
 
-    The writer owns no file: it writes to `fileobj` and never closes it (STYLE 1). Fields of a sample are
-    written in sorted order so the same samples always give the same bytes. `idx_bytes()` returns the DALI
-    index of what was written, identical to what `wds2idx` computes from the finished tar.
+    The writer owns no file: it writes to `fileobj` and never closes it (whoever opens a file closes it). Fields of
+    a sample are written in sorted order so the same samples always give the same bytes. `idx_bytes()` returns the
+    DALI index of what was written, identical to what `wds2idx` computes from the finished tar.
 
         w = TarShardWriter(f, url="s3://b/train/shard-000000.tar", fields={"jpg", "cls"})
         w.write("n01440764_10026", {"jpg": jpeg_bytes, "cls": b"0"})

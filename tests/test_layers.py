@@ -1,4 +1,6 @@
-"""The layer rules of DESIGN.md, checked on the source: shards/ imports neither Beam nor DALI, and so on."""
+"""The layer rules (README, Layout), checked on the source: shards/ is the format and imports neither Beam nor
+DALI; pipelines/ (Beam jobs) and loaders/ (DALI loaders) build on shards/ and not on each other; nothing in the
+library imports the benchmarks, the infrastructure or the tests."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def test_layer_rules(package):
     bad = {
         str(p.relative_to(ROOT)): sorted(_imports(p) & set(FORBIDDEN[package])) for p in (ROOT / package).rglob("*.py")
     }
-    assert not {k: v for k, v in bad.items() if v}, f"{package}/ breaks the layer rules of DESIGN.md"
+    assert not {k: v for k, v in bad.items() if v}, f"{package}/ breaks the layer rules (README, Layout)"
 
 
 # which top-level packages each library package may import: shards <- pipelines, loaders; nothing in the
@@ -94,4 +96,4 @@ def test_every_module_has_a_docstring_and_all():
             )
             if not ast.get_docstring(tree) or (not has_all and p.name != "__main__.py"):
                 missing.append(str(p.relative_to(ROOT)))
-    assert not missing, f"modules without a docstring or __all__ (STYLE 9): {missing}"
+    assert not missing, f"modules without a docstring (what it is for) or __all__ (what it exports): {missing}"
