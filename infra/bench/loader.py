@@ -1,8 +1,8 @@
 """`python -m loaders.bench imagenet|openimages|youtube8m|fma`: our loader, the bare DALI graph, and a plain
-baseline, on the same shards with the same number of CPU workers, in one run (`reading`: see bench_reading.py).
+baseline, on the same shards with the same number of CPU workers, in one run (`reading`: see loader_reading.py).
 
 openimages: `openimages_dali(task="detection", train=True)` against the PIL detection baseline of
-loaders/baselines.py (the same bbox-aware crop, box transforms, flip, resize and normalize); no bare-DALI run.
+infra/bench/baselines.py (the same bbox-aware crop, box transforms, flip, resize and normalize); no bare-DALI run.
 
 - loader: `imagenet_dali(train=True)` with `--workers` DALI threads.
 - bare DALI: the same train graph fed by DALI's own `fn.readers.webdataset` (no Python source, no plan): what the

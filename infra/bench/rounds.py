@@ -1,5 +1,5 @@
 """Interleaved benchmark rounds, shared by the benchmarks that compare a loader with a baseline or another
-configuration in one run (`bench_mix`, `bench_coco`, `bench_cifar10`): machines here are noisy, so each round
+configuration in one run (`loader_mix`, `loader_coco`, `loader_cifar10`): machines here are noisy, so each round
 measures every contender once, in turn, and the figure is the median of the rounds."""
 
 from __future__ import annotations
