@@ -37,7 +37,7 @@ from pipelines.common.usersamples import UserEncoder, _OutOfTime, _time_limit, s
 from shards import storage
 from shards.units import parse_size
 
-__all__ = ["ConvertError", "Converted", "JobFailed", "convert", "convert_split", "list_inputs"]
+__all__ = ["ConvertError", "Converted", "JobFailed", "convert", "list_inputs"]
 
 PROBE = 16  # inputs `fn` is tried on here, for the fields and the size of a sample
 
@@ -211,21 +211,9 @@ def convert(
     (default: when stderr is a terminal)."""
     from pipelines.common.options import beam_pipeline_options, is_local_runner, use_storage_options
 
-    if format not in ("tar", "arrow"):
-        raise ConvertError(f"format must be 'tar' or 'arrow', not {format!r}")
-    _picklable("fn", fn)
     storage_options = dict(storage_options or {})
     use_storage_options(storage_options)
-    refs = list_inputs(inputs)
-    if not refs:
-        raise ConvertError(f"no inputs{f' match {inputs!r}' if isinstance(inputs, str) else ''}")
-    for i, ref in enumerate(refs):
-        try:
-            pickle.dumps(ref, protocol=4)
-        except Exception as e:
-            raise ConvertError(f"input #{i} ({repr(ref)[:100]}) must be picklable: {type(e).__name__}: {e}") from None
-    if input_timeout is not None and not (isinstance(input_timeout, int | float) and 0 < input_timeout < math.inf):
-        raise ConvertError(f"input_timeout must be a number of seconds > 0 (or None), not {input_timeout!r}")
+    refs = _checked(inputs, fn, format, input_timeout)
     names, schema, per_sample = _probe(fn, refs, fields, format, input_timeout)
     output = output.rstrip("/")
     size = parse_size(shard_size)
@@ -246,9 +234,7 @@ def convert(
         shard_size=size,
         min_shards=shards,
         max_bad_fraction=max_bad_fraction,
-        writer_processes=writer_processes
-        if writer_processes is not None
-        else (0 if is_local_runner(runner_args) else 1),
+        writer_processes=(0 if is_local_runner(runner_args) else 1) if writer_processes is None else writer_processes,
         storage_options=storage_options,
         format=format,
         benign_stages=("filter",),
@@ -265,57 +251,41 @@ def convert(
             UserEncoder(fn, names, format=format, schema=schema if format == "arrow" else None, timeout=input_timeout),
         )
     )
+    return _run(pipeline, plan, sys.stderr.isatty() if progress is None else progress)
+
+
+def _checked(inputs: str | Iterable[Any], fn: Callable, format: str, input_timeout: float | None) -> list[Any]:
+    """The arguments checked before anything runs, and the inputs listed: a ConvertError naming what is wrong."""
+    if format not in ("tar", "arrow"):
+        raise ConvertError(f"format must be 'tar' or 'arrow', not {format!r}")
+    _picklable("fn", fn)
+    refs = list_inputs(inputs)
+    if not refs:
+        raise ConvertError(f"no inputs{f' match {inputs!r}' if isinstance(inputs, str) else ''}")
+    for i, ref in enumerate(refs):
+        try:
+            pickle.dumps(ref, protocol=4)
+        except Exception as e:
+            raise ConvertError(f"input #{i} ({repr(ref)[:100]}) must be picklable: {type(e).__name__}: {e}") from None
+    if input_timeout is not None and not (isinstance(input_timeout, int | float) and 0 < input_timeout < math.inf):
+        raise ConvertError(f"input_timeout must be a number of seconds > 0 (or None), not {input_timeout!r}")
+    return refs
+
+
+def _run(pipeline: Any, plan: Any, progress: bool) -> Converted:
+    """Run the pipeline (with the live progress line) and say where the split is: JobFailed in one line."""
     from pipelines.common.progress import ProgressLine, failure_line, quiet_beam
     from pipelines.common.shardwriter import PROGRESS_DIR
+    from shards.manifest import read_manifest
 
-    show = sys.stderr.isatty() if progress is None else progress
+    split_urls = {plan.split: plan.split_url}
     try:
         with (
             quiet_beam(),
-            ProgressLine(dataset, {split: plan.split_url}, PROGRESS_DIR) if show else contextlib.nullcontext(),
+            ProgressLine(plan.dataset, split_urls, PROGRESS_DIR) if progress else contextlib.nullcontext(),
         ):
             pipeline.run().wait_until_finish()
     except Exception as e:  # the runner wraps the finaliser's and the workers' errors
         raise JobFailed(failure_line(e)) from None
-    from shards.manifest import read_manifest
-
     m = read_manifest(plan.split_url)
     return Converted(plan.split_url, m["num_samples"], len(m["shards"]), m["quarantine"]["count"])
-
-
-def convert_split(
-    parser: Any, job: Any, beam_args: Sequence[str], inputs: Any, fn: Callable, *, split: str, **kwargs: Any
-) -> int:
-    """`convert` as a command runs it (`python -m pipelines custom|mnist|cifar10`): the job's common options
-    (`JobOptions`), a usage error (exit 2) for what is wrong before the pipeline, one line and exit 1 when the job
-    fails, and the split's line when it is done."""
-    import sys
-
-    try:
-        done = convert(
-            inputs,
-            fn,
-            job.output,
-            split=split,
-            shard_size=job.shard_size,
-            min_shards=job.min_shards,
-            seed=job.seed,
-            max_bad_fraction=job.max_bad_fraction,
-            runner_args=beam_args,
-            storage_options=job.storage_options,
-            writer_processes=job.writer_processes,
-            progress=job.progress,
-            **kwargs,
-        )
-    except JobFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except ConvertError as e:
-        parser.error(str(e))
-    from shards.units import counted
-
-    print(
-        f"{split}: {counted(done.samples, 'sample')} in {counted(done.shards, 'shard')}, {done.quarantined} "
-        f"quarantined -> {done.url}"
-    )
-    return 0

@@ -193,6 +193,77 @@ def _named(key: str, sample: Any, tar: bool) -> BadInput | None:
     return None
 
 
+class _Samples:
+    """The samples of one shard, made from its pointers in order (a generator the shard writer drains), and what
+    making them found: quarantine entries, keys, input checksums, side-table rows."""
+
+    def __init__(self, plan: SplitPlan, encode: Encoder, pointers: list[Pointer]):
+        self.plan, self.encode, self.pointers = plan, encode, pointers
+        self.tar = plan.format != "arrow"
+        self.reader = _RangeReader()
+        self.quarantine: list[dict[str, str]] = []
+        self.keys: set[str] = set()
+        # CRC32C of inputs read from offset 0 (a watcher's plan asks: it records what it converted; computed here
+        # on bytes read anyway, since a separate pass over a 2 GB backlog cost the watcher 1.3-1.9 s of a 6 s job)
+        self.checksums: dict[str, str] | None = {} if plan.input_checksums else None
+        self.side_rows: list[tuple[str, bytes]] = []  # (key, json) of written samples, for the side table
+        self.unread: set[str] = set()  # inputs that could not be read (gone, truncated since listing)
+        self.expanded = 0  # outcomes (samples or quarantine entries) beyond one per input
+        self.made: dict[str, str] = {}  # key -> input, of samples a user's function named
+
+    def _held(self, key: str, p: Pointer, e: BadInput) -> None:
+        self.quarantine.append(quarantine_entry(key=key, source=_source(p), stage=e.stage, reason=str(e)))
+
+    def _encoded(self, p: Pointer) -> Any:
+        """The pointer's sample (or a user function's samples); BadInput when it cannot become one."""
+        if "error" in p.meta:
+            raise BadInput(p.meta["error"], stage=p.meta.get("stage", "list"))
+        if p.key in self.keys:
+            raise BadInput(f"duplicate key: another input of this split is also named {p.key}", stage="list")
+        _note_input(f"{_source(p)} (key {p.key})")
+        data = self.reader.read(p.url, p.offset, p.length) if p.length else b""
+        if self.checksums is not None and p.offset == 0:  # a whole file, for the watcher's ledger
+            import google_crc32c
+
+            self.checksums[p.url] = f"{google_crc32c.value(data):08x}"
+        sample = self.encode(p, data)
+        if self.tar and not isinstance(sample, Expanded) and (bad := _named(p.key, sample, self.tar)):
+            raise bad
+        return sample
+
+    def _each(self, p: Pointer, samples: Expanded) -> Iterator[tuple[str, dict[str, bytes]]]:
+        """A user's function: one input, several samples (pipelines.convert)."""
+        self.expanded += len(samples) - 1
+        for key, one in samples:
+            if not isinstance(one, BadInput) and key in self.keys:
+                one = BadInput(f"duplicate key: another sample of this split is also named {key}", stage="convert")
+            if not isinstance(one, BadInput):
+                one = _named(key, one, self.tar) or one
+            if isinstance(one, BadInput):
+                self._held(key, p, one)
+                continue
+            self.keys.add(key)
+            self.made[key] = _source(p)
+            yield key, one
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, bytes]]]:
+        for p in self.pointers:
+            try:
+                sample = self._encoded(p)
+            except BadInput as e:
+                self._held(p.key, p, e)
+                if self.checksums is not None and e.stage == "read":  # not converted: the watcher tries it again
+                    self.unread.add(p.url)
+                continue
+            if isinstance(sample, Expanded):
+                yield from self._each(p, sample)
+                continue
+            self.keys.add(p.key)
+            if self.plan.side_table:
+                self.side_rows.append((p.key, sample["json"]))
+            yield p.key, sample
+
+
 def write_shard(plan: SplitPlan, encode: Encoder, element: tuple[int, list[Pointer]]) -> tuple[dict[str, Any], bool]:
     """Write shard `index` of a split from its pointers; return (progress record, whether it was reused).
 
@@ -201,96 +272,39 @@ def write_shard(plan: SplitPlan, encode: Encoder, element: tuple[int, list[Point
     """
     index, pointers = element
     use_storage_options(plan.storage_options)
-    plan_side = plan.side_table
     pointers = sorted(pointers, key=lambda p: (shuffle_hash(p.key, plan.seed), p.key))
     fingerprint = _fingerprint(plan, pointers)
     progress_url = storage.join(plan.split_url, PROGRESS_DIR, shard_name(index, "json"))
     record = _reuse(plan, progress_url, fingerprint)
     if record is not None:
         return record, True
-    quarantine: list[dict[str, str]] = []
-    reader = _RangeReader()
-    keys: set[str] = set()
-    # CRC32C of inputs read from offset 0 (a watcher's plan asks: it records what it converted; computed here on
-    # bytes read anyway, since a separate pass over a 2 GB backlog cost the watcher 1.3-1.9 s of a 6 s job)
-    checksums: dict[str, str] | None = {} if plan.input_checksums else None
-    if checksums is not None:
-        import google_crc32c
-    side_rows: list[tuple[str, bytes]] = []  # (key, json) of written samples, for the side table
-    unread: set[str] = set()  # inputs that could not be read (gone, truncated since listing)
-    expanded = [0]  # outcomes (samples or quarantine entries) beyond one per input
-    made: dict[str, str] = {}  # key -> input, of samples a user's function named
-
-    tar = plan.format != "arrow"
-
-    def samples() -> Iterator[tuple[str, dict[str, bytes]]]:
-        for p in pointers:
-            try:
-                if "error" in p.meta:
-                    raise BadInput(p.meta["error"], stage=p.meta.get("stage", "list"))
-                if p.key in keys:
-                    raise BadInput(f"duplicate key: another input of this split is also named {p.key}", stage="list")
-                _note_input(f"{_source(p)} (key {p.key})")
-                data = reader.read(p.url, p.offset, p.length) if p.length else b""
-                if checksums is not None and p.offset == 0:  # a whole file, for the watcher's ledger
-                    checksums[p.url] = f"{google_crc32c.value(data):08x}"
-                sample = encode(p, data)
-                if tar and not isinstance(sample, Expanded) and (bad := _named(p.key, sample, tar)):
-                    raise bad
-            except BadInput as e:
-                quarantine.append(quarantine_entry(key=p.key, source=_source(p), stage=e.stage, reason=str(e)))
-                if checksums is not None and e.stage == "read":  # not converted: the watcher tries it again
-                    unread.add(p.url)
-                continue
-            if isinstance(sample, Expanded):  # a user's function: one input, several samples (pipelines.convert)
-                expanded[0] += len(sample) - 1
-                for key, one in sample:
-                    if not isinstance(one, BadInput) and key in keys:
-                        one = BadInput(
-                            f"duplicate key: another sample of this split is also named {key}", stage="convert"
-                        )
-                    if not isinstance(one, BadInput):
-                        one = _named(key, one, tar) or one
-                    if isinstance(one, BadInput):
-                        quarantine.append(
-                            quarantine_entry(key=key, source=_source(p), stage=one.stage, reason=str(one))
-                        )
-                        continue
-                    keys.add(key)
-                    made[key] = _source(p)
-                    yield key, one
-                continue
-            keys.add(p.key)
-            if plan_side:
-                side_rows.append((p.key, sample["json"]))
-            yield p.key, sample
-
+    made = _Samples(plan, encode, pointers)
     try:
         if plan.format == "arrow":  # each sample is one row: {column: value}
             from shards.arrow import schema_from_json
 
-            rows = (sample for _, sample in samples())
+            rows = (sample for _, sample in made)
             entry = write_arrow_shard(plan.split_url, index, rows, schema=schema_from_json(plan.fields))
         else:
-            entry = write_tar_shard(plan.split_url, index, samples(), fields=plan.fields)
+            entry = write_tar_shard(plan.split_url, index, iter(made), fields=plan.fields)
     finally:
-        reader.close()
+        made.reader.close()
     if entry["num_samples"] == 0:  # everything in this shard was quarantined
         storage.remove(storage.join(plan.split_url, entry["path"]))
         if "idx" in entry:
             storage.remove(storage.join(plan.split_url, entry["idx"]))
         entry = None
-    record = {"index": index, "fingerprint": fingerprint, "entry": entry, "quarantine": quarantine}
-    if plan_side and entry is not None:
-        record["side"] = _write_side_table(plan, index, side_rows)
+    record = {"index": index, "fingerprint": fingerprint, "entry": entry, "quarantine": made.quarantine}
+    if plan.side_table and entry is not None:
+        record["side"] = _write_side_table(plan, index, made.side_rows)
     record["seen"] = len(pointers)
-    if expanded[0]:
-        record["expanded"] = expanded[0]
-    if made:  # keys are known only once the function ran: the finaliser checks them across shards
-        record["keys"] = made
-    if checksums is not None:
-        record["crc32c"] = {u: c for u, c in checksums.items() if u not in unread}
-        if unread:
-            record["unread"] = sorted(unread)
+    if made.expanded:
+        record["expanded"] = made.expanded
+    if made.made:  # keys are known only once the function ran: the finaliser checks them across shards
+        record["keys"] = made.made
+    if made.checksums is not None:
+        record["crc32c"] = {u: c for u, c in made.checksums.items() if u not in made.unread}
+        if made.unread:
+            record["unread"] = sorted(made.unread)
     storage.write_bytes(progress_url, json.dumps(record, sort_keys=True).encode())
     return record, False
