@@ -15,33 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from loaders.core import DaliLoader, class_label, positive
-from loaders.generic import Graph, generic_dali
-from loaders.graphs import IMAGENET_MEAN, IMAGENET_STD, check_dtype, classification_images, label
+from loaders.core import DaliLoader
+from loaders.generic import generic_dali, image_classification
+from loaders.graphs import IMAGENET_MEAN, IMAGENET_STD, check_dtype, classification_images
 from loaders.registry import register
-from loaders.spec import ReadSpec
 
 if TYPE_CHECKING:
     from loaders.mixture import Mixture
 
 __all__ = ["imagenet_dali", "reference_eval", "classification_images", "IMAGENET_MEAN", "IMAGENET_STD"]
-
-
-def _graph(*, train: bool, image_size: int, mean, std, dtype: str, channels_last: bool) -> Graph:
-    def graph(encoded: dict[str, Any], device: str) -> dict[str, Any]:
-        images = classification_images(
-            encoded["jpg"],
-            device,
-            train=train,
-            image_size=image_size,
-            mean=mean,
-            std=std,
-            dtype=dtype,
-            channels_last=channels_last,
-        )
-        return {"image": images, "label": label(encoded["cls"], device)}  # int64, parsed on the host
-
-    return Graph(graph, ReadSpec(fields=("jpg", "cls"), host_fields={"cls": class_label}))
 
 
 @register
@@ -61,8 +43,8 @@ def imagenet_dali(
     """A loader over an ImageNet split written by `python -m pipelines imagenet` (its folder or manifest URL);
     `options`: seed, rank, world_size, cache_dir, ... (`loaders.spec.LoaderOptions`)."""
     check_dtype(dtype)
-    positive("image_size", image_size)
-    graph = _graph(train=train, image_size=image_size, mean=mean, std=std, dtype=dtype, channels_last=channels_last)
+    look = dict(mean=mean, std=std, dtype=dtype, channels_last=channels_last)
+    graph = image_classification(image_size=image_size, train=train, image="jpg", label="cls", **look)
     return generic_dali(url, batch_size, graph=graph, device=device, **options)
 
 
