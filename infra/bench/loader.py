@@ -224,14 +224,18 @@ def _measure_fma(which: str, args: argparse.Namespace) -> dict[str, float]:
 
 
 def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
-    from loaders import imagenet_dali
+    """One configuration (`which`: the loader, bare DALI, the baseline) of the dataset's benchmark."""
+    measure = {
+        "imagenet": _measure_imagenet,
+        "openimages": _measure_openimages,
+        "youtube8m": _measure_youtube8m,
+        "fma": _measure_fma,
+    }
+    return measure[args.dataset](which, args)
 
-    if args.dataset == "openimages":
-        return _measure_openimages(which, args)
-    if args.dataset == "youtube8m":
-        return _measure_youtube8m(which, args)
-    if args.dataset == "fma":
-        return _measure_fma(which, args)
+
+def _measure_imagenet(which: str, args: argparse.Namespace) -> dict[str, float]:
+    from loaders import imagenet_dali
 
     loader = imagenet_dali(
         args.data,
