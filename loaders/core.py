@@ -76,22 +76,11 @@ class DaliLoader:
         ):
             positive(name, value)
         self.mixture = url if isinstance(url, Mixture) else None
-        if self.mixture is not None and (o.generation is not None or o.subset is not None):
-            raise ValueError("with a mixture, give generation= and subset= to each Source")
-        self.specs = self.mixture.sources if self.mixture else (Source(url, generation=o.generation, subset=o.subset),)
-        if o.epoch_size is not None:
-            positive("epoch_size", o.epoch_size)
+        self.rank, self.world_size = resolve_rank(o.rank, o.world_size)
+        self.specs = _sources(url, o, self.world_size)
         self.epoch_size = o.epoch_size
         self.split_url = split_url_of(self.specs[0].url)
-        self.rank, self.world_size = resolve_rank(o.rank, o.world_size)
         self.follow = o.follow
-        if o.follow and any(s.generation is not None for s in self.specs):
-            raise ValueError("follow=True moves to the newest generation at each epoch; do not also pin generation=")
-        if o.follow and self.world_size > 1 and not _distributed():
-            raise ValueError(
-                "follow=True with several ranks needs torch.distributed initialised (rank 0's choice of generation "
-                "is broadcast, so every rank reads the same one); without it, pass generation=N to every rank"
-            )
         self.read = read
         self.fields = list(read.fields)
         self.batch_size = batch_size
@@ -344,6 +333,23 @@ class DaliLoader:
                 f"state's batch {state['batch']} is past the end of its epoch ({self.batches_per_epoch} "
                 "batches): not a state this split and these options can give"
             )
+
+
+def _sources(url: str | Mixture, o: LoaderOptions, world_size: int) -> tuple[Source, ...]:
+    """The sources read (one, or a mixture's), the options that concern them checked."""
+    if isinstance(url, Mixture) and (o.generation is not None or o.subset is not None):
+        raise ValueError("with a mixture, give generation= and subset= to each Source")
+    specs = url.sources if isinstance(url, Mixture) else (Source(url, generation=o.generation, subset=o.subset),)
+    if o.epoch_size is not None:
+        positive("epoch_size", o.epoch_size)
+    if o.follow and any(s.generation is not None for s in specs):
+        raise ValueError("follow=True moves to the newest generation at each epoch; do not also pin generation=")
+    if o.follow and world_size > 1 and not _distributed():
+        raise ValueError(
+            "follow=True with several ranks needs torch.distributed initialised (rank 0's choice of generation "
+            "is broadcast, so every rank reads the same one); without it, pass generation=N to every rank"
+        )
+    return specs
 
 
 def _distributed() -> bool:
