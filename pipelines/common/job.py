@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 
 from pipelines.common.errors import LayoutError, UsageError
 from pipelines.common.options import JobOptions, base_parser, job_options, split_argv, use_storage_options
+from pipelines.common.plan import SplitPlan
+from pipelines.common.shardwriter import Encoder
 from shards import storage
 
 __all__ = ["JOBS", "ConvertJob", "DatasetJob", "Found", "Listed", "Run", "register"]
@@ -99,17 +101,19 @@ class DatasetJob:
         """The dataset's own flags."""
 
     def detect(self, run: Run) -> Found:
+        """Find the input's layout (a LayoutError, one line, when it is not one) and what the whole job needs."""
         raise NotImplementedError
 
     def watched(self, run: Run) -> Any:
         """The raw inputs as they grow, for --watch (a `pipelines.common.watch.RawInputs`)."""
         raise NotImplementedError
 
-    def plan(self, run: Run, split: str) -> Any:
+    def plan(self, run: Run, split: str) -> SplitPlan:
         """The split's `SplitPlan` (`SplitPlan.for_job(run.job, split, ...)`)."""
         raise NotImplementedError
 
-    def encoder(self, run: Run, split: str) -> Callable:
+    def encoder(self, run: Run, split: str) -> Encoder:
+        """pointer + its bytes -> the stored sample (BadInput: the quarantine reason); runs in the writers."""
         raise NotImplementedError
 
     def units(self, run: Run, split: str | None) -> list[Any]:
@@ -192,7 +196,7 @@ class DatasetJob:
         finally:
             self.finish(run)
 
-    def expand(self, pipeline: Any, run: Run, plans: dict[str, Any]) -> None:
+    def expand(self, pipeline: Any, run: Run, plans: dict[str, SplitPlan]) -> None:
         """The Beam graph. Without `join`: per split, units -> spread over workers -> listed -> written. With
         `join`: every unit -> listed as (key, item) -> grouped by key -> joined into (split, pointer) -> by split
         -> batched -> written (items of a split not asked for are not this job's inputs)."""
