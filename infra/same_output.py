@@ -61,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
                     *getattr(raw_module, "EXTRA_ARGS", []),
                     *getattr(raw_module, "LAYOUT_ARGS", {}).get(layout, []),
                 ]
-                runs = [_run(c, dataset, raw, work / name, extra) for c, name in ((base, "base"), (ROOT, "this"))]
-                trees = [tree_digest(work / name) for name in ("base", "this")]
+                runs, trees = [], []
+                for checkout, name in ((base, "base"), (ROOT, "this")):  # the same output path for both: paths
+                    runs.append(_run(checkout, dataset, raw, work / "out", extra))  # under it reach the records
+                    trees.append(tree_digest(work / "out"))
+                    (work / "out").rename(work / name)
                 same = runs[0] == runs[1] and trees[0] == trees[1]
                 differ += not same
                 changed = sorted(k for k in trees[0].keys() | trees[1].keys() if trees[0].get(k) != trees[1].get(k))
