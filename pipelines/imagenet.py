@@ -368,13 +368,12 @@ class ImageNet(DatasetJob):
         return WatchedFolders(run.job.input, run.layout.name)
 
     def plan(self, run: Run, split: str) -> SplitPlan:
-        return SplitPlan.for_job(
-            run.job,
+        return self.split_plan(
+            run,
             split,
-            dataset=self.name,
+            layout=run.layout.name,
             fields=FIELDS,
             classes=WNIDS,
-            source={"url": run.job.input, "layout": run.layout.name},
             params=self.config(run).params(),
         )
 

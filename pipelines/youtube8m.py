@@ -332,13 +332,12 @@ class YouTube8M(DatasetJob):
         from shards.arrow import schema_to_json
 
         cfg, level = self.config(run), run.layout.level
-        return SplitPlan.for_job(
-            run.job,
+        return self.split_plan(
+            run,
             split,
-            dataset=self.name,
+            layout=f"tfrecord-{level}",
             fields=dict(sorted(schema_to_json(schema(level)).items())),  # the manifest keeps keys sorted
             classes=run.layout.classes,
-            source={"url": run.job.input, "layout": f"tfrecord-{level}"},
             params=cfg.params(),
             format="arrow",
             extra={"level": level, "num_classes": cfg.num_classes},

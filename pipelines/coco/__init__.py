@@ -168,13 +168,12 @@ class Coco(DatasetJob):
 
     def plan(self, run: Run, split: str) -> SplitPlan:
         layout, categories = run.layout.layout, run.layout.categories
-        return SplitPlan.for_job(
-            run.job,
+        return self.split_plan(
+            run,
             split,
-            dataset=self.name,
+            layout=f"coco{layout.year}",
             fields=fields_for({u.kind for u in layout.jsons[split]}),
             classes=[c["name"] for c in categories],
-            source={"url": run.job.input, "layout": f"coco{layout.year}"},
             params=self.config(run, split).params(),
             benign_stages=("filter",),
             side_table="pipelines.coco.samples:side_table",

@@ -129,6 +129,13 @@ class DatasetJob:
     def finish(self, run: Run) -> None:
         """After the pipeline: remove the job's scratch."""
 
+    def split_plan(self, run: Run, split: str, *, layout: str, **facts: Any) -> SplitPlan:
+        """For `plan`: the split's plan with this job's name and input filled in; `layout`: the input layout
+        found, `facts`: the rest of the manifest's facts (fields, classes, params, extra, ...)."""
+        return SplitPlan.for_job(
+            run.job, split, dataset=self.name, source={"url": run.job.input, "layout": layout}, **facts
+        )
+
     # ------------------------------------------------------------ the runner
 
     def parser(self) -> argparse.ArgumentParser:

@@ -139,13 +139,12 @@ class Fma(DatasetJob):
 
     def plan(self, run: Run, split: str) -> SplitPlan:
         cfg, found = self.config(run), run.layout
-        return SplitPlan.for_job(
-            run.job,
+        return self.split_plan(
+            run,
             split,
-            dataset=self.name,
+            layout=found.layout.kind,
             fields=fields(cfg.codec, cfg.keep_original),
             classes=[title for _, title in found.top],
-            source={"url": run.job.input, "layout": found.layout.kind},
             params=cfg.params(),
             extra={
                 "subset": cfg.subset,

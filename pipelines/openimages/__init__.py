@@ -133,13 +133,12 @@ class OpenImages(DatasetJob):
 
     def plan(self, run: Run, split: str) -> SplitPlan:
         found, cfg = run.layout, run.layout.cfg
-        return SplitPlan.for_job(
-            run.job,
+        return self.split_plan(
+            run,
             split,
-            dataset=self.name,
+            layout=found.layout.version,
             fields=FIELDS,
             classes=list(cfg.classes),
-            source={"url": run.job.input, "layout": found.layout.version},
             params={**cfg.params(), "classes": run.args.classes},
             benign_stages=("filter",),
             side_table="pipelines.openimages.samples:side_table",
