@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loaders.mixture import Source, source_plans
-from loaders.plan import consumed_after, epoch_order, plan_epoch
+from loaders.plan import SourcePlan, consumed_after, epoch_order, plan_epoch
 
 SIZES = st.lists(st.integers(1, 60), min_size=1, max_size=30)
 
@@ -147,3 +147,52 @@ def test_without_epoch_size_an_epoch_is_every_sample_of_every_source_once_whatev
     p = plan_epoch(plans, seed=0, epoch=0, world_size=1, rank=0)
     pairs = set(zip(p.shard.tolist(), p.sample.tolist(), strict=True))
     assert len(p) == len(pairs) == 522  # every sample once
+
+
+def _whole_epoch_block(sources, seed, epoch, world, rank, open_shards, consumed):
+    """The plan as it was first written: the whole epoch's order materialized, then the rank's share of what
+    `consumed` leaves. The per-rank plan must equal it exactly (so states saved before it stay valid)."""
+    src, shard, sample = epoch_order(sources, seed=seed, epoch=epoch, open_shards=open_shards)
+    left = np.ones(len(shard), bool)
+    for a, b in consumed:
+        left[a:b] = False
+    left = np.flatnonzero(left)
+    per = len(left) // world
+    mine = left[rank * per : (rank + 1) * per]
+    return src[mine], shard[mine], sample[mine]
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(st.tuples(SIZES, st.integers(0, 2), st.booleans()), min_size=1, max_size=3),
+    st.integers(0, 2**31),
+    st.integers(0, 4),
+    st.sampled_from([1, 2, 3, 8]),
+    st.integers(1, 6),
+    st.integers(0, 4),
+)
+def test_each_rank_computes_exactly_its_block_of_the_whole_epoch(sources, seed, epoch, open_shards, world, stop):
+    """The per-rank plan (only the rank's ranges of the order are made: O(shards + own samples)) equals the whole
+    epoch's order cut into blocks, for one source or a mixture, every sample, fewer (epoch_size) or more (repeat),
+    subsets, and after an elastic resume."""
+    plans = []
+    for i, (sizes, kind, subset) in enumerate(sources):
+        members = None
+        if subset:
+            members = source_plans(
+                [Source(f"s{i}", subset=max(1, sum(sizes) // 2))], [sizes], seed=seed, epoch_size=None
+            )
+            members = members[0].members
+        count = len(members[0]) if members is not None else sum(sizes)
+        take = [count, max(1, count // 3), 2 * count + 1][kind]
+        plans.append(SourcePlan(tuple(sizes), take=take, repeat=kind == 2, members=members))
+    total = sum(p.take for p in plans)
+    consumed = consumed_after(total, [], world + 1, stop * 3) if stop else []
+    for rank in range(world):
+        got = plan_epoch(
+            plans, seed=seed, epoch=epoch, world_size=world, rank=rank, open_shards=open_shards, consumed=consumed
+        )
+        want = _whole_epoch_block(plans, seed, epoch, world, rank, open_shards, consumed)
+        assert got.total == total
+        assert np.array_equal(got.source, want[0]) and np.array_equal(got.shard, want[1])
+        assert np.array_equal(got.sample, want[2])
