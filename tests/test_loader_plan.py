@@ -196,3 +196,32 @@ def test_each_rank_computes_exactly_its_block_of_the_whole_epoch(sources, seed, 
         assert got.total == total
         assert np.array_equal(got.source, want[0]) and np.array_equal(got.shard, want[1])
         assert np.array_equal(got.sample, want[2])
+
+
+@pytest.mark.slow
+def test_20m_samples_64_ranks_3_sources_elastic_to_48_covered_exactly_from_per_rank_calls():
+    """At a size where every rank ordering the whole epoch would cost each rank seconds and GBs: all 64 ranks'
+    blocks, then a resume on 48 ranks mid-epoch, each from its own `plan_epoch` call; from the outside, what they
+    read together is every sample of the epoch once, but for the remainder (< 48)."""
+    sizes = [(1250,) * 6000, (1000,) * 5000, (2500,) * 1000]  # 7.5 M + 5 M + 2.5 M samples
+    plans = [SourcePlan(s, take=sum(s)) for s in sizes]
+    total = sum(p.take for p in plans)
+    offsets = np.cumsum([0, *(len(s) for s in sizes)])
+    bases = np.cumsum([0, *(sum(s) for s in sizes)])
+
+    def ids(p):  # a sample's number in the whole epoch: its source's base + its place in the source
+        shard_in_source = p.shard - offsets[p.source]
+        per = np.array([s[0] for s in sizes])[p.source]
+        return bases[p.source] + shard_in_source.astype(np.int64) * per + p.sample
+
+    read_per_rank = 100_000
+    first = [plan_epoch(plans, seed=5, epoch=2, world_size=64, rank=r) for r in range(64)]
+    assert len({len(p) for p in first}) == 1 and len(first[0]) > read_per_rank
+    consumed = consumed_after(total, [], 64, read_per_rank)
+    after = [plan_epoch(plans, seed=5, epoch=2, world_size=48, rank=r, consumed=consumed) for r in range(48)]
+    assert len({len(p) for p in after}) == 1
+    seen = np.zeros(total, bool)
+    for chunk in [ids(p)[:read_per_rank] for p in first] + [ids(p) for p in after]:
+        assert len(np.unique(chunk)) == len(chunk) and not seen[chunk].any(), "a sample was read twice"
+        seen[chunk] = True
+    assert 0 <= total - int(seen.sum()) < 48, "samples left out beyond the remainder"
