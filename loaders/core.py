@@ -10,6 +10,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -94,6 +95,8 @@ class DaliLoader:
         self.verifier = Verifier(o.verify)
         self._base: list[tuple[int, int]] = []  # what an elastic resume found consumed in epoch `_base_epoch`
         self._base_epoch = -1
+        self._planner: ThreadPoolExecutor | None = None
+        self._ahead: tuple[int, Any, Future] | None = None  # (epoch, the sources it plans over, its plan)
         self._open(self._newest(pinned=True))
         self._graph = graph
         self.epoch = 0
@@ -153,16 +156,32 @@ class DaliLoader:
     def _local_ranks() -> int:
         return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
 
+    def _plan_args(self, epoch: int) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "epoch": epoch,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "open_shards": self.open_shards,
+            "consumed": self._base if epoch == self._base_epoch else (),
+        }
+
+    def _plan_ahead(self) -> None:
+        """The next epoch's plan, made in a background thread while this epoch's last batches are read (not with
+        `follow=True`: the next epoch's generations are chosen at its start)."""
+        if self.follow or self._ahead is not None:
+            return
+        if self._planner is None:
+            self._planner = ThreadPoolExecutor(1, thread_name_prefix="epoch-planner")
+        epoch = self.epoch + 1
+        self._ahead = (epoch, self._plans, self._planner.submit(plan_epoch, self._plans, **self._plan_args(epoch)))
+
     def _plan_for(self, epoch: int) -> None:
-        plan = plan_epoch(
-            self._plans,
-            seed=self.seed,
-            epoch=epoch,
-            world_size=self.world_size,
-            rank=self.rank,
-            open_shards=self.open_shards,
-            consumed=self._base if epoch == self._base_epoch else (),
-        )
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == epoch and ahead[1] is self._plans and epoch != self._base_epoch:
+            plan = ahead[2].result()  # made in the background over the same sources
+        else:
+            plan = plan_epoch(self._plans, **self._plan_args(epoch))
         self._plan = plan
         n = len(plan)
         self.batches_per_epoch = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
@@ -265,6 +284,8 @@ class DaliLoader:
                 self.cache.release([self.reader.urls[s] for s in done])
                 self.reader.forget(done)
             self._consumed += 1
+            if self._consumed * 10 >= self.batches_per_epoch * 9:  # the last tenth of the epoch
+                self._plan_ahead()
             yield batch
         if self._consumed >= self.batches_per_epoch:
             with contextlib.suppress(StopIteration):  # let DALI see the epoch end, so reset() starts the next

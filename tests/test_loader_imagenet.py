@@ -111,6 +111,24 @@ def test_epochs_reshuffle_and_seeds_repeat(split):
     assert sorted(k for b in epoch1 for k in b) == sorted(k for b in epoch0 for k in b)
 
 
+def test_the_next_epochs_plan_is_made_in_the_background_while_the_last_batches_are_read(split):
+    from loaders.plan import plan_epoch
+
+    loader = imagenet_dali(str(split), batch_size=8, train=False, image_size=32, device="cpu", seed=4)
+    batches = iter(loader)
+    for _ in range(len(loader) - 2):
+        next(batches)
+    assert loader._ahead is None  # not before the epoch's last tenth
+    for _ in batches:
+        pass
+    epoch, sources, made = loader._ahead
+    assert epoch == 1 and sources is loader._plans
+    iter(loader)  # epoch 1 starts with the plan made in the background
+    assert loader._plan is made.result()
+    fresh = plan_epoch(loader._plans, **loader._plan_args(1))
+    assert np.array_equal(fresh.shard, loader._plan.shard) and np.array_equal(fresh.sample, loader._plan.sample)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_mid_epoch_resume_gives_exactly_the_next_batches(split, device):
     kwargs = dict(batch_size=8, train=True, image_size=32, device=device, seed=11, return_keys=True)
