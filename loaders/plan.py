@@ -313,13 +313,6 @@ def _nth(left: Intervals, lo: int, hi: int) -> Intervals:
     return out
 
 
-def _remaining(total: int, consumed: Intervals) -> np.ndarray:
-    left = np.ones(total, bool)
-    for a, b in consumed:
-        left[a:b] = False
-    return np.flatnonzero(left)
-
-
 def rank_intervals(total: int, consumed: Intervals, world_size: int, rank: int) -> Intervals:
     """The intervals of the global order this rank reads, in order: its equal, contiguous share of what is left."""
     if not 0 <= rank < world_size:

@@ -56,7 +56,7 @@ class BatchSource:
         shards, samples = plan.shard[lo:hi], plan.sample[lo:hi]
         # one call per batch: spans and parsed fields are gathered with NumPy, bytes are views of mapped shards
         tensor_columns = read.tensor_columns
-        got = reader.read_batch(shards, samples, list(read.fields), parsers=read.host_fields, ragged=tensor_columns)
+        got = reader.read_batch(shards, samples, read.fields, parsers=read.host_fields, ragged=tensor_columns)
         columns = dict(zip(read.fields, got, strict=True))
         tensors = {f: columns[f] for f in tensor_columns}
         if self.sources:

@@ -4,6 +4,7 @@ reach DALI or the batch) and the options every loader takes (one place for their
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,6 +33,9 @@ class ReadSpec:
       inputs named (with their DALI types) in `inputs` (per-object rows reordered, ids made: what DALI has no
       operator for); without it, each read field is an input;
     - `finish(batch)` adds outputs after DALI's (masks rasterized, captions tokenized).
+
+    What follows from these (`tensor_columns`, `dali_fields`, `dali_inputs`) is computed once: the reader thread
+    asks for it every batch.
     """
 
     fields: tuple[str, ...]
@@ -49,16 +53,16 @@ class ReadSpec:
         for name in ("host_fields", "host_dtypes", "tensor_fields"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
 
-    @property
-    def tensor_columns(self) -> set[str]:
+    @functools.cached_property
+    def tensor_columns(self) -> frozenset[str]:
         """Fields read for `tensor_fields` (kept beside the batch, not sent to DALI)."""
-        return {f for f, _ in self.tensor_fields.values()}
+        return frozenset(f for f, _ in self.tensor_fields.values())
 
-    @property
-    def dali_fields(self) -> list[str]:
-        return [f for f in self.fields if f not in self.tensor_columns]
+    @functools.cached_property
+    def dali_fields(self) -> tuple[str, ...]:
+        return tuple(f for f in self.fields if f not in self.tensor_columns)
 
-    @property
+    @functools.cached_property
     def dali_inputs(self) -> dict[str, str]:
         """{DALI input: DALI type name}, in the order the external source gives them."""
         if self.prepare is not None:

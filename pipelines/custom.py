@@ -55,10 +55,9 @@ class Custom(ConvertJob):
         )
         p.set_defaults(min_shards=1)  # as convert(): a small folder is one shard, not 64 tiny ones
 
-    def options(self, args: argparse.Namespace, beam_args: list[str]) -> JobOptions:
+    def options(self, p: argparse.ArgumentParser, args: argparse.Namespace, beam_args: list[str]) -> JobOptions:
         """The checks of this job's own options come first (no I/O but reading --classes), then the store
         checks every job makes (a glob's input is the folder before its first wildcard)."""
-        p = self.parser()
         args.classes_list = None
         if args.classes:
             try:

@@ -183,18 +183,22 @@ def _measure_loop(batches, args: argparse.Namespace) -> dict[str, float]:
     return _measure(batches, args.seconds, args.warmup, lambda b: (b["n"], b["bytes"]), args.device)
 
 
+def _image_loader_options(args: argparse.Namespace) -> dict[str, object]:
+    """The image loaders' options as the command gives them (ImageNet's and Open Images' runs alike)."""
+    return {
+        "batch_size": args.batch_size,
+        "train": not args.eval,
+        "device": args.device,
+        "num_threads": args.workers,
+        "image_size": args.image_size,
+    }
+
+
 def _measure_openimages(which: str, args: argparse.Namespace) -> dict[str, float]:
     from infra.bench.baselines import detection_batches
     from loaders import openimages_dali
 
-    loader = openimages_dali(
-        args.data,
-        batch_size=args.batch_size,
-        train=not args.eval,
-        device=args.device,
-        num_threads=args.workers,
-        image_size=args.image_size,
-    )
+    loader = openimages_dali(args.data, **_image_loader_options(args))
     if which == "loader":
         return _measure_loader(loader, args, "num_boxes")
     return _measure_loop(detection_batches(loader.split_url, args.batch_size, args.workers, args.image_size), args)
@@ -237,14 +241,7 @@ def _measure_one(which: str, args: argparse.Namespace) -> dict[str, float]:
 def _measure_imagenet(which: str, args: argparse.Namespace) -> dict[str, float]:
     from loaders import imagenet_dali
 
-    loader = imagenet_dali(
-        args.data,
-        batch_size=args.batch_size,
-        train=not args.eval,
-        device=args.device,
-        num_threads=args.workers,
-        image_size=args.image_size,
-    )
+    loader = imagenet_dali(args.data, **_image_loader_options(args))
     if which == "loader":
         return _measure_loader(loader, args, "label")
     if which.startswith("bare DALI"):

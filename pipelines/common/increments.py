@@ -27,8 +27,10 @@ import json
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
+from pipelines.common.increment_report import IncrementReport
+from pipelines.common.rawinputs import RawInputs, Stat, arrival, checksum, checksum_or_none, readable
 from pipelines.common.records import Pointer
 from pipelines.common.sharding import SplitPlan, num_shards
 from pipelines.common.shardwriter import PROGRESS_DIR, Encoder, write_shard
@@ -38,91 +40,10 @@ from shards.generations import new_folder, publish_generation, split_lock
 from shards.keys import shard_of
 from shards.manifest import check_folder, read_manifest
 from shards.quarantine import quarantine_entry
-from shards.units import counted
 
 __all__ = ["IncrementReport", "RawInputs", "SplitWatcher", "WATCH_DIR"]
 
 WATCH_DIR = "_watch"
-Stat = tuple[int, str]  # size, tag (ETag or mtime in ns)
-
-
-class RawInputs(Protocol):
-    """A dataset's part of watching (picklable): which raw files feed a split now, and their pointers."""
-
-    def inputs(self, split: str) -> dict[str, Stat]: ...
-
-    def pointers(self, split: str, files: dict[str, int]) -> list[Pointer]: ...
-
-
-@dataclasses.dataclass
-class IncrementReport:
-    split: str
-    generation: int | None  # None: nothing new, or not published (rejected)
-    files: int = 0
-    inputs: int = 0
-    samples: int = 0
-    shards: int = 0
-    quarantined: int = 0
-    changed: int = 0
-    unstable: int = 0
-    rejected: str | None = None  # why the increment was not published
-    latency: float | None = None  # publication - the newest input's arrival, seconds
-    waited: float | None = None  # publication - the oldest input's arrival
-    backlog: bool = False  # the first generation: what was there before the watcher started (latency means nothing)
-
-    def line(self, dataset: str) -> str:
-        head = f"[{dataset} {self.split}]"
-        waiting = f", {self.unstable} still being written" if self.unstable else ""
-        if self.rejected:
-            return f"{head} increment NOT published: {self.rejected}{waiting}"
-        if self.generation is None:
-            return f"{head} nothing new{waiting}"
-        changed = f", {self.changed} changed after conversion (quarantined)" if self.changed else ""
-        when = (
-            "the backlog found at the start, in one increment"
-            if self.backlog
-            else f"published {self.latency:.1f}s after the newest input arrived ({self.waited:.1f}s after the oldest)"
-        )
-        return (
-            f"{head} generation {self.generation}: {counted(self.files, 'file')}, {counted(self.inputs, 'input')} -> "
-            f"{counted(self.samples, 'sample')} in {counted(self.shards, 'shard')}, {self.quarantined} quarantined"
-            f"{changed}{waiting}; {when}"
-        )
-
-
-def _checksum(url: str) -> str:
-    """CRC32C of a file's bytes, hex: the checksum GCS and S3 keep for objects; 6x faster than sha256 here (10 vs
-    1.7 GB/s), which kept a backlog's extra pass from costing the watcher a quarter of the batch job's time."""
-    import google_crc32c
-
-    crc = 0
-    with storage.open_read(url, block_size=8 << 20) as f:
-        while chunk := f.read(8 << 20):
-            crc = google_crc32c.extend(crc, chunk)
-    return f"{crc:08x}"
-
-
-def _checksum_or_none(url: str) -> str | None:
-    try:
-        return _checksum(url)
-    except OSError:  # gone or unreadable since the listing: its inputs are quarantined by the writer
-        return None
-
-
-def _readable(url: str) -> bool:
-    try:
-        with storage.open_read(url) as f:
-            f.read(1)
-        return True
-    except OSError:
-        return False
-
-
-def _arrival(url: str, stat: Stat, first_seen: float) -> float:
-    """When a file arrived: its modification time where the tag is one (local files), else when first listed."""
-    if storage.is_local(url) and stat[1].isdigit():
-        return min(first_seen, int(stat[1]) / 1e9)
-    return first_seen
 
 
 class SplitWatcher:
@@ -205,13 +126,13 @@ class SplitWatcher:
         for url, stat in listing.items():
             self.first_seen.setdefault(url, now)
             known = self.ledger.get(url)
-            if known is None and url in self.unread and not _readable(url):
+            if known is None and url in self.unread and not readable(url):
                 continue  # still unreadable: tried again once it reads, with no generation per tick meanwhile
             if known is None or ((known["size"], known["tag"]) != stat and self.same_bytes.get(url) != stat):
                 fresh[url] = stat
         # the same size and tag `settle` seconds later, or it is still being written; a local file last modified
         # longer ago than that has shown it already (its tag is its modification time)
-        young = {u: s for u, s in fresh.items() if now - _arrival(u, s, now) < self.settle}
+        young = {u: s for u, s in fresh.items() if now - arrival(u, s, now) < self.settle}
         if young:
             time.sleep(self.settle)
             again = self.raw.inputs(self.plan.split)
@@ -228,7 +149,7 @@ class SplitWatcher:
         for url in [u for u in stable if u in self.ledger and "rejected" not in self.ledger[u]]:
             stat = stable.pop(url)
             try:
-                crc = _checksum(url)
+                crc = checksum(url)
             except FileNotFoundError:  # removed since the listing: nothing to report
                 continue
             if crc == self.ledger[url]["crc32c"]:
@@ -268,7 +189,7 @@ class SplitWatcher:
         whole = {p.url for p in pointers if p.offset == 0 and p.length == stable.get(p.url, (-1,))[0]}
         rest = [u for u in stable if u not in whole]
         with cf.ThreadPoolExecutor(8) as pool:  # google_crc32c releases the GIL
-            digests = dict(zip(rest, pool.map(_checksum_or_none, rest), strict=True))
+            digests = dict(zip(rest, pool.map(checksum_or_none, rest), strict=True))
         out = []
         for p in pointers:
             owner = self.keys.get(p.key)
@@ -305,7 +226,7 @@ class SplitWatcher:
                 }
             )
         arrivals = [
-            _arrival(u, s, self.first_seen.get(u, time.time())) for u, s in [*stable.items(), *(c[:2] for c in changed)]
+            arrival(u, s, self.first_seen.get(u, time.time())) for u, s in [*stable.items(), *(c[:2] for c in changed)]
         ]
         header = {"files": files, "changed": changes, "arrivals": [min(arrivals), max(arrivals)]}
         folder = new_folder("inc")
@@ -394,7 +315,7 @@ class SplitWatcher:
         for f in header["files"]:  # checksums the writers computed; a file no writer read whole is read here
             f["crc32c"] = None if f["url"] in unread else f["crc32c"] or read.get(f["url"])
             if f["crc32c"] is None and f["url"] not in unread:
-                f["crc32c"] = _checksum_or_none(f["url"])
+                f["crc32c"] = checksum_or_none(f["url"])
             if f["crc32c"] is None:  # never read: not converted; tried again when it reads (its entry says why)
                 f["unread"] = True
         storage.write_bytes(

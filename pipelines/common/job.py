@@ -29,6 +29,7 @@ import sys
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, ClassVar
 
+from pipelines.common.downloads import Dataset
 from pipelines.common.errors import LayoutError, UsageError
 from pipelines.common.options import JobOptions, base_parser, job_options, split_argv, use_storage_options
 from pipelines.common.plan import SplitPlan
@@ -93,7 +94,7 @@ class DatasetJob:
     layouts: ClassVar[str] = ""
     watch: ClassVar[bool | str] = False  # True: --watch works (`watched`); a string: why it is refused
     usage_errors: ClassVar[tuple[type[BaseException], ...]] = ()  # more errors that mean "not this input"
-    download: ClassVar[Any] = None  # where it is published (`pipelines.common.downloads.Dataset`): `fetch`, --help
+    download: ClassVar[Dataset | None] = None  # where it is published: `python -m pipelines fetch`, --help
 
     # ------------------------------------------------------------ what a dataset supplies
 
@@ -155,7 +156,8 @@ class DatasetJob:
             refuse_watch(p, self.watch)
         return p
 
-    def options(self, args: argparse.Namespace, beam_args: list[str]) -> JobOptions:
+    def options(self, p: argparse.ArgumentParser, args: argparse.Namespace, beam_args: list[str]) -> JobOptions:
+        """The common options checked (the stores too); a job checks its own first here, if any."""
         return job_options(args, beam_args)
 
     def main(self, argv: list[str] | None = None) -> int:
@@ -168,7 +170,7 @@ class DatasetJob:
         p = self.parser()
         args = p.parse_args(ours)
         watching = watch_options(args) if self.watch is True and args.watch else None
-        run = Run(args, self.options(args, beam_args), beam_args, p)
+        run = Run(args, self.options(p, args, beam_args), beam_args, p)
         try:
             found = self.detect(run)
             job = run.job.present(found.splits) if found.splits is not None else run.job

@@ -11,6 +11,7 @@ import os
 import re
 from typing import Any
 
+from pipelines.common.downloads import Dataset
 from shards import storage
 from shards.units import parse_size
 
@@ -138,7 +139,7 @@ def fraction_arg(text: str) -> float:
 
 
 def base_parser(
-    prog: str, description: str, *, splits: str, layouts: str = "", download: Any = None
+    prog: str, description: str, *, splits: str, layouts: str = "", download: Dataset | None = None
 ) -> argparse.ArgumentParser:
     """The options every job has; `layouts` (the input layouts the job reads) opens the help's epilog, and where
     the data is published (`download`, a `pipelines.common.downloads.Dataset`) follows."""

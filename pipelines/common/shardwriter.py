@@ -206,6 +206,10 @@ class _Samples:
         # CRC32C of inputs read from offset 0 (a watcher's plan asks: it records what it converted; computed here
         # on bytes read anyway, since a separate pass over a 2 GB backlog cost the watcher 1.3-1.9 s of a 6 s job)
         self.checksums: dict[str, str] | None = {} if plan.input_checksums else None
+        if plan.input_checksums:
+            import google_crc32c
+
+            self._crc = google_crc32c.value
         self.side_rows: list[tuple[str, bytes]] = []  # (key, json) of written samples, for the side table
         self.unread: set[str] = set()  # inputs that could not be read (gone, truncated since listing)
         self.expanded = 0  # outcomes (samples or quarantine entries) beyond one per input
@@ -223,9 +227,7 @@ class _Samples:
         _note_input(f"{_source(p)} (key {p.key})")
         data = self.reader.read(p.url, p.offset, p.length) if p.length else b""
         if self.checksums is not None and p.offset == 0:  # a whole file, for the watcher's ledger
-            import google_crc32c
-
-            self.checksums[p.url] = f"{google_crc32c.value(data):08x}"
+            self.checksums[p.url] = f"{self._crc(data):08x}"
         sample = self.encode(p, data)
         if self.tar and not isinstance(sample, Expanded) and (bad := _named(p.key, sample, self.tar)):
             raise bad

@@ -21,8 +21,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # Beam is imported only when the job runs, after the arguments are checked
-    from pipelines.common.increments import RawInputs
     from pipelines.common.options import JobOptions
+    from pipelines.common.rawinputs import RawInputs
     from pipelines.common.shardwriter import Encoder
 
 __all__ = ["WatchOptions", "add_watch_options", "parse_duration", "refuse_watch", "run_watch", "watch_options"]
