@@ -19,7 +19,7 @@ from loaders.cache import ShardCache
 from loaders.elastic import check_data, check_elastic, check_state, data_digest, fingerprint
 from loaders.integrity import Verifier
 from loaders.mixture import Mixture, Source, open_sources
-from loaders.plan import consumed_after, plan_epoch
+from loaders.plan import PLAN_VERSION, consumed_after, plan_epoch
 from loaders.preflight import refuse_unpinned, require_gpu
 from loaders.source import BatchSource
 from loaders.spec import LoaderOptions, ReadSpec
@@ -307,6 +307,7 @@ class DaliLoader:
         one on another number of ranks continues the epoch with what all ranks have not read yet (any one rank's
         state is enough: ranks advance together; `loaders.elastic.merge_states` checks a set of them)."""
         return {
+            "plan": PLAN_VERSION,
             "epoch": self.epoch,
             "batch": self._consumed,
             "batch_size": self.batch_size,
@@ -322,7 +323,7 @@ class DaliLoader:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_state(state, self.seed, fingerprint(self.specs, self.epoch_size, self.open_shards))
+        check_state(state, self.seed, fingerprint(self.specs, self.epoch_size, self.open_shards), PLAN_VERSION)
         generations = state.get("generations", [state.get("generation", 0)])
         if generations != self.generations:  # the epoch was planned over those generations
             self._open(generations)

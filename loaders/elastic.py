@@ -14,6 +14,7 @@ from typing import Any
 __all__ = [
     "check_data",
     "check_elastic",
+    "check_plan",
     "check_state",
     "check_state_shape",
     "data_digest",
@@ -87,9 +88,25 @@ def check_elastic(state: dict[str, Any], consumed: Sequence[tuple[int, int]], to
         )
 
 
-def check_state(state: dict[str, Any], seed: int, mine: dict[str, Any]) -> None:
-    """ValueError naming what differs when `state` is from another seed, mixture or epoch size."""
+def check_plan(state: dict[str, Any], version: int) -> None:
+    """ValueError when `state` was saved by a plan (loaders/plan.py's `PLAN_VERSION`) whose order differs from this
+    one's for its sources. States without a version are version 1: the same order, but for subsets."""
+    theirs = state.get("plan", 1)
+    if not _whole(theirs) or theirs < 1:
+        raise ValueError(f"state's plan is {theirs!r}, not a plan version (a whole number >= 1)")
+    subsets = [s[0] for s in (state.get("mixture") or {}).get("sources", []) if s[4] is not None]
+    if theirs != version and (theirs > version or (theirs == 1 and subsets)):
+        raise ValueError(
+            f"state was saved by plan version {theirs}, which orders {', '.join(subsets) or 'the epoch'} "
+            f"differently from this loader's plan version {version}, so the epoch cannot resume exactly - start "
+            "the next epoch without it"
+        )
+
+
+def check_state(state: dict[str, Any], seed: int, mine: dict[str, Any], version: int) -> None:
+    """ValueError naming what differs when `state` is from another seed, mixture, epoch size or plan."""
     check_state_shape(state)
+    check_plan(state, version)
     if state["seed"] != seed:
         raise ValueError(f"state was saved with seed={state['seed']}, this loader has seed={seed}")
     theirs = state.get("mixture")
@@ -112,7 +129,7 @@ def merge_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One state for a resumed job from every rank's: ValueError unless they come from one job at one point."""
     if not states:
         raise ValueError("no states given")
-    keys = ("epoch", "batch", "batch_size", "seed", "world_size", "generations", "consumed", "mixture")
+    keys = ("plan", "epoch", "batch", "batch_size", "seed", "world_size", "generations", "consumed", "mixture")
     first = states[0]
     for s in states[1:]:
         diff = [k for k in keys if s.get(k) != first.get(k)]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from loaders.plan import SourcePlan
+from loaders.plan import SourcePlan, Subset
 from loaders.reading import Ragged
 
 __all__ = ["MissingFields", "Mixture", "MixedReader", "Source", "first_url", "mix", "open_sources", "source_plans"]
@@ -65,7 +65,7 @@ def mix(*sources: Source | str | tuple[str, float]) -> Mixture:
     return Mixture(tuple(out))
 
 
-def _subset(sizes: Sequence[int], subset: float | int, seed: int, s: int, url: str) -> tuple[np.ndarray, np.ndarray]:
+def _subset(sizes: Sequence[int], subset: float | int, seed: int, s: int, url: str) -> Subset:
     total = int(sum(sizes))
     if isinstance(subset, float) and not isinstance(subset, bool):
         if not 0 < subset <= 1:
@@ -75,10 +75,7 @@ def _subset(sizes: Sequence[int], subset: float | int, seed: int, s: int, url: s
         n = subset
     else:
         raise ValueError(f"{url}: subset={subset!r} must be a fraction in (0, 1] or a count in 1..{total}")
-    pick = np.sort(np.random.default_rng([seed, s, 99]).choice(total, n, replace=False))
-    bounds = np.cumsum([0, *sizes])
-    shard = (np.searchsorted(bounds, pick, side="right") - 1).astype(np.int32)
-    return shard, (pick - bounds[shard]).astype(np.int32)
+    return Subset.draw(sizes, n, seed, s)
 
 
 def source_plans(
@@ -91,7 +88,7 @@ def source_plans(
         _subset(sz, s.subset, seed, i, s.url) if s.subset is not None else None
         for i, (s, sz) in enumerate(zip(sources, sizes, strict=True))
     ]
-    counts = [len(m[0]) if m is not None else int(sum(sz)) for m, sz in zip(members, sizes, strict=True)]
+    counts = [int(m.counts.sum()) if m is not None else int(sum(sz)) for m, sz in zip(members, sizes, strict=True)]
     for s, n in zip(sources, counts, strict=True):
         if n == 0:
             raise ValueError(f"{s.url}: the source has no samples")

@@ -29,8 +29,10 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "PLAN_VERSION",
     "EpochPlan",
     "SourcePlan",
+    "Subset",
     "consumed_after",
     "epoch_order",
     "epoch_slice",
@@ -42,20 +44,80 @@ __all__ = [
 
 Intervals = list[tuple[int, int]]  # [start, stop) ranges of positions in the epoch's global order
 
+# Saved in loader states. 2: subsets drawn shard by shard (`Subset`); the order of sources without a subset is
+# the same as version 1's, so only a version-1 state with a subset is refused.
+PLAN_VERSION = 2
+
+_MARGINALS = 10**9 - 1  # NumPy's multivariate hypergeometric takes fewer samples than 10**9 per draw
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Subset:
+    """A fixed, seeded part of a source, made shard by shard: `counts[i]` samples of shard i (drawn for all shards
+    at once, so the total is exact), which ones drawn when shard i's window is made. O(shards) to hold; no
+    per-sample array."""
+
+    counts: np.ndarray  # int64, per shard
+    key: tuple[int, ...]
+
+    @classmethod
+    def draw(cls, sizes: Sequence[int], n: int, seed: int, s: int) -> Subset:
+        """n samples of shards of `sizes`, each set of n equally likely (up to 10**9 samples; beyond, the split
+        between groups of shards of fewer is binomial)."""
+        sizes_ = np.asarray(sizes, np.int64)
+        gen, counts = _rng(seed, s, 99), np.zeros(len(sizes_), np.int64)
+        groups, at, acc = [], 0, 0  # consecutive shards, fewer than 10**9 samples each (or one shard)
+        for i, x in enumerate(sizes_.tolist()):
+            if acc + x > _MARGINALS and i > at:
+                groups.append((at, i))
+                at, acc = i, 0
+            acc += x
+        groups.append((at, len(sizes_)))
+
+        def split(lo: int, hi: int, k: int) -> None:
+            if hi - lo == 1:
+                a, b = groups[lo]
+                if b - a == 1:
+                    counts[a] = k
+                else:
+                    counts[a:b] = gen.multivariate_hypergeometric(sizes_[a:b], k, method="marginals")
+                return
+            mid = (lo + hi) // 2
+            left, right = (
+                int(sizes_[groups[lo][0] : groups[mid][0]].sum()),
+                int(sizes_[groups[mid][0] : groups[hi - 1][1]].sum()),
+            )
+            x = min(max(int(gen.binomial(k, left / (left + right))), k - right), left)
+            split(lo, mid, x)
+            split(mid, hi, k - x)
+
+        split(0, len(groups), n)
+        return cls(counts, (seed, s, 99))
+
+    def samples(self, shard: int, size: int) -> np.ndarray:
+        """The chosen samples of one shard (of `size` samples), ascending."""
+        pick = _rng(*self.key, shard).choice(size, int(self.counts[shard]), replace=False)
+        return np.sort(pick).astype(np.int32)
+
 
 @dataclasses.dataclass(frozen=True)
 class SourcePlan:
-    """What the plan needs of one source: samples per shard, how many to take per epoch, and its members (all
-    samples, or a fixed subset as (shard, sample) arrays)."""
+    """What the plan needs of one source: samples per shard, how many to take per epoch, and which of its samples
+    it gives (all, or a fixed `Subset`)."""
 
     sizes: tuple[int, ...]
     take: int
     repeat: bool = False
-    members: tuple[np.ndarray, np.ndarray] | None = None  # a subset; None: every sample
+    subset: Subset | None = None
 
     @property
     def count(self) -> int:
-        return len(self.members[0]) if self.members is not None else int(sum(self.sizes))
+        return int(self.subset.counts.sum()) if self.subset is not None else int(sum(self.sizes))
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Samples given per shard."""
+        return self.subset.counts if self.subset is not None else np.asarray(self.sizes, np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +142,15 @@ def _rng(*key: int) -> np.random.Generator:
 
 def _pass(src: SourcePlan, seed: int, s: int, k: int, open_shards: int) -> tuple[np.ndarray, np.ndarray]:
     """Source s's k-th pass: every member once, shards permuted, samples shuffled within windows of shards."""
-    if src.members is not None:
-        shard, sample = src.members
+    counts = src.counts
+    shard = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    if src.subset is not None:
+        parts = [src.subset.samples(i, size) for i, size in enumerate(src.sizes)]
+        sample = np.concatenate(parts) if parts else np.zeros(0, np.int32)
     else:
-        sizes = np.asarray(src.sizes, np.int64)
-        shard = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
-        sample = (np.arange(len(shard), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)).astype(np.int32)
+        sample = (np.arange(len(shard), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)).astype(
+            np.int32
+        )
     rank_of_shard = np.empty(len(src.sizes), np.int64)
     rank_of_shard[_rng(seed, s, k, 0).permutation(len(src.sizes))] = np.arange(len(src.sizes))
     window = rank_of_shard[shard] // open_shards
@@ -140,12 +205,8 @@ class _Pass:
 
     def __init__(self, src: SourcePlan, seed: int, s: int, k: int, open_shards: int):
         n = len(src.sizes)
-        self.members = src.members
-        if src.members is None:
-            counts = np.asarray(src.sizes, np.int64)
-        else:
-            counts = np.bincount(src.members[0], minlength=n).astype(np.int64)
-        self.counts = counts
+        self.subset, self.sizes = src.subset, src.sizes
+        counts = self.counts = src.counts
         self.first = np.cumsum(counts) - counts  # stream offset (member index) of each shard's first member
         rank_of_shard = np.empty(n, np.int64)
         rank_of_shard[_rng(seed, s, k, 0).permutation(n)] = np.arange(n)
@@ -173,10 +234,10 @@ class _Pass:
             keys.append(gen.random(count))
             at = first + count
             shard_ids.append(np.full(count, sh, np.int32))
-            if self.members is None:
+            if self.subset is None:
                 samples.append(np.arange(count, dtype=np.int32))
             else:
-                samples.append(self.members[1][first : first + count])
+                samples.append(self.subset.samples(sh, self.sizes[sh]))
         if not keys:
             return np.zeros(0, np.int32), np.zeros(0, np.int32)
         order = np.argsort(np.concatenate(keys), kind="stable")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loaders.mixture import Source, source_plans
-from loaders.plan import SourcePlan, consumed_after, epoch_order, plan_epoch
+from loaders.plan import SourcePlan, Subset, consumed_after, epoch_order, plan_epoch
 
 SIZES = st.lists(st.integers(1, 60), min_size=1, max_size=30)
 
@@ -116,6 +116,31 @@ def test_subset_is_fixed_and_seeded():
     assert set(pairs(plan_epoch(other, seed=6, epoch=0, world_size=1, rank=0))) != e0
 
 
+def test_a_subset_of_2b_samples_is_exact_and_held_as_counts_per_shard():
+    sizes = [10_000] * 200_000  # beyond one hypergeometric draw (< 10**9): groups of shards are split first
+    sub = Subset.draw(sizes, 123_456_789, seed=3, s=0)
+    assert sub.counts.sum() == 123_456_789 and sub.counts.min() >= 0 and sub.counts.max() <= 10_000
+    assert sub.counts.nbytes == 8 * 200_000  # no per-sample array
+    picked = sub.samples(17, 10_000)
+    assert len(picked) == sub.counts[17] == len(np.unique(picked)) and picked.max() < 10_000
+    assert np.array_equal(picked, Subset.draw(sizes, 123_456_789, seed=3, s=0).samples(17, 10_000))
+
+
+@pytest.mark.parametrize("group", [10**9 - 1, 8])  # one hypergeometric draw; groups of shards split binomially
+def test_a_subset_draws_every_sample_equally_often(monkeypatch, group):
+    monkeypatch.setattr("loaders.plan._MARGINALS", group)
+    sizes, n, draws = [3, 5, 2, 7], 6, 3000
+    hits = np.zeros(sum(sizes))
+    for seed in range(draws):
+        sub = Subset.draw(sizes, n, seed, 0)
+        ids = np.concatenate(
+            [sub.samples(i, k) + off for i, (k, off) in enumerate(zip(sizes, [0, 3, 8, 10], strict=True))]
+        )
+        assert len(np.unique(ids)) == n
+        hits[ids] += 1
+    assert np.allclose(hits / draws, n / sum(sizes), atol=0.04)  # 4.6 standard deviations
+
+
 @pytest.mark.parametrize(
     ("sources", "kwargs", "message"),
     [
@@ -177,15 +202,15 @@ def test_each_rank_computes_exactly_its_block_of_the_whole_epoch(sources, seed, 
     subsets, and after an elastic resume."""
     plans = []
     for i, (sizes, kind, subset) in enumerate(sources):
-        members = None
+        chosen = None
         if subset:
-            members = source_plans(
+            chosen = source_plans(
                 [Source(f"s{i}", subset=max(1, sum(sizes) // 2))], [sizes], seed=seed, epoch_size=None
             )
-            members = members[0].members
-        count = len(members[0]) if members is not None else sum(sizes)
+            chosen = chosen[0].subset
+        count = int(chosen.counts.sum()) if chosen is not None else sum(sizes)
         take = [count, max(1, count // 3), 2 * count + 1][kind]
-        plans.append(SourcePlan(tuple(sizes), take=take, repeat=kind == 2, members=members))
+        plans.append(SourcePlan(tuple(sizes), take=take, repeat=kind == 2, subset=chosen))
     total = sum(p.take for p in plans)
     consumed = consumed_after(total, [], world + 1, stop * 3) if stop else []
     for rank in range(world):
