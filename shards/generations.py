@@ -35,7 +35,7 @@ from typing import Any
 
 from shards import storage
 from shards.errors import GenerationCollected, ManifestError, ManifestMissing
-from shards.manifest import build_manifest, dumps_manifest, read_manifest, validate_manifest
+from shards.manifest import build_manifest, encode_manifest, parse_manifest, read_manifest, validate_manifest
 from shards.quarantine import dumps_quarantine, read_quarantine
 
 __all__ = [
@@ -90,10 +90,9 @@ def read_generation(url: str, generation: int | None = None) -> dict[str, Any]:
     split = url.rstrip("/").removesuffix("/manifest.json")
     snap = storage.join(split, snapshot_path(generation))
     try:
-        m = json.loads(storage.read_bytes(snap))
+        m = parse_manifest(storage.read_bytes(snap), snap, split)
     except FileNotFoundError:
         raise ManifestError(f"{snap}: generation {generation} has no snapshot (never published, or removed)") from None
-    validate_manifest(m, url=snap)
     retired = {r["generation"]: r for r in current.get("retired", [])}
     gone = [
         g["generation"] for g in m["generations"] if g["generation"] in retired and _collected(retired[g["generation"]])
@@ -270,8 +269,9 @@ def publish_generation(
     manifest.update(version=VERSION, generation=number, generations=generations, retired=retired)
     manifest["quarantine"]["path"] = cumulative
     validate_manifest(manifest, url=split_url)
-    storage.write_bytes(storage.join(split_url, snapshot_path(number)), dumps_manifest(manifest))
-    storage.write_bytes(storage.join(split_url, "manifest.json"), dumps_manifest(manifest))  # the commit point
+    encoded = encode_manifest(split_url, manifest)
+    storage.write_bytes(storage.join(split_url, snapshot_path(number)), encoded)
+    storage.write_bytes(storage.join(split_url, "manifest.json"), encoded)  # the commit point
     return manifest
 
 
@@ -289,5 +289,5 @@ def collect(split_url: str, *, grace: float = DEFAULT_GRACE, now: float | None =
             removed.append(r["folder"])
             changed = True
     if changed:  # the same generation, with its retired list brought up to date
-        storage.write_bytes(storage.join(split_url, "manifest.json"), dumps_manifest(m))
+        storage.write_bytes(storage.join(split_url, "manifest.json"), encode_manifest(split_url, m))
     return removed

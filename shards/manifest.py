@@ -16,8 +16,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from shards import storage
 from shards.errors import ManifestError, ManifestMissing
+from shards.table import TABLE_MIN_SHARDS, ShardTable, read_table, write_table
 
 __all__ = [
     "FORMAT",
@@ -27,6 +30,8 @@ __all__ = [
     "build_manifest",
     "validate_manifest",
     "dumps_manifest",
+    "encode_manifest",
+    "parse_manifest",
     "write_manifest",
     "read_manifest",
     "split_url_of",
@@ -129,8 +134,47 @@ def check_folder(name: Any, url: str, what: str) -> None:
     )
 
 
+# segments of letters, digits, _ - and dots, none starting with a dot: what `check_relpath` passes without a doubt
+_PLAIN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$"
+
+
+def _check_relpaths(paths: Any, url: str, what: str) -> None:
+    """`check_relpath` over an Arrow column of paths: the plain ones at once, the others one by one."""
+    import pyarrow.compute as pc
+
+    plain = pc.fill_null(pc.match_substring_regex(paths, _PLAIN), True)  # no value: not a path to check here
+    for i in np.flatnonzero(~plain.to_numpy(zero_copy_only=False)).tolist():
+        check_relpath(paths[i].as_py(), url, f"shards[{i}].{what}")
+
+
+def _validate_table(shards: ShardTable, url: str) -> None:
+    """`_validate_shards` over a shard table's columns (a Python loop only for the paths' check)."""
+    import pyarrow.compute as pc
+
+    for k in ("path", "num_samples", "num_bytes", "sha256"):
+        _require(shards.has(k), url, f"the shard table lacks {k!r}")
+    for k in ("num_samples", "num_bytes"):
+        bad = np.flatnonzero(shards.column(k) < 0)  # no value (a table's types make every value a whole number)
+        _require(not len(bad), url, f"shards[{bad[0] if len(bad) else 0}].{k} has no value")
+    paths = shards.column("path")
+    _require(paths.null_count == 0, url, "a shard of the table has no 'path'")
+    _check_relpaths(paths, url, "path")
+    _require(pc.count_distinct(paths).as_py() == len(shards), url, "the shard table lists a path twice")
+    sha = shards.column("sha256")
+    ok = pc.fill_null(pc.match_substring_regex(sha, "^[0-9a-f]{64}$"), False)
+    _require(pc.all(ok).as_py() is not False, url, "a shard's sha256 in the table is not hex")
+    tars = pc.ends_with(paths, ".tar")
+    if pc.any(tars).as_py():
+        _require(shards.has("idx"), url, "the shard table's tars have no 'idx' paths")
+        idx = shards.column("idx")
+        _require(not pc.any(pc.and_(tars, pc.is_null(idx))).as_py(), url, "a tar of the shard table has no 'idx'")
+        _check_relpaths(idx, url, "idx")
+
+
 def _validate_shards(m: Mapping[str, Any], url: str) -> None:
     shards = m["shards"]
+    if isinstance(shards, ShardTable):
+        return _validate_table(shards, url)
     _require(isinstance(shards, list), url, "'shards' must be a list")
     paths: set[str] = set()
     for i, s in enumerate(shards):
@@ -168,7 +212,12 @@ def validate_manifest(m: Any, *, url: str = "<manifest>") -> None:
     _require(isinstance(n, int) and not isinstance(n, bool) and n >= 0, url, f"'num_samples' is {n!r}")
     _require(isinstance(m["fields"], dict) and m["fields"], url, "'fields' must be a non-empty object")
     _validate_shards(m, url)
-    total = sum(s["num_samples"] for s in m["shards"])
+    shards = m["shards"]
+    total = (
+        int(shards.column("num_samples").sum())
+        if isinstance(shards, ShardTable)
+        else sum(s["num_samples"] for s in shards)
+    )
     _require(total == n, url, f"shards hold {total} samples but 'num_samples' says {n}")
     classes = m["classes"]
     if classes is not None:
@@ -210,7 +259,12 @@ def _validate_generations(m: Mapping[str, Any], url: str) -> None:
     _require(numbers == sorted(set(numbers)), url, f"generations {numbers} are not increasing")
     _require(m["generation"] == numbers[-1], url, f"'generation' {m['generation']} is not the newest, {numbers[-1]}")
     per_gen: dict[int, int] = {}
-    for i, s in enumerate(m["shards"]):
+    if isinstance(m["shards"], ShardTable):
+        of = m["shards"].column("generation") if m["shards"].has("generation") else np.full(len(m["shards"]), -1)
+        stray = np.flatnonzero(~np.isin(of, numbers))
+        _require(not len(stray), url, f"shards[{stray[0] if len(stray) else 0}] is in no live generation")
+        per_gen = {int(g): int(n) for g, n in zip(*np.unique(of, return_counts=True), strict=True)}
+    for i, s in enumerate(m["shards"] if not isinstance(m["shards"], ShardTable) else ()):
         _require(s.get("generation") in numbers, url, f"shards[{i}] is in no live generation ({s.get('generation')!r})")
         per_gen[s["generation"]] = per_gen.get(s["generation"], 0) + 1
     for g in gens:
@@ -261,11 +315,23 @@ def split_url_of(url: str) -> str:
     return url[: -len(MANIFEST_NAME) - 1] if url.endswith("/" + MANIFEST_NAME) else url
 
 
+def encode_manifest(split_url: str, m: Mapping[str, Any]) -> bytes:
+    """The bytes of manifest.json for `m`: canonical JSON, its shard list written first as a shard table
+    (shards/table.py) when it has `TABLE_MIN_SHARDS` shards or more."""
+    body = {k: v for k, v in m.items() if k != "shard_table"}
+    if len(m["shards"]) >= TABLE_MIN_SHARDS:
+        body.pop("shards")
+        body["shard_table"] = write_table(split_url_of(split_url), m["shards"])
+    elif isinstance(m["shards"], ShardTable):
+        body["shards"] = list(m["shards"])
+    return dumps_manifest(body)
+
+
 def write_manifest(split_url: str, m: Mapping[str, Any]) -> str:
     """Validate and publish the manifest atomically; call it last, after every shard is published."""
     url = storage.join(split_url_of(split_url), MANIFEST_NAME)
     validate_manifest(m, url=url)
-    storage.write_bytes(url, dumps_manifest(m))
+    storage.write_bytes(url, encode_manifest(split_url, m))
     return url
 
 
@@ -286,9 +352,23 @@ def read_manifest(url: str) -> dict[str, Any]:
         raw = storage.read_bytes(murl)
     except FileNotFoundError:
         raise ManifestMissing(f"{murl}: {_why_missing(murl)}") from None
+    return parse_manifest(raw, murl, split_url_of(url))
+
+
+def parse_manifest(raw: bytes, url: str, split_url: str) -> dict[str, Any]:
+    """A manifest (or a generation's snapshot) of the split at `split_url` from its bytes at `url`, its shard table
+    read, and validated."""
     try:
         m = json.loads(raw)
     except ValueError as e:
-        raise ManifestError(f"{murl}: manifest is not valid JSON ({e})") from None
-    validate_manifest(m, url=murl)
+        raise ManifestError(f"{url}: manifest is not valid JSON ({e})") from None
+    if isinstance(m, dict) and "shard_table" in m and "shards" not in m:
+        ref = m["shard_table"]
+        _require(isinstance(ref, dict) and isinstance(ref.get("path"), str), url, "'shard_table' needs a 'path'")
+        check_relpath(ref["path"], url, "shard_table.path")
+        try:
+            m["shards"] = read_table(split_url, ref, url)
+        except ValueError as e:
+            raise ManifestError(str(e)) from None
+    validate_manifest(m, url=url)
     return m
