@@ -97,6 +97,7 @@ class DaliLoader:
         self._base_epoch = -1
         self._planner: ThreadPoolExecutor | None = None
         self._ahead: tuple[int, Any, Future] | None = None  # (epoch, the sources it plans over, its plan)
+        self._planned: tuple[int, Any, list] | None = None  # (epoch, sources, consumed) of `_plan`
         self._open(self._newest(pinned=True))
         self._graph = graph
         self.epoch = 0
@@ -177,12 +178,16 @@ class DaliLoader:
         self._ahead = (epoch, self._plans, self._planner.submit(plan_epoch, self._plans, **self._plan_args(epoch)))
 
     def _plan_for(self, epoch: int) -> None:
+        consumed = list(self._plan_args(epoch)["consumed"])
+        done = self._planned
+        if done is not None and done[0] == epoch and done[1] is self._plans and done[2] == consumed:
+            return  # made already (at construction, for the first epoch)
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == epoch and ahead[1] is self._plans and epoch != self._base_epoch:
             plan = ahead[2].result()  # made in the background over the same sources
         else:
             plan = plan_epoch(self._plans, **self._plan_args(epoch))
-        self._plan = plan
+        self._plan, self._planned = plan, (epoch, self._plans, consumed)
         n = len(plan)
         self.batches_per_epoch = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
         # batch -> the shards whose last planned sample it holds: after it, the cache may evict them again

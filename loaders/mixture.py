@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from loaders.entries import Chained
 from loaders.plan import SourcePlan, Subset
 from loaders.reading import Ragged
 
@@ -162,13 +163,18 @@ def open_sources(
                         f"{url}: field {f!r} is {m['fields'][f]!r} here but {first['fields'][f]!r} in "
                         f"{split_url_of(specs[0].url)}; mixed sources must agree"
                     )
-        arrow = bool(m["shards"]) and m["shards"][0]["path"].endswith(".arrow")
-        if manifests and arrow != (manifests[0]["shards"][0]["path"].endswith(".arrow")):
+        arrow = _arrow(m)
+        if manifests and arrow != _arrow(manifests[0]):
             raise ValueError(f"{url}: Arrow and tar splits cannot be mixed")
         manifests.append(m)
         readers.append((ArrowSampleReader if arrow else SampleReader)(url, m, cache))
     plans = source_plans(specs, [r.sizes() for r in readers], seed=seed, epoch_size=epoch_size)
     return manifests, (readers[0] if len(readers) == 1 else MixedReader(readers)), plans
+
+
+def _arrow(manifest: dict[str, Any]) -> bool:
+    shards = manifest["shards"]
+    return bool(len(shards)) and shards[0]["path"].endswith(".arrow")
 
 
 class MixedReader:
@@ -177,7 +183,7 @@ class MixedReader:
     def __init__(self, readers: Sequence[Any]):
         self.readers = list(readers)
         self.offsets = np.cumsum([0, *(len(r.urls) for r in self.readers)])
-        self.urls = [u for r in self.readers for u in r.urls]
+        self.urls = Chained([r.urls for r in self.readers])
 
     def _local(self, shard: int) -> tuple[Any, int]:
         s = int(np.searchsorted(self.offsets, shard, side="right") - 1)

@@ -18,10 +18,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from loaders.cache import ShardCache, ShardJob
+from loaders.entries import ShardEntries
 from shards import storage
 from shards.errors import ShardFormatError
 from shards.idx import parse_index, sample_members
-from shards.tario import check_indexed_member
+from shards.tario import TarMember, check_indexed_member
 
 __all__ = ["SampleReader", "ArrowSampleReader", "Ragged"]
 
@@ -44,7 +45,8 @@ def _map(path: str, url: str, expected: int) -> np.ndarray:
 class _TarShard(NamedTuple):
     data: np.ndarray  # the mapped tar
     keys: list[str]
-    members: list[dict[str, tuple[int, int]]]  # per sample: ext -> (offset, size)
+    members: list[dict[str, TarMember]]  # per sample: ext -> member (name, offset, size)
+    checked: np.ndarray  # per sample: its members' tar headers were checked (`check_indexed_member`)
 
 
 class SampleReader:
@@ -52,31 +54,39 @@ class SampleReader:
 
     def __init__(self, split_url: str, manifest: dict[str, Any], cache: ShardCache):
         self.split_url = split_url
-        self.entries = [e for e in manifest["shards"] if e["path"].endswith(".tar")]
-        self.urls = [storage.join(split_url, e["path"]) for e in self.entries]
+        self.entries = ShardEntries(split_url, manifest["shards"], ".tar")
+        self.urls = self.entries.urls
         self._cache = cache
         self._shards: dict[int, _TarShard] = {}
         self._spans: dict[tuple[int, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
         self._parsed: dict[tuple[int, str], Any] = {}
 
     def sizes(self) -> list[int]:
-        return [e["num_samples"] for e in self.entries]
+        return self.entries.sizes()
 
     def job(self, shard: int) -> ShardJob:
-        e = self.entries[shard]
-        return ShardJob(self.urls[shard], e["num_bytes"], e.get("sha256"))
+        return self.entries.job(shard)
 
     def _shard(self, shard: int) -> _TarShard:
         if shard not in self._shards:
-            url, e = self.urls[shard], self.entries[shard]
-            idx_url = storage.join(self.split_url, e["idx"])
+            url = self.urls[shard]
+            idx_url = storage.join(self.split_url, self.entries.get(shard, "idx"))
             try:
                 index = parse_index(self._cache.small(idx_url), url=idx_url)
             except FileNotFoundError:
                 raise ShardFormatError("index file is missing", url=idx_url) from None
-            data = _map(self._cache.path(self.job(shard)), url, e["num_bytes"])
-            self._shards[shard] = _checked(index, len(data), url, data)
+            data = _map(self._cache.path(self.job(shard)), url, self.entries.get(shard, "num_bytes"))
+            self._shards[shard] = _indexed(index, len(data), url, data)
         return self._shards[shard]
+
+    def _check(self, shard: int, rows: np.ndarray) -> None:
+        """Check the tar headers of these samples' members, those not checked yet (`check_indexed_member`: ~5 us
+        a member): only what a batch reads, so opening a shard costs no pass over all of its members."""
+        t = self._shard(shard)
+        for i in np.unique(rows[~t.checked[rows]]).tolist():
+            for m in t.members[i].values():
+                check_indexed_member(bytes(t.data[m.offset - 512 : m.offset]), m, url=self.urls[shard])
+            t.checked[i] = True
 
     def key(self, shard: int, sample: int) -> str:
         return self._shard(shard).keys[sample]
@@ -92,7 +102,7 @@ class SampleReader:
                 for j, ext in enumerate(exts):
                     if ext not in members:
                         raise ShardFormatError(f"sample {t.keys[i]!r} has no field {ext!r}", url=self.urls[shard])
-                    start[i, j], size[i, j] = members[ext]
+                    start[i, j], size[i, j] = members[ext].offset, members[ext].size
             spans = self._spans[(shard, exts)] = (start, start + size)
         return spans
 
@@ -136,6 +146,7 @@ class SampleReader:
                     f"index lists {len(self._shard(shard).keys)} samples, the plan wants #{rows.max()}",
                     url=self.urls[shard],
                 )
+            self._check(shard, rows)
             datas[shard] = self._shard(shard).data
             if raw:
                 a, b = self._field_spans(shard, raw)
@@ -189,19 +200,18 @@ def _gather_parsed(parsed: dict[str, Any], f: str, values: Any, where: np.ndarra
         have[d] = values[r]
 
 
-def _checked(index: list, size: int, url: str, data: np.ndarray) -> _TarShard:
-    """The index's samples, checked as `verify` checks them: valid keys, one key per sample, spans inside the tar,
-    and before each an intact header of a regular file with that name and size (`check_indexed_member`); a
-    hostile or stale index is refused naming the shard and the member."""
+def _indexed(index: list, size: int, url: str, data: np.ndarray) -> _TarShard:
+    """The index's samples, checked as `verify` checks them: valid keys, one key per sample, spans inside the tar;
+    the header before each member (an intact header of a regular file with that name and size) is checked when a
+    batch reads the sample (`SampleReader._check`). A hostile or stale index is refused naming the shard and the
+    member before any of its bytes reach a batch."""
     keys: list[str] = []
-    members: list[dict[str, tuple[int, int]]] = []
+    members: list[dict[str, TarMember]] = []
     for sample in index:
         key, fields = sample_members(sample, size, url=url)
-        for m in fields.values():  # ~5 us a member, once per shard and process, on the batch-reader thread
-            check_indexed_member(bytes(data[m.offset - 512 : m.offset]), m, url=url)
         keys.append(key)
-        members.append({ext: (m.offset, m.size) for ext, m in fields.items()})
-    return _TarShard(data, keys, members)
+        members.append(fields)
+    return _TarShard(data, keys, members, np.zeros(len(keys), bool))
 
 
 class Ragged(NamedTuple):
@@ -241,8 +251,8 @@ class ArrowSampleReader:
 
     def __init__(self, split_url: str, manifest: dict[str, Any], cache: ShardCache, key_column: str = "id"):
         self.split_url = split_url
-        self.entries = [e for e in manifest["shards"] if e["path"].endswith(".arrow")]
-        self.urls = [storage.join(split_url, e["path"]) for e in self.entries]
+        self.entries = ShardEntries(split_url, manifest["shards"], ".arrow")
+        self.urls = self.entries.urls
         self._cache = cache
         self._key = key_column
         self._files: dict[int, Any] = {}
@@ -250,7 +260,7 @@ class ArrowSampleReader:
         self._colviews: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
 
     def sizes(self) -> list[int]:
-        return [e["num_samples"] for e in self.entries]
+        return self.entries.sizes()
 
     def _file(self, shard: int):
         if shard not in self._files:
@@ -302,8 +312,7 @@ class ArrowSampleReader:
         return self._colviews[key]
 
     def job(self, shard: int) -> ShardJob:
-        e = self.entries[shard]
-        return ShardJob(self.urls[shard], e["num_bytes"], e.get("sha256"))
+        return self.entries.job(shard)
 
     def read_batch(
         self,

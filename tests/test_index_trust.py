@@ -93,3 +93,24 @@ def test_inspect_and_loaders_refuse_a_hostile_index_naming_shard_and_member(case
     loader = imagenet_dali(split, batch_size=1, train=False, image_size=16, device="cpu", return_keys=True)
     with pytest.raises(ShardFormatError, match=rf"shard-000000\.tar \(member '.*'\): .*({message})"):
         list(loader)
+
+
+def test_a_member_s_header_is_checked_when_a_batch_reads_it_not_when_its_shard_opens(tmp_path):
+    """Opening a shard checks no header (at 3,200 samples a shard, checking them all cost a first batch ~2 s):
+    the first batches come out, and the batch that reads the hostile member (the last of the epoch) is refused
+    naming it."""
+    from loaders import imagenet_dali
+    from loaders.plan import plan_epoch
+
+    members = [m for i in (1, 2, 3, 4) for m in (_member(f"k{i}.jpg", JPG), _member(f"k{i}.cls", b"1"))]
+
+    def flip_last_jpg_header(tar, listed):
+        tar[listed[-2].offset - 512 + 101] ^= 0x01
+
+    split, _ = _hostile_split(tmp_path, members, flip_last_jpg_header)
+    seed = next(s for s in range(100) if plan_epoch([5], seed=s, epoch=0, world_size=1, rank=0).sample[-1] == 4)
+    loader = imagenet_dali(split, batch_size=1, train=False, image_size=16, device="cpu", return_keys=True, seed=seed)
+    batches = iter(loader)
+    assert list(next(batches)["key"]) != ["k4"]
+    with pytest.raises(ShardFormatError, match=r"shard-000000\.tar \(member 'k4\.jpg'\): .*checksum mismatch"):
+        list(batches)
