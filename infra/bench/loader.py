@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     from shards.cli import OneLineParser
 
     argv = sys.argv[1:] if argv is None else argv
-    sub = f"loader_{argv[0]}" if argv and argv[0] in ("reading", "mix", "coco", "cifar10", "plan") else None
-    if sub:  # the reading path alone, a mixture, COCO, CIFAR-10, the epoch plan (infra/bench/loader_<name>.py)
+    sub = f"loader_{argv[0]}" if argv and argv[0] in ("reading", "mix", "coco", "cifar10", "plan", "startup") else None
+    if sub:  # the reading path alone, a mixture, COCO, CIFAR-10, the epoch plan, start-up at scale (infra/bench/loader_<name>.py)
         import importlib
 
         return importlib.import_module(f"infra.bench.{sub}").main(argv[1:])
