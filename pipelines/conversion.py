@@ -8,8 +8,10 @@
 
     convert("data/*/*.jpg", to_sample, "s3://bucket/mine", split="train")
 
-`inputs` are small references (paths, URLs, ids, row tuples) or a URL glob; only they travel through Beam and are
-shuffled (seeded, the same on every run), never the bytes. Each shard's writer calls `fn` on its inputs, so the
+`inputs` are small references (paths, URLs, ids, row tuples), a URL glob, or a Parquet / Arrow IPC file whose
+rows are the inputs; only they travel through Beam and are shuffled (seeded, the same on every run), never the
+bytes. A table of rows and a glob with a wildcard folder level are listed and read on the workers
+(`pipelines/common/workerinputs.py`), so the launcher holds none of them. Each shard's writer calls `fn` on its inputs, so the
 bytes are made where they are written. What `fn` returns, one sample dict or an iterable of them (`__key__`
 optional: one is made per input), is checked against the split's fields (given, or those of the first sample it
 returns here) and encoded by extension (`pipelines/common/usersamples.py`); an exception in `fn`, a `None`, a
@@ -28,12 +30,13 @@ import json
 import math
 import pickle
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pipelines.common.errors import BadInput
 from pipelines.common.records import Pointer
 from pipelines.common.usersamples import UserEncoder, _OutOfTime, _time_limit, samples_of
+from pipelines.common.workerinputs import RowTable, SplitGlob, is_row_table, numbered, offsets, split_glob
 from shards import storage
 from shards.units import parse_size
 
@@ -73,13 +76,14 @@ def list_inputs(inputs: str | Iterable[Any]) -> list[Any]:
     return sorted(f"{proto}://{p}" for p in fs.glob(path))
 
 
-def _pointer(i: int, ref: Any) -> Pointer:
+def _pointer(i: int, ref: Any, source: str | None = None) -> Pointer:
+    """Input i as a pointer; `source` names it in quarantine entries (default: the input itself)."""
     try:
         json.dumps(ref)
         meta: dict[str, Any] = {"input": ref}
     except (TypeError, ValueError):  # travels pickled (still small)
         meta = {"input_pickle": base64.b64encode(pickle.dumps(ref, protocol=4)).decode()}
-    meta["source"] = ref if isinstance(ref, str) else f"input #{i}: {repr(ref)[:200]}"
+    meta["source"] = source or (ref if isinstance(ref, str) else f"input #{i}: {repr(ref)[:200]}")
     return Pointer(f"in{i:09d}", "", 0, 0, meta)
 
 
@@ -213,14 +217,16 @@ def convert(
 
     storage_options = dict(storage_options or {})
     use_storage_options(storage_options)
-    refs = _checked(inputs, fn, format, input_timeout)
+    source = RowTable(inputs) if is_row_table(inputs) else split_glob(inputs) if isinstance(inputs, str) else None
+    refs, count = _checked(inputs, source, fn, format, input_timeout)
     names, schema, per_sample = _probe(fn, refs, fields, format, input_timeout)
     output = output.rstrip("/")
     size = parse_size(shard_size)
-    shards = max(min_shards, math.ceil(per_sample * len(refs) / size))
+    # inputs counted on the workers (a split glob): the shard count is made there, from the same estimate
+    shards = max(min_shards, math.ceil(per_sample * count / size)) if count is not None else min_shards
     import apache_beam as beam
 
-    from pipelines.common.sharding import Pointers, SplitPlan, WriteSplit
+    from pipelines.common.sharding import SplitPlan, WriteSplit
 
     plan = SplitPlan(
         dataset=dataset,
@@ -239,27 +245,85 @@ def convert(
         format=format,
         benign_stages=("filter",),
         isolate=True,
+        input_bytes=per_sample if count is None else 0,
     )
-    pointers = [_pointer(i, ref) for i, ref in enumerate(refs)]
-    chunks = [Pointers(pointers[i : i + 2048]) for i in range(0, len(pointers), 2048)]
     pipeline = beam.Pipeline(options=beam_pipeline_options(list(runner_args)))
-    _ = (
-        pipeline
-        | "Inputs" >> beam.Create(chunks).with_output_types(Pointers)
-        | WriteSplit(
-            plan,
-            UserEncoder(fn, names, format=format, schema=schema if format == "arrow" else None, timeout=input_timeout),
-        )
+    _ = _inputs(pipeline, source, refs) | WriteSplit(
+        plan,
+        UserEncoder(fn, names, format=format, schema=schema if format == "arrow" else None, timeout=input_timeout),
     )
     return _run(pipeline, plan, sys.stderr.isatty() if progress is None else progress)
 
 
-def _checked(inputs: str | Iterable[Any], fn: Callable, format: str, input_timeout: float | None) -> list[Any]:
-    """The arguments checked before anything runs, and the inputs listed: a ConvertError naming what is wrong."""
+def _inputs(pipeline: Any, source: RowTable | SplitGlob | None, refs: list[Any]) -> Any:
+    """The inputs as a PCollection of Pointers lists: made here from a list, or listed and read on the workers."""
+    import apache_beam as beam
+
+    from pipelines.common.sharding import Pointers
+
+    if source is None:
+        pointers = [_pointer(i, ref) for i, ref in enumerate(refs)]
+        chunks = [Pointers(pointers[i : i + 2048]) for i in range(0, len(pointers), 2048)]
+        return pipeline | "Inputs" >> beam.Create(chunks).with_output_types(Pointers)
+    if isinstance(source, RowTable):
+        return (
+            pipeline
+            | "Row groups" >> beam.Create(source.parts())
+            | "Rows" >> beam.FlatMap(_rows, source).with_output_types(Pointers)
+        )
+    folders = pipeline | "Folders" >> beam.Create(source.folders())
+    firsts = (
+        folders
+        | "Count" >> beam.Map(lambda d, g: (d, len(g.matches(d))), source)
+        | "Counts" >> beam.combiners.ToList()
+        | "Offsets" >> beam.Map(offsets)
+    )
+    return folders | "List" >> beam.FlatMap(_matches, source, beam.pvalue.AsSingleton(firsts)).with_output_types(
+        Pointers
+    )
+
+
+def _rows(part: tuple[int, int, int], table: RowTable) -> Iterator[Any]:
+    from pipelines.common.sharding import Pointers
+
+    for chunk in numbered(table.rows(part[0]), part[1]):
+        yield Pointers(_pointer(i, row, f"{table.url} row {i}") for i, row in chunk)
+
+
+def _matches(folder: str, source: SplitGlob, firsts: dict[str, int]) -> Iterator[Any]:
+    from pipelines.common.sharding import Pointers
+
+    for chunk in numbered(source.matches(folder), firsts[folder]):
+        yield Pointers(_pointer(i, url) for i, url in chunk)
+
+
+def _checked(
+    inputs: str | Iterable[Any],
+    source: RowTable | SplitGlob | None,
+    fn: Callable,
+    format: str,
+    input_timeout: float | None,
+) -> tuple[list[Any], int | None]:
+    """The arguments checked before anything runs: a ConvertError naming what is wrong. Returns the inputs
+    listed here (all of them, or the first ones of inputs the workers list) and their count where it is known."""
     if format not in ("tar", "arrow"):
         raise ConvertError(f"format must be 'tar' or 'arrow', not {format!r}")
     _picklable("fn", fn)
-    refs = list_inputs(inputs)
+    if input_timeout is not None and not (isinstance(input_timeout, int | float) and 0 < input_timeout < math.inf):
+        raise ConvertError(f"input_timeout must be a number of seconds > 0 (or None), not {input_timeout!r}")
+    if isinstance(source, RowTable):
+        try:
+            count = sum(n for _, _, n in source.parts())
+        except FileNotFoundError:
+            raise ConvertError(f"inputs {inputs!r}: no such file") from None
+        except Exception as e:  # pyarrow's: not a Parquet / Arrow IPC file
+            raise ConvertError(f"inputs {inputs!r} is not a readable table of rows: {e}".splitlines()[0]) from None
+        refs = source.head(PROBE)
+    elif isinstance(source, SplitGlob):
+        refs, count = source.head(PROBE), None
+    else:
+        refs = list_inputs(inputs)
+        count = len(refs)
     if not refs:
         raise ConvertError(f"no inputs{f' match {inputs!r}' if isinstance(inputs, str) else ''}")
     for i, ref in enumerate(refs):
@@ -267,9 +331,7 @@ def _checked(inputs: str | Iterable[Any], fn: Callable, format: str, input_timeo
             pickle.dumps(ref, protocol=4)
         except Exception as e:
             raise ConvertError(f"input #{i} ({repr(ref)[:100]}) must be picklable: {type(e).__name__}: {e}") from None
-    if input_timeout is not None and not (isinstance(input_timeout, int | float) and 0 < input_timeout < math.inf):
-        raise ConvertError(f"input_timeout must be a number of seconds > 0 (or None), not {input_timeout!r}")
-    return refs
+    return refs, count
 
 
 def _run(pipeline: Any, plan: Any, progress: bool) -> Converted:

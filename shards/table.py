@@ -125,7 +125,7 @@ def read_table(split_url: str, ref: Mapping[str, Any], where: str) -> ShardTable
         if got != digest:
             raise ValueError(f"{where}: shard table {url} has sha256 {got}, the manifest says {digest}")
         try:
-            table = ShardTable(pq.read_table(io.BytesIO(data)))
+            table = ShardTable(pq.read_table(io.BytesIO(data), use_threads=False))  # no Arrow pool in a job
         except Exception as e:  # pyarrow's errors: the bytes match the manifest but are no Parquet table
             raise ValueError(f"{where}: shard table {url} does not read as Parquet ({e})") from None
         with _lock:  # a few: a loader reads its sources' manifests, then each again (the generation it pins)

@@ -118,6 +118,63 @@ def test_arrow_rows_with_an_inferred_schema(tmp_path):
     assert done.samples == 24 and sorted(rows, key=lambda r: r["id"]) == [custom.arrow_row(n) for n in range(24)]
 
 
+def _split_files(split: Path) -> dict[str, bytes]:
+    """A split's files, but the manifest's record of how the inputs were given (source, the shard estimate)."""
+    out = {p.name: p.read_bytes() for p in split.iterdir() if p.is_file() and p.name != "manifest.json"}
+    m = json.loads((split / "manifest.json").read_text())
+    m["source"].pop("url")
+    m["params"].pop("min_shards")
+    return {**out, "manifest": json.dumps(m, sort_keys=True).encode()}
+
+
+def test_a_glob_listed_on_the_workers_gives_the_split_of_the_glob_listed_here(folder, converted, tmp_path):
+    """`*/*` has a folder level: the class folders are listed here, their files on the workers (counted,
+    then numbered as the whole glob sorts) - the same keys, so the same shards as the list given whole."""
+    from pipelines.common.workerinputs import split_glob
+    from pipelines.conversion import list_inputs
+
+    pattern = f"{folder}/*/*"
+    assert split_glob(pattern).folders() == [str(folder / c) for c in custom.CLASSES]
+    out, _ = converted  # made from the pattern
+    listed = convert(list_inputs(pattern), custom.to_sample, str(tmp_path), classes=custom.CLASSES,
+                     max_bad_fraction=0.1, min_shards=2)  # fmt: skip
+    assert listed.shards == 2
+    assert _split_files(out / "train") == _split_files(tmp_path / "train")
+
+
+@pytest.mark.parametrize("kind", ["parquet", "arrow"])
+def test_the_rows_of_a_table_file_are_read_on_the_workers_as_the_same_rows_given_as_a_list(tmp_path, kind):
+    """A Parquet file (pandas, row groups of 7) or an Arrow IPC file (record batches of 7): each row one input,
+    read by the workers part by part; the split is the one the same rows given as a list make, and a failing row
+    is quarantined naming the file and the row."""
+    path = tmp_path / f"records.{kind}"
+    rows = custom.write_rows(path, 61, kind=kind, bad=(12,))
+    done = convert(str(path), custom.table_row, str(tmp_path / "file"), max_bad_fraction=0.1, min_shards=2)
+    assert (done.samples, done.quarantined) == (60, 1)
+    (q,) = map(json.loads, (tmp_path / "file" / "train" / "quarantine.jsonl").open())
+    assert q["source"] == f"{path} row 12" and q["reason"] == "the function raised ValueError: n is -1"
+    convert(rows, custom.table_row, str(tmp_path / "list"), max_bad_fraction=0.1, min_shards=2)
+    file_split, list_split = (_split_files(tmp_path / x / "train") for x in ("file", "list"))
+    assert {k: v for k, v in file_split.items() if k != "quarantine.jsonl"} == {
+        k: v for k, v in list_split.items() if k != "quarantine.jsonl"
+    }
+    got = read_samples(tmp_path / "file" / "train")
+    assert json.loads(got["rec000033"]["json"]) == {"name": "rec000033", "n": 33} and got["rec000033"]["cls"] == b"3"
+    assert verify_split(str(tmp_path / "file" / "train")).ok
+
+
+def test_a_table_file_that_is_not_one_is_a_clear_error(tmp_path):
+    (tmp_path / "rows.parquet").write_text("name,n\nrec0,1\n")  # a CSV with the wrong name
+    with pytest.raises(ConvertError, match=r"^inputs '.*rows\.parquet' is not a readable table of rows: .*$"):
+        convert(str(tmp_path / "rows.parquet"), custom.table_row, str(tmp_path / "out"))
+    with pytest.raises(ConvertError, match=r"^inputs '.*missing\.arrow': no such file$"):
+        convert(str(tmp_path / "missing.arrow"), custom.table_row, str(tmp_path / "out"))
+    custom.write_rows(tmp_path / "empty.parquet", 0)
+    with pytest.raises(ConvertError, match="no inputs"):
+        convert(str(tmp_path / "empty.parquet"), custom.table_row, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_arguments_are_clear_errors_before_the_pipeline(tmp_path):
     with pytest.raises(ConvertError, match=r"fn must be picklable .*not a lambda"):
         convert(range(3), lambda i: {"txt": str(i)}, str(tmp_path))

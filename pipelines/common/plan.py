@@ -39,6 +39,11 @@ class SplitPlan:
     side_table: str | None = None  # "module:function": samples' json -> pyarrow Table, one Parquet file per shard
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # more manifest keys
     isolate: bool = False  # always write in pool processes (a user's function: its crash must not take the caller)
+    input_bytes: int = 0  # bytes an input is taken to make, for the shard count of inputs counted on the workers
+
+    def shard_count(self, inputs: int, total_bytes: int) -> int:
+        """Shards for `inputs` pointers of `total_bytes` (`num_shards`, with `input_bytes` per input added)."""
+        return num_shards(inputs, total_bytes + inputs * self.input_bytes, self.shard_size, self.min_shards)
 
     @classmethod
     def for_job(cls, job: JobOptions, split: str, *, params: dict[str, Any], **fields: Any) -> SplitPlan:

@@ -55,7 +55,7 @@ beam.coders.registry.register_coder(Pointers, PointersCoder)
 def _assign(pointers: list[Pointer], counts: tuple[int, int], plan: SplitPlan) -> Iterator[tuple[int, Pointers]]:
     """Split one listing unit's pointers by shard: (shard, [pointers]) pairs, so Beam moves a few lists per unit
     instead of one element per image."""
-    n = num_shards(counts[0], counts[1], plan.shard_size, plan.min_shards)
+    n = plan.shard_count(*counts)
     by_shard: dict[int, Pointers] = {}
     for p in pointers:
         by_shard.setdefault(shard_of(p.key, plan.seed, n), Pointers()).append(p)
@@ -145,7 +145,7 @@ class _WriteShards(beam.DoFn):
     def process(self, element: tuple[int, list[Pointer]], counts: tuple[int, int]) -> Iterator[dict[str, Any]]:
         if not self._started:
             plan = self._plan
-            self._start_pool(num_shards(counts[0], counts[1], plan.shard_size, plan.min_shards))
+            self._start_pool(plan.shard_count(*counts))
         if self._pool is None:
             yield self._count(*write_shard(self._plan, self._encode, element))
         else:  # keep the pool full: every shard of the bundle is queued at once, results come in finish_bundle

@@ -108,3 +108,30 @@ def slow(n: int) -> dict:
 
     time.sleep(0.04)
     return {"__key__": f"s{n}", "txt": f"sample {n}"}
+
+
+def table_row(row: dict) -> dict:
+    """A row of a Parquet / Arrow table of records ({name, n, label}) -> {json, cls}; a negative n fails."""
+    if row["n"] < 0:
+        raise ValueError(f"n is {row['n']}")
+    return {"__key__": row["name"], "json": {"name": row["name"], "n": row["n"]}, "cls": row["label"]}
+
+
+def write_rows(path: Path, n: int, *, kind: str = "parquet", bad: tuple[int, ...] = ()) -> list[dict]:
+    """A table of n records as a data team writes one (pandas to Parquet in row groups of 7; or an Arrow IPC file
+    in record batches of 7); rows at `bad` have a negative n. Returns the rows."""
+    import pandas as pd
+    import pyarrow as pa
+
+    df = pd.DataFrame(
+        {"name": [f"rec{i:06d}" for i in range(n)], "n": [-1 if i in bad else i for i in range(n)],
+         "label": [i % 5 for i in range(n)]}
+    )  # fmt: skip
+    if kind == "parquet":
+        df.to_parquet(path, row_group_size=7, index=False)
+    else:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        with pa.ipc.new_file(str(path), table.schema) as w:
+            for batch in table.to_batches(max_chunksize=7):
+                w.write_batch(batch)
+    return df.to_dict("records")
