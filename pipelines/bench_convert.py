@@ -1,4 +1,5 @@
-"""`python -m pipelines.bench_convert`: the convert benchmark against LitData, kept under this name. A thin entry: the benchmark lives in a checkout's
+"""`python -m pipelines.bench_convert [rows]`: the convert benchmark against LitData (with `rows`: the launcher's
+memory over a table of rows), kept under this name. A thin entry: the benchmark lives in a checkout's
 `infra/bench/job_convert.py` (benchmarks are not library code; nothing here imports them)."""
 
 __all__: list[str] = []

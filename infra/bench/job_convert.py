@@ -68,6 +68,12 @@ def measure(python: str, code: str, out: str, suffix: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     from shards.units import format_size
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rows"]:  # the launcher's memory over a table of rows (infra/bench/job_convert_rows.py)
+        from infra.bench.job_convert_rows import main as rows
+
+        return rows(argv[1:])
+
     p = argparse.ArgumentParser(prog="python -m pipelines.bench_convert", description=__doc__.split("\n")[0])
     p.add_argument("--litdata-python", required=True, help="an interpreter with litdata installed")
     p.add_argument("--dir", default="bench-data/convert", help="work folder (the photos are reused)")
