@@ -2,7 +2,8 @@
 
     python -m pipelines custom --input 'photos/*/*.jpg' --output out --module my_pkg.samples:to_sample
 
-The function gets each file's URL and returns a sample dict (or several): `{"jpg": bytes, "cls": 3}`.
+The function gets each file's URL (or each row of a Parquet / Arrow file given as --input, as a dict) and returns
+a sample dict (or several): `{"jpg": bytes, "cls": 3}`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from pipelines.common.job import ConvertJob, Run, register
 from pipelines.common.options import JobOptions, job_options
+from pipelines.common.workerinputs import is_row_table
 from shards import storage
 
 __all__ = ["Custom", "load_function", "main"]
@@ -40,7 +42,10 @@ class Custom(ConvertJob):
     name = "custom"
     summary = __doc__.split("\n")[0]
     default_splits = "train"
-    layouts = "  a glob of files ('data/**/*.png', 's3://bucket/x/*.jpg'), or a folder (every file under it)"
+    layouts = (
+        "  a glob of files ('data/**/*.png', 's3://bucket/x/*/*.jpg': listed on the workers folder by folder), a\n"
+        "  folder (every file under it), or a Parquet / Arrow IPC file whose rows are the inputs (read on the workers)"
+    )
 
     def add_options(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--module", required=True, help="the sample function, as package.module:function")
@@ -77,7 +82,7 @@ class Custom(ConvertJob):
     def inputs(self, run: Run, split: str) -> tuple[Any, Callable, dict]:
         args = run.args
         inputs = args.input
-        if not any(c in inputs for c in "*?[") and storage.is_local(inputs):
+        if not any(c in inputs for c in "*?[") and not is_row_table(inputs) and storage.is_local(inputs):
             inputs = storage.walk(inputs.rstrip("/"))  # a folder: every file under it
         more = {
             "fields": args.fields.split(",") if args.fields else None,

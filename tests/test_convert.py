@@ -163,6 +163,15 @@ def test_the_rows_of_a_table_file_are_read_on_the_workers_as_the_same_rows_given
     assert verify_split(str(tmp_path / "file" / "train")).ok
 
 
+def test_custom_command_takes_a_table_of_rows_as_its_input(tmp_path):
+    custom.write_rows(tmp_path / "rows.parquet", 30)
+    r = subprocess.run([sys.executable, "-m", "pipelines", "custom", "--input", str(tmp_path / "rows.parquet"),
+                        "--output", str(tmp_path / "out"), "--module", "tests.raw.custom:table_row", "--no-progress"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert read_manifest(str(tmp_path / "out" / "train"))["num_samples"] == 30
+
+
 def test_a_table_file_that_is_not_one_is_a_clear_error(tmp_path):
     (tmp_path / "rows.parquet").write_text("name,n\nrec0,1\n")  # a CSV with the wrong name
     with pytest.raises(ConvertError, match=r"^inputs '.*rows\.parquet' is not a readable table of rows: .*$"):
