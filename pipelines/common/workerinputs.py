@@ -68,12 +68,18 @@ class RowTable:
             return batch.to_pylist()
 
     def head(self, n: int) -> list[dict[str, Any]]:
-        """The first n rows (the launcher's probe)."""
+        """The first n rows (the launcher's probe), read n at a time: never a whole row group here."""
         out: list[dict[str, Any]] = []
-        for part, _, _ in self.parts():
-            out += self.rows(part)[: n - len(out)]
-            if len(out) >= n:
-                break
+        with storage.open_read(self.url) as f:
+            t = self._open(f)
+            if self.parquet:
+                batches = t.iter_batches(batch_size=n, use_threads=False)
+            else:
+                batches = (t.get_batch(i).slice(0, n) for i in range(t.num_record_batches))
+            for batch in batches:
+                out += batch.slice(0, n - len(out)).to_pylist()
+                if len(out) >= n:
+                    break
         return out
 
 
