@@ -110,6 +110,7 @@ def _strays(split: str, manifest: dict) -> list[str]:
     import re
 
     listed = {e["path"] for e in manifest["shards"]} | {e.get("idx") for e in manifest["shards"]}
+    table = (manifest.get("shard_table") or {}).get("path")
     out = []
     for name in storage.listdir(split):
         if re.match(storage.TEMPORARY_NAME, name):
@@ -119,7 +120,9 @@ def _strays(split: str, manifest: dict) -> list[str]:
             )
         elif re.fullmatch(r"shard-\d{6}\.(tar|idx|arrow)", name) and name not in listed:
             out.append(f"{storage.join(split, name)}: stray shard file the manifest does not list")
-    return out
+        elif re.fullmatch(r"shards-[0-9a-f]{16}\.parquet", name) and name != table and manifest["version"] == 1:
+            out.append(f"{storage.join(split, name)}: stray shard table the manifest does not name")
+    return out  # (a split of generations keeps the tables its snapshots name)
 
 
 def verify_split(url: str) -> VerifyReport:

@@ -136,3 +136,14 @@ def test_a_loader_reads_a_split_with_a_shard_table_as_it_reads_the_same_split_wi
     assert len(out[0]) == len(out[1]) == 2
     for (keys_a, labels_a, img_a), (keys_b, labels_b, img_b) in zip(*out, strict=True):
         assert keys_a == keys_b and labels_a == labels_b and (img_a == img_b).all()
+
+
+def test_verify_names_a_shard_table_the_manifest_no_longer_names(tmp_path, small_tables):
+    from shards.verify import verify_split
+
+    write_manifest(str(tmp_path), _manifest(_entries(4)))
+    old = json.loads((tmp_path / "manifest.json").read_text())["shard_table"]["path"]
+    write_manifest(str(tmp_path), _manifest(_entries(5)))  # a re-run with other options: another table
+    problems = verify_split(str(tmp_path)).problems
+    assert f"{tmp_path / old}: stray shard table the manifest does not name" in problems
+    assert not any("stray shard table" in p and old not in p for p in problems)
