@@ -142,6 +142,22 @@ def test_a_glob_listed_on_the_workers_gives_the_split_of_the_glob_listed_here(fo
     assert _split_files(out / "train") == _split_files(tmp_path / "train")
 
 
+def test_a_glob_on_s3_is_listed_on_the_workers_folder_by_folder(s3_endpoint, folder, tmp_path):
+    from pipelines.common.workerinputs import split_glob
+    from pipelines.conversion import list_inputs
+    from shards import storage
+
+    for path in sorted(folder.glob("*/*.jpg"))[::3]:  # 4 of each class
+        storage.write_bytes(f"s3://test/globbed/{path.parent.name}/{path.name}", path.read_bytes())
+    pattern = "s3://test/globbed/*/*.jpg"
+    assert split_glob(pattern).folders() == [f"s3://test/globbed/{c}" for c in custom.CLASSES]
+    done = convert(pattern, custom.url_sample, "s3://test/globbed-out", min_shards=1)
+    listed = convert(list_inputs(pattern), custom.url_sample, str(tmp_path), min_shards=1)
+    assert done.samples == listed.samples == 12
+    for name in ("shard-000000.tar", "shard-000000.idx"):
+        assert storage.read_bytes(f"s3://test/globbed-out/train/{name}") == (tmp_path / "train" / name).read_bytes()
+
+
 @pytest.mark.parametrize("kind", ["parquet", "arrow"])
 def test_the_rows_of_a_table_file_are_read_on_the_workers_as_the_same_rows_given_as_a_list(tmp_path, kind):
     """A Parquet file (pandas, row groups of 7) or an Arrow IPC file (record batches of 7): each row one input,

@@ -135,3 +135,10 @@ def write_rows(path: Path, n: int, *, kind: str = "parquet", bad: tuple[int, ...
             for batch in table.to_batches(max_chunksize=7):
                 w.write_batch(batch)
     return df.to_dict("records")
+
+
+def url_sample(url: str) -> dict:
+    """A file at any URL (s3:// too) -> {jpg, cls}: the class is the folder's name."""
+    from shards import storage
+
+    return {"jpg": storage.read_bytes(url), "cls": CLASSES.index(url.rstrip("/").split("/")[-2])}
