@@ -21,7 +21,7 @@ import tempfile
 __all__ = ["main", "tiny_row"]
 
 LAUNCHER = """
-import json, os, resource, sys, time
+import json, os, sys, time
 import pyarrow.parquet as pq
 import apache_beam, pipelines.conversion
 from pipelines import convert
@@ -31,13 +31,17 @@ def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+def peak_rss():  # this process's own peak (getrusage's ru_maxrss also counts its parent's RSS at the fork)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
 path, out, how, runner = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 before = rss()
 t = time.perf_counter()
 inputs = path if how == "file" else pq.read_table(path).to_pylist()
 done = convert(inputs, tiny_row, out, format="arrow", runner_args=runner, min_shards=4, progress=False)
 print(json.dumps({"seconds": time.perf_counter() - t, "samples": done.samples, "rss_after_imports": before,
-                  "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "max_rss": peak_rss()}))
 """
 
 
