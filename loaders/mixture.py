@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from loaders.entries import Chained
-from loaders.plan import SourcePlan, Subset
+from loaders.plan import SourcePlan
 from loaders.reading import Ragged
+from loaders.subset import Subset
 
 __all__ = ["MissingFields", "Mixture", "MixedReader", "Source", "first_url", "mix", "open_sources", "source_plans"]
 

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loaders.mixture import Source, source_plans
-from loaders.plan import SourcePlan, Subset, consumed_after, epoch_order, plan_epoch
+from loaders.plan import SourcePlan, consumed_after, epoch_order, plan_epoch
+from loaders.subset import Subset
 
 SIZES = st.lists(st.integers(1, 60), min_size=1, max_size=30)
 
@@ -128,7 +129,7 @@ def test_a_subset_of_2b_samples_is_exact_and_held_as_counts_per_shard():
 
 @pytest.mark.parametrize("group", [10**9 - 1, 8])  # one hypergeometric draw; groups of shards split binomially
 def test_a_subset_draws_every_sample_equally_often(monkeypatch, group):
-    monkeypatch.setattr("loaders.plan._MARGINALS", group)
+    monkeypatch.setattr("loaders.subset._MARGINALS", group)
     sizes, n, draws = [3, 5, 2, 7], 6, 3000
     hits = np.zeros(sum(sizes))
     for seed in range(draws):
