@@ -229,7 +229,7 @@ def test_20m_samples_64_ranks_3_sources_elastic_to_48_covered_exactly_from_per_r
     """At a size where every rank ordering the whole epoch would cost each rank seconds and GBs: all 64 ranks'
     blocks, then a resume on 48 ranks mid-epoch, each from its own `plan_epoch` call; from the outside, what they
     read together is every sample of the epoch once, but for the remainder (< 48)."""
-    sizes = [(1250,) * 6000, (1000,) * 5000, (2500,) * 1000]  # 7.5 M + 5 M + 2.5 M samples
+    sizes = [(1250,) * 8000, (1000,) * 6000, (2500,) * 1600]  # 10 M + 6 M + 4 M samples
     plans = [SourcePlan(s, take=sum(s)) for s in sizes]
     total = sum(p.take for p in plans)
     offsets = np.cumsum([0, *(len(s) for s in sizes)])
