@@ -28,6 +28,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def conversions(tmp_path_factory):
+    """Every conformance case converted once per session and runner (`tests/conversions.py`)."""
+    from tests.conversions import Conversions
+
+    return Conversions(tmp_path_factory.mktemp("conversions"))
+
+
+@pytest.fixture(scope="session")
 def photo_folder(tmp_path_factory) -> Path:
     """60 samples of `<key>.jpg` + `<key>.cls`, photo-like 160x120 JPEGs, plus one `.txt` on a few samples."""
     root = tmp_path_factory.mktemp("photos")

@@ -3,25 +3,12 @@ account for every input, and that DALI's webdataset reader (CPU) reads through t
 
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-import pipelines
 from shards.manifest import read_manifest
 from shards.verify import verify_split
-
-CASES = []
-for dataset in pipelines.available():
-    try:
-        raw = importlib.import_module(f"tests.raw.{dataset}")
-    except ModuleNotFoundError:
-        raw = None
-    for layout in getattr(raw, "LAYOUTS", {None: None}):
-        CASES.append(pytest.param(dataset, layout, id=f"{dataset}-{layout}"))
+from tests.conversions import CASES
 
 
 def _dali_count(split_url, manifest) -> int:
@@ -49,15 +36,9 @@ def _dali_count(split_url, manifest) -> int:
 
 
 @pytest.mark.parametrize("dataset, layout", CASES)
-def test_dataset_converts_every_layout(dataset, layout, tmp_path):
-    raw = importlib.import_module(f"tests.raw.{dataset}") if layout else None
-    assert raw is not None, f"tests/raw/{dataset}.py with LAYOUTS is missing: every dataset ships fake raw data"
-    inp = raw.LAYOUTS[layout](tmp_path / "raw")
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "pipelines", dataset, "--input", str(inp), "--output", str(out)]
-    cmd += ["--min-shards", "2", "--max-bad-fraction", "0.5", "--no-progress", *getattr(raw, "EXTRA_ARGS", [])]
-    cmd += getattr(raw, "LAYOUT_ARGS", {}).get(layout, [])
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+def test_dataset_converts_every_layout(dataset, layout, conversions):
+    assert layout is not None, f"tests/raw/{dataset}.py with LAYOUTS is missing: every dataset ships fake raw data"
+    r, out = conversions.get(dataset, layout)
     assert r.returncode == 0, r.stderr[-3000:]
     splits = [p.name for p in out.iterdir() if (p / "manifest.json").exists()]
     assert splits, "the job wrote no split"
