@@ -16,5 +16,5 @@ fi
 # torch==2.13.0 is the CPU build that installs here; on a GPU machine install the CUDA build you need.
 # DALI: the `dali` extra pulls nvidia-dali-cuda130 (CUDA 13 drivers); for CUDA 12 drivers install
 # nvidia-dali-cuda120 instead. DALI's CPU pipelines run without any GPU.
-"$VENV/bin/python" -m pip install --quiet "torch==2.13.0" -e ".[beam,dali,torch,gcs,audio,dev]"
+"$VENV/bin/python" -m pip install --quiet "torch==2.13.0" -e ".[beam,dali,torch,gcs,audio,dask,dev]"
 echo "setup: done ($("$VENV/bin/python" -c 'import importlib.metadata as m; print("shardkit", m.version("shardkit"))'))"

@@ -25,13 +25,17 @@ def test_every_runner_preset_is_accepted_by_pipeline_options(monkeypatch):
     for k, v in NEEDED.items():
         monkeypatch.setenv(k, v)
     assert {p.stem for p in PRESETS} == {"local", "portable", "flink", "dataflow", "flink-streaming",
-                                         "dataflow-streaming"}  # fmt: skip
+                                         "dataflow-streaming", "dask"}  # fmt: skip
+    import apache_beam.runners.dask.dask_runner  # noqa: F401 (registers --dask_*, stored as `address`, ...)
+
+    renamed = {"dask_client_address": "address"}
     for preset in PRESETS:
         args = read_option_file(str(preset))
         assert args and all(a.startswith("--") and "${" not in a for a in args), preset
         known = PipelineOptions(args).get_all_options(retain_unknown_options=False)
         for a in args:  # every option is one Beam knows, with the value written (a flag: set)
             name, value = a[2:].split("=", 1) if "=" in a else (a[2:], "True")
+            name = renamed.get(name, name)
             assert name in known, f"{preset.name}: Beam does not know --{name}"
             assert str(known[name]) == value or known[name] == [value], f"{preset.name}: --{name}"
     assert read_option_file(str(INFRA / "runners" / "dataflow.args"))[1] == "--project=my-project"

@@ -1,0 +1,117 @@
+"""A Dask cluster on loopback: a scheduler and N workers on 127.0.0.1 (dashboards too), for the Dask runner.
+
+    python -m infra.dask_local                          # prints the Beam options to use, serves until Ctrl-C
+    python -m infra.dask_local --workers 2 -- python -m pipelines imagenet --input IN --output OUT
+
+With a command, the Beam options (`--runner=pipelines.common.daskrunner.DaskRunner --dask_client_address=...`)
+are appended to it (after its `--`, which is added if missing), it runs, and the scheduler and the workers are
+stopped. Each worker is its own process (`dask worker --nworkers 1 --nthreads 1`), as on a cluster's machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+from infra.beam_local import _stop, _wait_port, with_beam_args
+from infra.local_s3 import HOST, free_port
+from shards.procs import die_with_parent
+
+__all__ = ["DaskCluster", "local_dask_cluster"]
+
+RUNNER = "pipelines.common.daskrunner.DaskRunner"
+
+
+@dataclasses.dataclass(frozen=True)
+class DaskCluster:
+    scheduler: str  # tcp://127.0.0.1:PORT
+    workers: tuple[int, ...]  # the workers' process ids (each leads its own process group)
+    scheduler_pid: int
+
+    @property
+    def args(self) -> list[str]:
+        """Beam options that run a pipeline on this cluster."""
+        return [f"--runner={RUNNER}", f"--dask_client_address={self.scheduler}"]
+
+
+def _dask(*args: str) -> list[str]:
+    return [sys.executable, "-m", "distributed.cli." + args[0], *args[1:]]
+
+
+@contextlib.contextmanager
+def local_dask_cluster(*, workers: int = 2, timeout: float = 60, log: str | None = None) -> Iterator[DaskCluster]:
+    """Start a scheduler and `workers` single-threaded workers on 127.0.0.1; yield the address; stop them all."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    scratch = tempfile.mkdtemp(prefix="shardkit-dask-")  # workers' spill space, removed with them
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    procs: list[subprocess.Popen] = []
+
+    def start(cmd: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True, cwd=root,
+                                preexec_fn=die_with_parent())  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    try:
+        port = free_port()
+        scheduler = start(_dask("dask_scheduler", "--host", HOST, "--port", str(port), "--dashboard-address",
+                                f"{HOST}:{free_port()}", "--no-show"))  # fmt: skip
+        _wait_port(port, scheduler, "Dask scheduler", timeout)
+        address = f"tcp://{HOST}:{port}"
+        pids = []
+        for i in range(workers):
+            w = start(_dask("dask_worker", address, "--host", HOST, "--nworkers", "1", "--nthreads", "1",
+                            "--dashboard-address", f"{HOST}:{free_port()}", "--name", f"worker-{i}",
+                            "--local-directory", scratch, "--no-nanny"))  # fmt: skip
+            pids.append(w.pid)
+        _wait_workers(address, workers, timeout)
+        yield DaskCluster(address, tuple(pids), scheduler.pid)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        if log:
+            out.close()
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _wait_workers(address: str, n: int, timeout: float) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=timeout) as client:
+        client.wait_for_workers(n, timeout=timeout)
+        time.sleep(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(prog="python -m infra.dask_local", description=__doc__.split("\n")[0])
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--log", help="append the scheduler's and workers' output to this file (default: discard)")
+    args = p.parse_args(argv)
+    with local_dask_cluster(workers=args.workers, log=args.log) as cluster:
+        if command:
+            return subprocess.call(with_beam_args(command, cluster.args))
+        print(" ".join(cluster.args))
+        print("# Dask scheduler and workers running; Ctrl-C stops them", file=sys.stderr)
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
