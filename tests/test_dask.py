@@ -127,3 +127,130 @@ def test_both_workers_run_tasks_of_a_job(dask_cluster, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     workers = {t["worker"] for t in stream.data}
     assert len(workers) == 2, workers
+
+
+def _job(raw: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines", "imagenet", "--input", str(raw), "--output", str(out), "--no-progress",
+            *extra]  # fmt: skip
+
+
+def test_a_job_over_max_bad_fraction_fails_as_on_the_default_runner(dask_cluster, conversions, tmp_path):
+    raw = conversions.raw("imagenet", "folders")
+    beam = {"default": [], "dask": ["--", *dask_cluster.args]}
+    runs = [subprocess.run(_job(raw, tmp_path / name, "--max-bad-fraction", "0", "--splits", "train", *beam[name]),
+                           capture_output=True, text=True, timeout=300) for name in beam]  # fmt: skip
+    assert [r.returncode for r in runs] == [1, 1]
+    default, dask = (r.stderr.strip().splitlines() for r in runs)
+    assert len(dask) == 1 and "more than --max-bad-fraction 0.0 allows" in dask[0], dask
+    assert dask == [line.replace(str(tmp_path / "default"), str(tmp_path / "dask")) for line in default]
+
+
+def test_watch_is_refused_on_dask_in_one_line(dask_cluster, conversions, tmp_path):
+    r = subprocess.run(_job(conversions.raw("imagenet", "folders"), tmp_path / "out", "--watch", "--",
+                            *dask_cluster.args), capture_output=True, text=True, timeout=60)  # fmt: skip
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "--watch cannot run on Dask" in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """360 photo-like 500x375 JPEGs in 4 classes (and 8 in val): shards that take long enough to write, with
+    --resize-max-side, for a process to be killed while one is being written."""
+    from infra.photos import photo_jpeg
+    from pipelines.imagenet import WNIDS
+
+    raw = tmp_path_factory.mktemp("photos")
+    for split, n, first in (("train", 360, 0), ("val", 8, 1000)):
+        for i in range(n):
+            folder = raw / split / WNIDS[i % 4]
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"{WNIDS[i % 4]}_{i}.JPEG" if split == "train" else f"ILSVRC2012_val_{i:08d}.JPEG"
+            (folder / name).write_bytes(photo_jpeg(first + i, size=(500, 375)))
+    return raw
+
+
+SLOW = ("--min-shards", "6", "--resize-max-side", "200", "--max-bad-fraction", "0")
+
+
+def _kill_while_writing(
+    cmd: list[str], train: Path, pick, *, committed: int = 0
+) -> tuple[subprocess.CompletedProcess, str]:
+    """Run the job; when a shard of train/ is being written (and `committed` shards are), SIGKILL the process
+    group `pick(writer pid)` names."""
+    import re
+    import signal
+    import time
+
+    from shards.storage import TEMPORARY_NAME
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = ""
+    while proc.poll() is None and not killed:
+        names = os.listdir(train) if train.is_dir() else []
+        if sum(re.fullmatch(r"shard-\d{6}\.tar", n) is not None for n in names) < committed:
+            names = []
+        for name in names:
+            m = re.match(TEMPORARY_NAME, name)
+            group = pick(int(m["pid"])) if m and m["pid"] and name.startswith(".shard-") else None
+            if group is not None:
+                os.killpg(group, signal.SIGKILL)
+                killed = name
+                break
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), killed
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def test_a_worker_killed_while_writing_a_shard_the_job_completes_byte_identical(photos, tmp_path):
+    from infra.dask_local import local_dask_cluster
+
+    default = subprocess.run(_job(photos, tmp_path / "default", *SLOW), capture_output=True, text=True, timeout=300)
+    assert default.returncode == 0, default.stderr
+    with local_dask_cluster(workers=2) as cluster:
+        r, killed = _kill_while_writing(
+            _job(photos, tmp_path / "dask", *SLOW, "--", *cluster.args),
+            tmp_path / "dask" / "train",
+            lambda pid: _group(pid) if _group(pid) in cluster.workers else None,
+        )
+    assert killed, "no shard was seen being written"
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _tree(tmp_path / "dask") == _tree(tmp_path / "default")  # the killed writer's temporary is gone too
+    assert verify_split(str(tmp_path / "dask" / "train")).ok
+
+
+def test_the_scheduler_killed_the_job_fails_in_one_line_and_a_re_run_keeps_committed_shards(photos, tmp_path):
+    import time
+
+    from infra.dask_local import local_dask_cluster
+
+    with local_dask_cluster(workers=2) as cluster:
+        start = time.monotonic()
+        r, killed = _kill_while_writing(
+            _job(photos, tmp_path / "out", *SLOW, "--", *cluster.args),
+            tmp_path / "out" / "train",
+            lambda pid: cluster.scheduler_pid,
+            committed=1,
+        )
+        took = time.monotonic() - start
+    lines = r.stderr.strip().splitlines()
+    assert killed and r.returncode == 1 and len(lines) == 1, r.stderr[-3000:]
+    assert lines[0] == (
+        f"error: the imagenet job failed: lost the Dask scheduler at {cluster.scheduler}, so the job's tasks are "
+        "gone: start it again and re-run the job (the shards it committed are kept)"
+    )
+    assert took < 120
+    with local_dask_cluster(workers=2) as cluster:
+        again = subprocess.run(_job(photos, tmp_path / "out", *SLOW, "--", *cluster.args), capture_output=True,
+                               text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert verify_split(str(tmp_path / "out" / "train")).ok
+    kept = int(again.stdout.split("written, ")[1].split(" kept")[0])
+    assert kept >= 1, again.stdout  # what was committed before the scheduler went is not written again

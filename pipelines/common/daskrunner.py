@@ -36,6 +36,9 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 
 __all__ = ["DaskRunner", "DaskResult"]
 
+POLL = 1.0  # seconds between looks at the tasks and the scheduler
+LOST_AFTER = 20.0  # seconds without the scheduler before the job fails
+
 
 class _GroupByKey(beam.PTransform):
     """GroupByKey as one primitive (global window): grouped by Dask's shuffle."""
@@ -107,9 +110,20 @@ def _run_bundle(items: list, fn: t.Any, label: str, side_inputs: list, args: lis
                 invoker.invoke_process(WindowedValue(item, 0, window))
             invoker.invoke_finish_bundle()  # fix 2: what it emits is in `out`, read below
             invoker.invoke_teardown()
+    except Exception as e:  # named with its step, as Beam's runners name it
+        raise _with_step(e, label) from None
     finally:
         statesampler.set_current_tracker(None)
     return [*out, ("metrics", container.get_cumulative())]
+
+
+def _with_step(e: Exception, label: str) -> Exception:
+    """The error as Beam's runners raise it: the same type, its message followed by the step's name."""
+    text = f"{e} [while running '{label}']"
+    try:
+        return type(e)(text)
+    except Exception:  # an exception type whose constructor takes other arguments
+        return RuntimeError(f"{type(e).__name__}: {text}")
 
 
 def _side_input(si: t.Any, values: list) -> t.Any:
@@ -174,6 +188,15 @@ class _Graph:
         return [b for p, b in self.bags.items() if not self.consumers.get(p)] + self.metrics
 
 
+def lost_scheduler(address: str | None) -> RuntimeError:
+    """Fix 7: one line naming the scheduler."""
+    where = address or "the local Dask cluster"
+    return RuntimeError(
+        f"lost the Dask scheduler at {where}, so the job's tasks are gone: start it again and re-run the job (the "
+        "shards it committed are kept)"
+    )
+
+
 class DaskResult(PipelineResult):
     """The job's futures; `wait_until_finish` raises the first task's error, or names a lost scheduler."""
 
@@ -183,29 +206,53 @@ class DaskResult(PipelineResult):
         self._metrics = None
 
     def wait_until_finish(self, duration=None):
-        from apache_beam.runners.direct.direct_metrics import DirectMetrics
-        from distributed import as_completed
+        """Wait for every task; then the first failed leaf's error in pipeline order (deterministic, as the
+        default runner's), or one line naming a scheduler lost for `LOST_AFTER` seconds."""
+        import asyncio
+        import time
 
+        from apache_beam.runners.direct.direct_metrics import DirectMetrics
+        from distributed import wait
+
+        deadline = None if duration is None else time.monotonic() + duration / 1000
+        lost = 0.0
         try:
-            results = {}
-            for future, result in as_completed(self.futures, with_results=True, timeout=duration):
-                results[future.key] = result
-        except (OSError, TimeoutError) as e:  # fix 7
-            self._state = PipelineState.FAILED
-            where = self._address or "the local Dask cluster"
-            raise RuntimeError(f"lost the Dask scheduler at {where}: {type(e).__name__}: {e}") from None
+            while True:
+                try:
+                    wait(self.futures, timeout=POLL)
+                    break
+                except TimeoutError:
+                    lost = lost + POLL if self.client.status != "running" else 0.0
+                    if lost >= LOST_AFTER or any(f.status == "cancelled" for f in self.futures):
+                        raise self._lost() from None
+                    if deadline is not None and time.monotonic() > deadline:
+                        return self._state
+                except (Exception, asyncio.CancelledError):  # the client cancels every future when it loses it
+                    if self.client.status == "running" and not any(f.status == "cancelled" for f in self.futures):
+                        raise
+                    raise self._lost() from None
+            for future in self.futures:
+                if future.status == "error":
+                    self._state = PipelineState.FAILED
+                    raise future.exception()
+                if future.status != "finished":
+                    raise self._lost()
+            results = [future.result() for future in self.futures]
         except BaseException:
             self._state = PipelineState.FAILED
             raise
         finally:
             self.client.close()
         metrics = DirectMetrics()  # fix 6
-        for future in self.futures[len(self.futures) - self._n_metrics :]:
-            for updates in results[future.key]:
+        for updates_list in results[len(results) - self._n_metrics :]:
+            for updates in updates_list:
                 metrics.commit_logical(None, updates)
         self._metrics = metrics
         self._state = PipelineState.DONE
         return self._state
+
+    def _lost(self) -> RuntimeError:
+        return lost_scheduler(self._address)
 
     def cancel(self):
         self.client.cancel(self.futures)
@@ -232,8 +279,13 @@ class DaskRunner(beam_dask.DaskRunner):
     """Runs a batch pipeline on a Dask cluster (`--dask_client_address`; default: a local cluster)."""
 
     def run_pipeline(self, pipeline, options):
+        import asyncio
+        import logging
+
         from distributed import Client
 
+        for name in ("distributed.client", "distributed.comm", "tornado.application"):  # fix 7: not tracebacks
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         dask_options = options.view_as(beam_dask.DaskOptions).get_all_options(drop_default=True, current_only=True)
         bag_kwargs = beam_dask.DaskOptions._extract_bag_kwargs(dask_options)
         address = dask_options.get("address")
@@ -248,7 +300,13 @@ class DaskRunner(beam_dask.DaskRunner):
             def visit_transform(self, node):
                 graph.add(node)
 
-        pipeline.visit(Build())
+        try:
+            pipeline.visit(Build())  # side inputs are computed on the cluster meanwhile
+        except (Exception, asyncio.CancelledError) as e:
+            if client.status == "running" and not isinstance(e, asyncio.CancelledError):
+                raise
+            client.close()
+            raise lost_scheduler(address) from None
         leaves = graph.leaves()
         futures = client.compute(leaves)
         return DaskResult(client, list(futures), len(graph.metrics), address)

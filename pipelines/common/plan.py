@@ -11,7 +11,7 @@ from typing import Any
 from pipelines.common.options import JobOptions
 from shards import storage
 
-__all__ = ["PROGRESS_DIR", "SplitPlan", "num_shards"]
+__all__ = ["PROGRESS_DIR", "SplitPlan", "num_shards", "remove_stale_temporaries"]
 
 PROGRESS_DIR = "_progress"
 
@@ -51,10 +51,7 @@ class SplitPlan:
         --output, the job's params beside the dataset's, seed, shard sizes, bad fraction, writers, storage.
         Temporaries an interrupted run left in the split (whose writers are gone) are removed here, first."""
         split_url = storage.join(job.output, split)
-        for folder in (split_url, storage.join(split_url, PROGRESS_DIR), storage.join(split_url, "annotations")):
-            for name in storage.stale_temporaries(folder):
-                with contextlib.suppress(FileNotFoundError):
-                    storage.remove(storage.join(folder, name))
+        remove_stale_temporaries(split_url)
         return cls(
             split=split,
             split_url=split_url,
@@ -67,6 +64,15 @@ class SplitPlan:
             storage_options=job.storage_options,
             **fields,
         )
+
+
+def remove_stale_temporaries(split_url: str) -> None:
+    """Remove the temporaries writers that are gone left in a split (`storage.stale_temporaries`): an interrupted
+    run's, before a job starts; a lost worker's, before the manifest is written (its task ran again elsewhere)."""
+    for folder in (split_url, storage.join(split_url, PROGRESS_DIR), storage.join(split_url, "annotations")):
+        for name in storage.stale_temporaries(folder):
+            with contextlib.suppress(FileNotFoundError):
+                storage.remove(storage.join(folder, name))
 
 
 def num_shards(num_samples: int, total_bytes: int, shard_size: int, min_shards: int) -> int:

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipelines.common.options import use_storage_options
-from pipelines.common.plan import SplitPlan, num_shards
+from pipelines.common.plan import SplitPlan, num_shards, remove_stale_temporaries
 from pipelines.common.records import Pointer
 from pipelines.common.shardwriter import PROGRESS_DIR, Encoder, die_with_job, write_shard
 from shards import storage
@@ -222,6 +222,7 @@ def _finalize(records: list[dict[str, Any]], counts: tuple[int, int], plan: Spli
         )
     if not entries:
         raise RuntimeError(f"{plan.split_url}: no sample could be written ({seen} inputs)")
+    remove_stale_temporaries(plan.split_url)  # a lost worker's half-written shard (its task ran again elsewhere)
     manifest = build_manifest(
         dataset=plan.dataset,
         split=plan.split,
