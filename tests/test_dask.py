@@ -254,3 +254,15 @@ def test_the_scheduler_killed_the_job_fails_in_one_line_and_a_re_run_keeps_commi
     assert verify_split(str(tmp_path / "out" / "train")).ok
     kept = int(again.stdout.split("written, ")[1].split(" kept")[0])
     assert kept >= 1, again.stdout  # what was committed before the scheduler went is not written again
+
+
+def test_convert_over_a_table_of_rows_on_dask_writes_what_the_default_runner_writes(dask_cluster, tmp_path):
+    from pipelines import convert
+    from tests.raw import custom
+
+    custom.write_rows(tmp_path / "rows.parquet", 61, bad=(12,))
+    for name, runner in (("default", ()), ("dask", tuple(dask_cluster.args))):
+        done = convert(str(tmp_path / "rows.parquet"), custom.table_row, str(tmp_path / name), max_bad_fraction=0.1,
+                       min_shards=2, runner_args=runner)  # fmt: skip
+        assert (done.samples, done.quarantined) == (60, 1)
+    assert _tree(tmp_path / "dask") == _tree(tmp_path / "default")

@@ -2,6 +2,9 @@
 
 With `--targets`: the same job writing to local disk, to s3:// (the loopback endpoint of infra/local_s3.py), and
 on the portable runner (infra/beam_local.py: job service + worker pool with 2 SDK workers), interleaved.
+With `--runners`: the same job on the default (local) runner, the portable runner (2 SDK workers) and the Dask
+runner (infra/dask_local.py) with 1 and with 2 workers, interleaved; wall time, and the start-up in it: from
+launch to the first shard being written.
 
 Repack: the job (local runner, all cores, no re-encoding) and `tar cf` of the same train/ folder, alternately,
 from a warm page cache; figures are medians and their ratio. Memory: peak resident memory of the job's whole
@@ -171,6 +174,55 @@ def bench_targets(raw: str, out: str, repeat: int) -> dict:
     }
 
 
+def bench_runners(raw: str, out: str, repeat: int) -> dict:
+    """The job on each runner, to local disk, in alternating rounds; the clusters are started once, outside the
+    timings, as running clusters would be. Start-up: launch to the first shard file (or its temporary) in the
+    output."""
+    from infra.beam_local import local_beam_cluster
+    from infra.dask_local import local_dask_cluster
+
+    warm_page_cache(raw)
+    nbytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(raw) for f in fs)
+    names = ("default", "portable (2 workers)", "dask (1 worker)", "dask (2 workers)")
+    times: dict[str, list[float]] = {k: [] for k in names}
+    starts: dict[str, list[float]] = {k: [] for k in names}
+    job_out = os.path.join(out, "runners")
+    train = os.path.join(job_out, "train")
+    with (
+        local_beam_cluster(workers=2) as portable,
+        local_dask_cluster(workers=1) as d1,
+        local_dask_cluster(workers=2) as d2,
+    ):
+        runs = {
+            names[0]: _job(raw, job_out),
+            names[1]: [*_job(raw, job_out), "--", *portable.args],
+            names[2]: [*_job(raw, job_out), "--", *d1.args],
+            names[3]: [*_job(raw, job_out), "--", *d2.args],
+        }
+        for i in range(repeat):
+            for name in names if i % 2 == 0 else names[::-1]:
+                shutil.rmtree(job_out, ignore_errors=True)
+                subprocess.run(["sync"], check=False)
+                first: list[float] = []
+
+                def poll(elapsed: float, first=first) -> None:
+                    if not first and os.path.isdir(train) and any("shard-" in n for n in os.listdir(train)):
+                        first.append(elapsed)
+
+                times[name].append(run_measured(runs[name], poll=poll)[0])
+                starts[name].append(first[0] if first else float("nan"))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    med_start = {k: statistics.median(v) for k, v in starts.items()}
+    return {
+        "bytes": nbytes,
+        "seconds": times,
+        "startup_seconds": starts,
+        "median_seconds": med,
+        "median_startup_seconds": med_start,
+        "MB_per_s": {k: nbytes / v / 1e6 for k, v in med.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.bench", description=__doc__.split("\n")[0])
     p.add_argument("dataset", choices=["imagenet"])
@@ -180,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--resize-images", type=int, default=1500, help="images for the resize comparison (0: skip)")
     p.add_argument("--targets", action="store_true", help="local disk vs s3:// vs the portable runner instead")
+    p.add_argument("--runners", action="store_true", help="the default, portable and Dask runners instead")
     p.add_argument("--json")
     args = p.parse_args(argv)
     from pipelines.imagenet import WNIDS
@@ -192,6 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"input: {n} JPEGs in 20 classes, {format_size(size)} under {args.dir}/train")
     os.makedirs(args.out, exist_ok=True)
+    if args.runners:
+        t = bench_runners(args.dir, args.out, args.repeat)
+        for k in t["seconds"]:
+            runs = ", ".join(f"{x:.1f}" for x in t["seconds"][k])
+            share = t["median_startup_seconds"][k] / t["median_seconds"][k]
+            print(
+                f"{k:>22}: median {t['median_seconds'][k]:.1f}s = {t['MB_per_s'][k]:.0f} MB/s, start-up "
+                f"{t['median_startup_seconds'][k]:.1f}s ({share:.0%})  (runs: {runs})"
+            )
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"benchmark": "imagenet-job-runners", "cores": os.cpu_count(), **t}, f, indent=1)
+        return 0
     if args.targets:
         t = bench_targets(args.dir, args.out, args.repeat)
         for k in t["seconds"]:
