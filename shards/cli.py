@@ -1,4 +1,4 @@
-"""`python -m shards`: pack, ls, inspect, preview, verify and compact splits on any store."""
+"""`python -m shards`: pack, ls, inspect, preview, view, verify and compact splits on any store."""
 
 from __future__ import annotations
 
@@ -107,6 +107,22 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_view(args: argparse.Namespace) -> int:
+    from shards.view import gather
+    from shards.viewpage import render
+
+    keys = [k for k in args.keys.split(",") if k] if args.keys else None
+    t0 = time.perf_counter()
+    page = render(gather(args.url, n=args.n, seed=args.seed, keys=keys)).encode()
+    storage.write_bytes(args.out, page)
+    print(f"wrote {args.out} ({format_size(len(page))}) in {time.perf_counter() - t0:.1f}s")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(f"file://{storage.local_path(args.out)}" if storage.is_local(args.out) else args.out)
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from shards.verify import verify_split
 
@@ -162,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("-n", type=_positive, default=16, help="how many images (default 16)")
     s.set_defaults(func=_cmd_preview)
+    s = sub.add_parser("view", help="write one self-contained HTML page of a split: samples drawn, quarantine")
+    s.add_argument("url")
+    s.add_argument("--out", default="view.html", help="the page to write (default view.html)")
+    s.add_argument("-n", type=_positive, default=48, help="samples drawn at random across shards (default 48)")
+    s.add_argument("--seed", type=int, default=0, help="which random samples (default 0)")
+    s.add_argument("--keys", help="comma-separated keys to show instead of a random choice")
+    s.add_argument("--open", action="store_true", help="open the page in a browser once written")
+    s.set_defaults(func=_cmd_view)
     s = sub.add_parser("compact", help="merge the small shards of older generations into a new generation")
     s.add_argument("url")
     s.add_argument("--shard-size", default="256MB", help="target bytes per shard (default 256MB)")
