@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from infra.local_s3 import HOST, free_port
 from shards.procs import die_with_parent
 
-__all__ = ["BeamCluster", "local_beam_cluster", "with_beam_args"]
+__all__ = ["BeamCluster", "cluster_main", "local_beam_cluster", "with_beam_args"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,24 +195,31 @@ def with_beam_args(command: list[str], beam_args: list[str]) -> list[str]:
     return [*command, "--", *beam_args]
 
 
-def main(argv: list[str] | None = None) -> int:
+def cluster_main(argv: list[str] | None, prog: str, doc: str, start, what: str) -> int:
+    """The command of a loopback cluster (`beam_local`, `dask_local`): `[--workers N] [--log F] [-- CMD ...]` runs
+    CMD with the cluster's Beam options appended, or prints them and serves until Ctrl-C. `start(workers, log)` is
+    the cluster's context manager."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(prog="python -m infra.beam_local", description=__doc__.split("\n")[0])
-    p.add_argument("--workers", type=int, default=2, help="SDK worker processes (default 2)")
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--log", help="append the services' output to this file (default: discard)")
     args = p.parse_args(argv)
-    with local_beam_cluster(workers=args.workers, log=args.log) as cluster:
+    with start(workers=args.workers, log=args.log) as cluster:
         if command:
             return subprocess.call(with_beam_args(command, cluster.args))
         print(" ".join(cluster.args))
-        print("# job service and worker pool running; Ctrl-C stops them", file=sys.stderr)
+        print(f"# {what} running; Ctrl-C stops them", file=sys.stderr)
         sys.stdout.flush()
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cluster_main(argv, "python -m infra.beam_local", __doc__, local_beam_cluster, "job service and worker pool")
 
 
 if __name__ == "__main__":

@@ -10,17 +10,15 @@ stopped. Each worker is its own process (`dask worker --nworkers 1 --nthreads 1`
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 
-from infra.beam_local import _stop, _wait_port, with_beam_args
+from infra.beam_local import _stop, _wait_port, cluster_main
 from infra.local_s3 import HOST, free_port
 from shards.procs import die_with_parent
 
@@ -90,27 +88,10 @@ def _wait_workers(address: str, n: int, timeout: float) -> None:
 
     with Client(address, timeout=timeout) as client:
         client.wait_for_workers(n, timeout=timeout)
-        time.sleep(0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[argv.index("--") + 1 :] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
-    p = argparse.ArgumentParser(prog="python -m infra.dask_local", description=__doc__.split("\n")[0])
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--log", help="append the scheduler's and workers' output to this file (default: discard)")
-    args = p.parse_args(argv)
-    with local_dask_cluster(workers=args.workers, log=args.log) as cluster:
-        if command:
-            return subprocess.call(with_beam_args(command, cluster.args))
-        print(" ".join(cluster.args))
-        print("# Dask scheduler and workers running; Ctrl-C stops them", file=sys.stderr)
-        sys.stdout.flush()
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
-    return 0
+    return cluster_main(argv, "python -m infra.dask_local", __doc__, local_dask_cluster, "Dask scheduler and workers")
 
 
 if __name__ == "__main__":
