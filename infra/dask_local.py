@@ -49,7 +49,8 @@ def local_dask_cluster(*, workers: int = 2, timeout: float = 60, log: str | None
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    scratch = tempfile.mkdtemp(prefix="shardkit-dask-")  # workers' spill space, removed with them
+    scratch = tempfile.mkdtemp(prefix="shardkit-dask-")  # workers' spill space and locks, removed with them
+    env["DASK_TEMPORARY_DIRECTORY"] = scratch  # else the scheduler leaves /tmp/dask-scratch-space behind
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     procs: list[subprocess.Popen] = []
 

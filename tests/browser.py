@@ -10,6 +10,7 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -107,6 +108,7 @@ def chromium() -> Iterator[Any]:
          f"--remote-debugging-port={port}", f"--remote-debugging-address={HOST}", f"--user-data-dir={profile}",
          "--host-resolver-rules=MAP * ~NOTFOUND", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent(),
+        env={**os.environ, "TMPDIR": profile},  # its own temporaries go with the profile
     )  # fmt: skip
     loop = asyncio.new_event_loop()
     session = None
