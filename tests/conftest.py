@@ -1,4 +1,5 @@
-"""Session fixtures: photo-like sample folders and a real S3 endpoint on loopback."""
+"""Session fixtures: photo-like sample folders, a real S3 endpoint on loopback, the conformance conversions, and
+every temporary kept under pytest's own folder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,24 @@ import pytest
 from infra.photos import photo_jpeg
 
 DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporaries_under_pytests_folder(tmp_path_factory):
+    """Every temporary the tests and the processes they start make (the loaders' default shard cache, Beam's
+    staging folders, ...) goes under pytest's own folder for the session, not loose in /tmp."""
+    import tempfile
+
+    folder = tmp_path_factory.getbasetemp() / "tmp"
+    folder.mkdir(exist_ok=True)
+    old_env, old_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    yield
+    tempfile.tempdir = old_dir
+    if old_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old_env
 
 
 def pytest_collection_modifyitems(config, items):

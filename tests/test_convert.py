@@ -151,8 +151,12 @@ def test_a_glob_on_s3_is_listed_on_the_workers_folder_by_folder(s3_endpoint, fol
         storage.write_bytes(f"s3://test/globbed/{path.parent.name}/{path.name}", path.read_bytes())
     pattern = "s3://test/globbed/*/*.jpg"
     assert split_glob(pattern).folders() == [f"s3://test/globbed/{c}" for c in custom.CLASSES]
-    done = convert(pattern, custom.url_sample, "s3://test/globbed-out", min_shards=1)
-    listed = convert(list_inputs(pattern), custom.url_sample, str(tmp_path), min_shards=1)
+    # the writers get the endpoint from storage_options: a writer pool started by an earlier test, before the
+    # endpoint's variables were set, does not have them
+    options = {"s3": {"key": s3_endpoint["AWS_ACCESS_KEY_ID"], "secret": s3_endpoint["AWS_SECRET_ACCESS_KEY"],
+                      "client_kwargs": {"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]}}}  # fmt: skip
+    done = convert(pattern, custom.url_sample, "s3://test/globbed-out", min_shards=1, storage_options=options)
+    listed = convert(list_inputs(pattern), custom.url_sample, str(tmp_path), min_shards=1, storage_options=options)
     assert done.samples == listed.samples == 12
     for name in ("shard-000000.tar", "shard-000000.idx"):
         assert storage.read_bytes(f"s3://test/globbed-out/train/{name}") == (tmp_path / "train" / name).read_bytes()
