@@ -144,20 +144,22 @@ def test_a_glob_listed_on_the_workers_gives_the_split_of_the_glob_listed_here(fo
 
 def test_a_glob_on_s3_is_listed_on_the_workers_folder_by_folder(s3_endpoint, folder, tmp_path):
     from pipelines.common.workerinputs import split_glob
-    from pipelines.conversion import list_inputs
     from shards import storage
 
     for path in sorted(folder.glob("*/*.jpg"))[::3]:  # 4 of each class
         storage.write_bytes(f"s3://test/globbed/{path.parent.name}/{path.name}", path.read_bytes())
     pattern = "s3://test/globbed/*/*.jpg"
     assert split_glob(pattern).folders() == [f"s3://test/globbed/{c}" for c in custom.CLASSES]
-    # the writers get the endpoint from storage_options: a writer pool started by an earlier test, before the
-    # endpoint's variables were set, does not have them
-    options = {"s3": {"key": s3_endpoint["AWS_ACCESS_KEY_ID"], "secret": s3_endpoint["AWS_SECRET_ACCESS_KEY"],
-                      "client_kwargs": {"endpoint_url": s3_endpoint["AWS_ENDPOINT_URL"]}}}  # fmt: skip
-    done = convert(pattern, custom.url_sample, "s3://test/globbed-out", min_shards=1, storage_options=options)
-    listed = convert(list_inputs(pattern), custom.url_sample, str(tmp_path), min_shards=1, storage_options=options)
-    assert done.samples == listed.samples == 12
+    # in a fresh process, as a user runs it: a writer pool an earlier test started in this one predates the
+    # endpoint's variables (and storage_options given here would stay configured for the tests after this one)
+    script = ("import json, sys\nfrom pipelines import convert\nfrom pipelines.conversion import list_inputs\n"
+              "from tests.raw.custom import url_sample\np = 's3://test/globbed/*/*.jpg'\n"
+              "a = convert(p, url_sample, 's3://test/globbed-out', min_shards=1)\n"
+              "b = convert(list_inputs(p), url_sample, sys.argv[1], min_shards=1)\n"
+              "print(json.dumps([a.samples, b.samples]))")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [12, 12]
     for name in ("shard-000000.tar", "shard-000000.idx"):
         assert storage.read_bytes(f"s3://test/globbed-out/train/{name}") == (tmp_path / "train" / name).read_bytes()
 
