@@ -128,23 +128,29 @@ def _overlay(fields: dict[str, Any], classes: list[str] | None) -> tuple[str, li
         for obj, first, end in field_value("polygons", fields["polygons"]).tolist():
             label = int(labels[obj]) if obj < len(labels) else 0
             points = " ".join(f"{x:.5f},{y:.5f}" for x, y in vertices[first:end].tolist())
-            parts.append(f'<polygon class="mask" data-label="{label}" points="{points}" fill="{_colour(label)}" '
-                         'fill-opacity="0.45" stroke="none"/>')  # fmt: skip
+            parts.append(
+                f'<polygon class="mask" data-label="{label}" points="{points}" fill="{_colour(label)}" '
+                'fill-opacity="0.45" stroke="none"/>'
+            )
     for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
         label = int(labels[i]) if i < len(labels) else 0
         name = classes[label] if classes and 0 <= label < len(classes) else str(label)
         dash = ' stroke-dasharray="4 3"' if i < len(crowd) and crowd[i] else ""
-        parts.append(f'<rect class="box" data-label="{label}" x="{x0:.5f}" y="{y0:.5f}" width="{x1 - x0:.5f}" '
-                     f'height="{y1 - y0:.5f}" fill="none" stroke="{_colour(label)}" stroke-width="3" '
-                     f'vector-effect="non-scaling-stroke"{dash}><title>{html.escape(name)}</title></rect>')  # fmt: skip
+        parts.append(
+            f'<rect class="box" data-label="{label}" x="{x0:.5f}" y="{y0:.5f}" width="{x1 - x0:.5f}" '
+            f'height="{y1 - y0:.5f}" fill="none" stroke="{_colour(label)}" stroke-width="3" '
+            f'vector-effect="non-scaling-stroke"{dash}><title>{html.escape(name)}</title></rect>'
+        )
         drawn.append((label, name))
     if "keypoints" in fields:
         for person in field_value("keypoints", fields["keypoints"]).reshape(-1, 17, 3):
             for a, b in SKELETON:
                 if person[a - 1, 2] > 0 and person[b - 1, 2] > 0:
                     (xa, ya), (xb, yb) = person[a - 1, :2], person[b - 1, :2]
-                    parts.append(f'<line class="bone" x1="{xa:.5f}" y1="{ya:.5f}" x2="{xb:.5f}" y2="{yb:.5f}" '
-                                 'stroke="#00e5ff" stroke-width="2" vector-effect="non-scaling-stroke"/>')  # fmt: skip
+                    parts.append(
+                        f'<line class="bone" x1="{xa:.5f}" y1="{ya:.5f}" x2="{xb:.5f}" y2="{yb:.5f}" '
+                        'stroke="#00e5ff" stroke-width="2" vector-effect="non-scaling-stroke"/>'
+                    )
     svg = ('<svg viewBox="0 0 1 1" preserveAspectRatio="none">' + "".join(parts) + "</svg>") if parts else ""
     return svg, drawn
 
@@ -152,8 +158,10 @@ def _overlay(fields: dict[str, Any], classes: list[str] | None) -> tuple[str, li
 def _card(sample: Sample, classes: list[str] | None) -> str:
     out = [f'<div class="sample" data-key="{html.escape(sample.key)}">']
     if sample.error:
-        out.append(f'<div class="key">{html.escape(sample.key)}</div><div class="error">{html.escape(sample.error)}'
-                   "</div></div>")  # fmt: skip
+        out.append(
+            f'<div class="key">{html.escape(sample.key)}</div><div class="error">{html.escape(sample.error)}'
+            "</div></div>"
+        )
         return "".join(out)
     fields = sample.fields
     image = next((e for e in fields if e.lower() in IMAGES and isinstance(fields[e], bytes | bytearray)), None)
@@ -161,8 +169,9 @@ def _card(sample: Sample, classes: list[str] | None) -> str:
     if image is not None:
         try:
             svg, drawn = _overlay(fields, classes)
-            out.append(f'<div class="pic"><img alt="{html.escape(sample.key)}" src="{_thumbnail(fields[image])}">'
-                       f"{svg}</div>")  # fmt: skip
+            out.append(
+                f'<div class="pic"><img alt="{html.escape(sample.key)}" src="{_thumbnail(fields[image])}">{svg}</div>'
+            )
         except Exception as e:
             out.append(f'<div class="error">{image}: does not decode ({html.escape(str(e))})</div>')
     else:
@@ -182,14 +191,23 @@ def _card(sample: Sample, classes: list[str] | None) -> str:
         out.append(f'<div class="label" data-label="{html.escape(text)}">{html.escape(name)}</div>')
     if drawn:
         seen = dict(drawn)
-        out.append('<div class="boxes">' + " ".join(
-            f'<span class="swatch" style="background:{_colour(k)}"></span><span class="box-label">'
-            f"{html.escape(v)}</span>" for k, v in seen.items()) + "</div>")  # fmt: skip
+        out.append(
+            '<div class="boxes">'
+            + " ".join(
+                f'<span class="swatch" style="background:{_colour(k)}"></span><span class="box-label">'
+                f"{html.escape(v)}</span>"
+                for k, v in seen.items()
+            )
+            + "</div>"
+        )
     caption = _caption(fields)
     if caption:
         out.append(f'<div class="caption">{html.escape(caption)}</div>')
-    rows = "".join(f"<tr><th>{html.escape(e)}</th><td><pre>{html.escape(_short(e, v))}</pre></td></tr>"
-                   for e, v in fields.items() if e != "__key__")  # fmt: skip
+    rows = "".join(
+        f"<tr><th>{html.escape(e)}</th><td><pre>{html.escape(_short(e, v))}</pre></td></tr>"
+        for e, v in fields.items()
+        if e != "__key__"
+    )
     out.append(f"<details><summary>every field</summary><table>{rows}</table></details></div>")
     return "".join(out)
 
@@ -211,18 +229,25 @@ def _summary(view: View) -> str:
     m = view.manifest
     shards = m["shards"]
     nbytes = sum(int(e["num_bytes"]) for e in shards)
-    rows = [("dataset / split", f"{m['dataset']} / {m['split']}"), ("samples", f"{m['num_samples']:,}"),
-            ("shards", f"{len(shards):,} ({format_size(nbytes)})"), ("quarantined", f"{m['quarantine']['count']:,}"),
-            ("format version", str(m["version"])), ("created by", m.get("created_by", "")),
-            ("source", json.dumps(m.get("source", {}))), ("params", json.dumps(m.get("params", {})))]  # fmt: skip
+    rows = [
+        ("dataset / split", f"{m['dataset']} / {m['split']}"),
+        ("samples", f"{m['num_samples']:,}"),
+        ("shards", f"{len(shards):,} ({format_size(nbytes)})"),
+        ("quarantined", f"{m['quarantine']['count']:,}"),
+        ("format version", str(m["version"])),
+        ("created by", m.get("created_by", "")),
+        ("source", json.dumps(m.get("source", {}))),
+        ("params", json.dumps(m.get("params", {}))),
+    ]
     fields = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in m["fields"].items()
     )
     classes = m.get("classes") or []
     head = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     names = ", ".join(classes[:60]) + (f", ... ({len(classes)} in all)" if len(classes) > 60 else "")
-    return (f'<table id="summary">{head}</table><h2>Fields</h2><table id="fields">{fields}</table>'
-            + (f'<h2>Classes</h2><p id="classes">{html.escape(names)}</p>' if classes else ""))  # fmt: skip
+    return f'<table id="summary">{head}</table><h2>Fields</h2><table id="fields">{fields}</table>' + (
+        f'<h2>Classes</h2><p id="classes">{html.escape(names)}</p>' if classes else ""
+    )
 
 
 def _quarantine(view: View) -> str:
@@ -247,11 +272,16 @@ def _generations(view: View) -> str:
         f"<td>{html.escape(', '.join(map(str, g.get('replaces', []))))}</td></tr>"
         for g in gens
     )
-    retired = "".join(f"<li>generation {r['generation']} ({html.escape(r['folder'])}), compacted into {r['by']}"
-                      f"{' and collected' if r.get('collected') else ''}</li>" for r in view.manifest.get("retired", []))  # fmt: skip
-    return ('<h2>Generations</h2><table id="generations"><tr><th>generation</th><th>kind</th><th>published</th>'
-            "<th>inputs</th><th>samples</th><th>quarantined</th><th>shards</th><th>replaces</th></tr>"
-            f"{rows}</table>" + (f"<ul>{retired}</ul>" if retired else ""))  # fmt: skip
+    retired = "".join(
+        f"<li>generation {r['generation']} ({html.escape(r['folder'])}), compacted into {r['by']}"
+        f"{' and collected' if r.get('collected') else ''}</li>"
+        for r in view.manifest.get("retired", [])
+    )
+    return (
+        '<h2>Generations</h2><table id="generations"><tr><th>generation</th><th>kind</th><th>published</th>'
+        "<th>inputs</th><th>samples</th><th>quarantined</th><th>shards</th><th>replaces</th></tr>"
+        f"{rows}</table>" + (f"<ul>{retired}</ul>" if retired else "")
+    )
 
 
 def render(view: View) -> str:

@@ -46,22 +46,21 @@ if args["traced"]:
     tracemalloc.start()
 before = rss()
 cache = args["cache"]
-if True:
-    t = time.perf_counter()
-    loader = imagenet_dali(args["url"], batch_size=args["batch"], train=False, image_size=32, device="cpu",
-                           rank=args["rank"], world_size=args["world"], cache_dir=cache, num_threads=2)
-    made = time.perf_counter() - t
-    built = tracemalloc.get_traced_memory()[1] if args["traced"] else 0
-    batch = next(iter(loader))
-    first = time.perf_counter() - t
-    out = {"construct_seconds": made, "first_batch_seconds": first, "batch_rows": int(batch["label"].shape[0]),
-           "arrow_bytes": pyarrow.total_allocated_bytes(),
-           "max_rss_growth_bytes": peak_rss() - before}
-    if args["traced"]:
-        out["traced_peak_bytes"] = tracemalloc.get_traced_memory()[1]
-        out["traced_construct_peak_bytes"] = built
-        top = tracemalloc.take_snapshot().statistics("lineno")[:8]
-        out["traced_top"] = [f"{s.traceback[0].filename}:{s.traceback[0].lineno} {s.size / 1e6:.1f} MB" for s in top]
+t = time.perf_counter()
+loader = imagenet_dali(args["url"], batch_size=args["batch"], train=False, image_size=32, device="cpu",
+                       rank=args["rank"], world_size=args["world"], cache_dir=cache, num_threads=2)
+made = time.perf_counter() - t
+built = tracemalloc.get_traced_memory()[1] if args["traced"] else 0
+batch = next(iter(loader))
+first = time.perf_counter() - t
+out = {"construct_seconds": made, "first_batch_seconds": first, "batch_rows": int(batch["label"].shape[0]),
+       "arrow_bytes": pyarrow.total_allocated_bytes(),
+       "max_rss_growth_bytes": peak_rss() - before}
+if args["traced"]:
+    out["traced_peak_bytes"] = tracemalloc.get_traced_memory()[1]
+    out["traced_construct_peak_bytes"] = built
+    top = tracemalloc.take_snapshot().statistics("lineno")[:8]
+    out["traced_top"] = [f"{s.traceback[0].filename}:{s.traceback[0].lineno} {s.size / 1e6:.1f} MB" for s in top]
 print(json.dumps(out))
 sys.stdout.flush()
 os._exit(0)  # the cache's prefetch threads are still fetching

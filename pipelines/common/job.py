@@ -171,8 +171,10 @@ class DatasetJob:
         args = p.parse_args(ours)
         watching = watch_options(args) if self.watch is True and args.watch else None
         if watching is not None and any(a.startswith("--runner=") and "Dask" in a for a in beam_args):
-            p.error("--watch cannot run on Dask: the Dask runner has no unbounded sources (the watcher is a "
-                    "PeriodicImpulse); run --watch on the local runner or a streaming runner (Flink, Dataflow)")  # fmt: skip
+            p.error(
+                "--watch cannot run on Dask: the Dask runner has no unbounded sources (the watcher is a "
+                "PeriodicImpulse); run --watch on the local runner or a streaming runner (Flink, Dataflow)"
+            )
         run = Run(args, self.options(p, args, beam_args), beam_args, p)
         try:
             found = self.detect(run)
