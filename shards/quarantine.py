@@ -14,9 +14,16 @@ __all__ = ["QUARANTINE_NAME", "quarantine_entry", "dumps_quarantine", "read_quar
 QUARANTINE_NAME = "quarantine.jsonl"
 
 
-def quarantine_entry(*, key: str, source: str, stage: str, reason: str) -> dict[str, str]:
-    """One quarantine record: the input's key (or best name), where it came from, the stage and why."""
-    return {"key": key, "source": source, "stage": stage, "reason": reason}
+def quarantine_entry(
+    *, key: str, source: str, stage: str, reason: str, data: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One quarantine record: the input's key (or best name), where it came from, the stage and why; and, where the
+    input is a run of bytes, `data` = {url, offset, length[, deflated]}: where `shards view` finds them to draw the
+    input (an image that decodes gets its thumbnail)."""
+    entry: dict[str, Any] = {"key": key, "source": source, "stage": stage, "reason": reason}
+    if data is not None:
+        entry["data"] = dict(data)
+    return entry
 
 
 def dumps_quarantine(entries: Iterable[Mapping[str, Any]]) -> bytes:

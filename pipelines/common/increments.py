@@ -340,7 +340,7 @@ class SplitWatcher:
                 quarantine=quarantine,
                 inputs_seen=seen,
                 template=template,
-                extra={"input_files": len(header["files"])},
+                extra={"input_files": len(header["files"]), "newest_input_at": header["arrivals"][1]},
             )
         storage.remove(self._intent_url(folder))
         now = m["generations"][-1]["published_at"]

@@ -201,7 +201,7 @@ class _Samples:
         self.plan, self.encode, self.pointers = plan, encode, pointers
         self.tar = plan.format != "arrow"
         self.reader = _RangeReader()
-        self.quarantine: list[dict[str, str]] = []
+        self.quarantine: list[dict[str, Any]] = []
         self.keys: set[str] = set()
         # CRC32C of inputs read from offset 0 (a watcher's plan asks: it records what it converted; computed here
         # on bytes read anyway, since a separate pass over a 2 GB backlog cost the watcher 1.3-1.9 s of a 6 s job)
@@ -216,7 +216,19 @@ class _Samples:
         self.made: dict[str, str] = {}  # key -> input, of samples a user's function named
 
     def _held(self, key: str, p: Pointer, e: BadInput) -> None:
-        self.quarantine.append(quarantine_entry(key=key, source=_source(p), stage=e.stage, reason=str(e)))
+        self.quarantine.append(
+            quarantine_entry(key=key, source=_source(p), stage=e.stage, reason=str(e), data=self._data(p))
+        )
+
+    def _data(self, p: Pointer) -> dict[str, Any] | None:
+        """Where a quarantined input's bytes are, for `shards view` to draw them: only bytes of the user's own
+        input (not a job's temporary, e.g. a .tar.gz staged as a plain tar under the output: gone after the job)."""
+        if not p.length or p.url.startswith(self.plan.split_url.rstrip("/").rsplit("/", 1)[0] + "/"):
+            return None
+        data = {"url": p.url, "offset": p.offset, "length": p.length}
+        if p.meta.get("inflate", False) is not False:
+            data["deflated"] = True
+        return data
 
     def _encoded(self, p: Pointer) -> Any:
         """The pointer's sample (or a user function's samples); BadInput when it cannot become one."""
