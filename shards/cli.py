@@ -113,7 +113,7 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
     keys = [k for k in args.keys.split(",") if k] if args.keys else None
     t0 = time.perf_counter()
-    page = render(gather(args.url, n=args.n, seed=args.seed, keys=keys)).encode()
+    page = render(gather(args.url, n=args.n, seed=args.seed, keys=keys, verify=args.verify)).encode()
     storage.write_bytes(args.out, page)
     print(f"wrote {args.out} ({format_size(len(page))}) in {time.perf_counter() - t0:.1f}s")
     if args.open:
@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=_positive, default=48, help="samples drawn at random across shards (default 48)")
     s.add_argument("--seed", type=int, default=0, help="which random samples (default 0)")
     s.add_argument("--keys", help="comma-separated keys to show instead of a random choice")
+    s.add_argument("--verify", action="store_true", help="also check every checksum (reads the whole split)")
     s.add_argument("--open", action="store_true", help="open the page in a browser once written")
     s.set_defaults(func=_cmd_view)
     s = sub.add_parser("compact", help="merge the small shards of older generations into a new generation")

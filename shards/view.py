@@ -21,7 +21,20 @@ from shards.idx import parse_index
 from shards.keys import split_member_name
 from shards.manifest import read_manifest, split_url_of
 
-__all__ = ["Sample", "View", "gather"]
+__all__ = ["ANNOTATIONS", "Sample", "View", "field_value", "gather"]
+
+# the little-endian annotation fields of the tar datasets: ext -> (dtype, row width; 0: a vector)
+ANNOTATIONS = {
+    "boxes": ("<f4", 4),
+    "labels": ("<i4", 0),
+    "imagelabels": ("<i4", 0),
+    "genres": ("<i4", 0),
+    "iscrowd": ("u1", 0),
+    "area": ("<f4", 0),
+    "polygons": ("<i4", 3),
+    "vertices": ("<f4", 2),
+    "keypoints": ("<f4", 51),
+}
 
 
 @dataclasses.dataclass
@@ -30,6 +43,7 @@ class Sample:
     shard: str  # the shard's path in the split
     fields: dict[str, Any]  # ext -> bytes (tar) or a Python value (Arrow)
     error: str = ""  # why the sample could not be read, shown in its place
+    warning: str = ""  # what --verify found wrong with its shard (its bytes are drawn, but are not the written ones)
 
 
 @dataclasses.dataclass
@@ -37,8 +51,9 @@ class View:
     url: str
     manifest: dict[str, Any]
     samples: list[Sample]
-    quarantine: list[dict[str, Any]]  # {stage, reason, count, examples: [source, ...]}
+    quarantine: list[dict[str, Any]]  # {stage, reason, count, examples: [{source, bytes (the input, if read)}]}
     problems: list[str]  # what could not be read beside the samples (the quarantine file, ...)
+    verified: list[str] | None = None  # with --verify: every problem `shards verify` finds ([]: all checked, OK)
 
 
 def _choose(sizes: list[int], n: int, seed: int) -> list[tuple[int, int]]:
@@ -92,37 +107,75 @@ def _samples(split: str, manifest: dict[str, Any], n: int, seed: int, keys: list
 
 
 def _arrow_samples(split: str, entry: dict[str, Any], wanted: set[int] | None, keys: set[str] | None) -> list[Sample]:
+    """Rows of an Arrow shard: its footer, then its record batches (about 4 MB each) up to the last row wanted."""
     import pyarrow as pa
 
-    shard_url = storage.join(split, entry["path"])
-    with storage.open_read(shard_url) as f:
-        table = pa.ipc.open_file(pa.BufferReader(f.read())).read_all()
-    key_col = "id" if "id" in table.column_names else table.column_names[0]
-    out = []
-    for i, row in enumerate(table.to_pylist()):
-        key = str(row[key_col])
-        if (wanted is None or i in wanted) and (keys is None or key in keys):
-            out.append(Sample(key, entry["path"], row))
+    out: list[Sample] = []
+    last = max(wanted) if wanted else None
+    with storage.open_read(storage.join(split, entry["path"])) as f:
+        reader = pa.ipc.open_file(f)
+        names = reader.schema.names
+        key_col = "id" if "id" in names else names[0]
+        first = 0
+        for b in range(reader.num_record_batches):
+            if last is not None and first > last:
+                break
+            batch = reader.get_batch(b)
+            rows = range(first, first + batch.num_rows)
+            first = rows.stop
+            take = [i for i in rows if wanted is None or i in wanted]
+            if keys is not None:
+                ids = batch.column(key_col).to_pylist()
+                take = [i for i in take if str(ids[i - rows.start]) in keys]
+            if take:
+                table = pa.Table.from_batches([batch]).take([i - rows.start for i in take])
+                out += [Sample(str(row[key_col]), entry["path"], row) for row in table.to_pylist()]
     return out
 
 
+MAX_SHOWN_INPUT = 32 << 20  # a quarantined input past this is named, not read for its thumbnail
+
+
+def _input_bytes(data: Any) -> bytes | None:
+    """A quarantined input's bytes, where its entry says where they are (None if it does not, or they are gone)."""
+    if not isinstance(data, dict) or not 0 < int(data.get("length", 0)) <= MAX_SHOWN_INPUT:
+        return None
+    try:
+        with storage.open_read(str(data["url"])) as f:
+            f.seek(int(data.get("offset", 0)))
+            raw = f.read(int(data["length"]))
+        if data.get("deflated"):
+            import zlib
+
+            raw = zlib.decompressobj(-15).decompress(raw, MAX_SHOWN_INPUT)
+        return raw
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _quarantine(split: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The quarantine grouped by stage and reason, most first, with up to 3 example sources each."""
+    """The quarantine grouped by stage and reason, most first, with up to 3 example sources each (and their bytes,
+    for a thumbnail, where the entry says where they are)."""
     from shards.quarantine import read_quarantine
 
     groups: Counter = Counter()
-    examples: dict[tuple[str, str], list[str]] = {}
+    examples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for q in read_quarantine(storage.join(split, manifest["quarantine"]["path"])):
         k = (str(q.get("stage", "")), str(q.get("reason", "")))
         groups[k] += 1
         examples.setdefault(k, [])
         if len(examples[k]) < 3:
-            examples[k].append(str(q.get("source") or q.get("key") or ""))
-    return [{"stage": s, "reason": r, "count": c, "examples": examples[(s, r)]} for (s, r), c in groups.most_common()]
+            examples[k].append({"source": str(q.get("source") or q.get("key") or ""), "data": q.get("data")})
+    out = [{"stage": s, "reason": r, "count": c, "examples": examples[(s, r)]} for (s, r), c in groups.most_common()]
+    for group in out[:30]:  # the bytes of the most frequent groups' examples: at most 90 ranged reads
+        for example in group["examples"]:
+            example["bytes"] = _input_bytes(example.pop("data"))
+    return out
 
 
-def gather(url: str, *, n: int = 48, seed: int = 0, keys: list[str] | None = None) -> View:
-    """What the page of the split at `url` shows. ManifestMissing / ManifestError when `url` is not a split."""
+def gather(url: str, *, n: int = 48, seed: int = 0, keys: list[str] | None = None, verify: bool = False) -> View:
+    """What the page of the split at `url` shows (`verify`: also every problem `shards verify` finds, which reads
+    the whole split). ManifestMissing / ManifestError when `url` is not a split."""
     split = split_url_of(url)
     manifest = read_manifest(split)
     problems: list[str] = []
@@ -131,7 +184,15 @@ def gather(url: str, *, n: int = 48, seed: int = 0, keys: list[str] | None = Non
         quarantine = _quarantine(split, manifest) if manifest["quarantine"]["count"] else []
     except (OSError, ValueError, ShardError) as e:
         quarantine, problems = [], [f"the quarantine could not be read: {e}"]
-    return View(split, manifest, samples, quarantine, problems)
+    verified = None
+    if verify:
+        from shards.verify import verify_split
+
+        verified = verify_split(split).problems
+        for sample in samples:  # a sample of a shard that fails says so in its place too
+            url = storage.join(split, sample.shard) if sample.shard else None
+            sample.warning = next((p for p in verified if url and url in p), "")
+    return View(split, manifest, samples, quarantine, problems, verified)
 
 
 def field_value(ext: str, data: Any) -> Any:
@@ -140,10 +201,8 @@ def field_value(ext: str, data: Any) -> Any:
         return data
     if ext == "json":
         return json.loads(data)
-    kinds = {"boxes": ("<f4", 4), "labels": ("<i4", 0), "imagelabels": ("<i4", 0), "iscrowd": ("u1", 0),
-             "area": ("<f4", 0), "polygons": ("<i4", 3), "vertices": ("<f4", 2), "keypoints": ("<f4", 51)}  # fmt: skip
-    if ext in kinds:
-        dtype, width = kinds[ext]
+    if ext in ANNOTATIONS:
+        dtype, width = ANNOTATIONS[ext]
         values = np.frombuffer(bytes(data), dtype)
         return values.reshape(-1, width) if width else values
     return data

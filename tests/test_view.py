@@ -4,14 +4,17 @@ boxes and masks at the stored coordinates, errors in place, nothing that could b
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 
 from shards.manifest import read_manifest
+from shards.quarantine import quarantine_entry
 from shards.view import field_value, gather
 from tests.splits import make_split, photo_shards
 
@@ -113,16 +116,38 @@ def test_the_quarantine_and_the_generations_of_a_split_that_grows(tmp_path):
     split = str(tmp_path / "grow")
     template = build_manifest(dataset="t", split="grow", fields={"jpg": "image/jpeg", "cls": "label"}, shards=[],
                               source={"url": "test", "inputs_seen": 0}, classes=["a", "b", "c"])  # fmt: skip
-    for g in (1, 2):
+    jpeg = photo_shards("q", [1])[0][0][1]["jpg"]
+    (tmp_path / "raw.bin").write_bytes(b"x" * 10 + jpeg)
+    for g in (1, 2):  # the first input is a whole JPEG (a thumbnail); the second its first 100 bytes (none)
         folder = f"inc-{g}"
         write_bytes(f"{split}/{folder}/inputs.jsonl", b"")
         entry = write_tar_shard(f"{split}/{folder}", 0, photo_shards(f"g{g}", [3])[0])
-        bad = [{"key": f"bad{g}", "source": f"raw/bad{g}.jpg", "stage": "decode", "reason": "truncated JPEG"}]
+        data = {"url": str(tmp_path / "raw.bin"), "offset": 10, "length": len(jpeg) if g == 1 else 100}
+        bad = [quarantine_entry(key=f"bad{g}", source=f"raw/bad{g}.jpg", stage="decode", reason="truncated JPEG",
+                                data=data)]  # fmt: skip
         publish_generation(split, folder=folder, kind="increment", shards=[entry], quarantine=bad, inputs_seen=4,
-                           template=template)  # fmt: skip
+                           template=template, extra={"newest_input_at": time.time() - 7.5})  # fmt: skip
     r, dom = _view(split, tmp_path / "page.html")
     assert r.returncode == 0, r.stderr
     assert len(dom.having("generation")) == 2 and len(dom.having("sample")) == 6
+    latencies = [float(t.split()[0]) for t in dom.text["latency"]]
+    assert len(latencies) == 2 and all(7.5 <= s < 60 for s in latencies), latencies
     assert len(dom.having("quarantine-group")) == 1  # both generations' entries: one stage and reason
-    page = (tmp_path / "page.html").read_text()
-    assert "<td>2</td><td>decode</td><td>truncated JPEG</td><td>raw/bad1.jpg<br>raw/bad2.jpg</td>" in page
+    assert dom.text["count"] == ["2"] and dom.text["example"] == ["raw/bad1.jpg", "raw/bad2.jpg"]
+    (thumb,) = dom.having("quarantine-thumb")  # the input that decodes, drawn; the truncated one named only
+    assert thumb["src"].startswith("data:image/jpeg;base64,")
+
+
+def test_quarantined_inputs_that_are_images_get_their_thumbnail(conversions, tmp_path):
+    """The ImageNet job's quarantine, drawn from the inputs where the entries say they are: the image with no label
+    and the truncated JPEG (as far as it decodes) get a thumbnail, the file that is no image and the empty one are
+    named only."""
+    _, out = conversions.get("imagenet", "folders")
+    for split, drawn in (("train", {"n03042490_9003.JPEG@0"}), ("validation", {"ILSVRC2012_val_00000013.JPEG@0"})):
+        r, dom = _view(str(out / split), tmp_path / f"{split}.html")
+        assert r.returncode == 0, r.stderr
+        page = (tmp_path / f"{split}.html").read_text()
+        examples = re.findall(r'<div class="example">(<img class="quarantine-thumb" alt="" src="data:image/jpeg;base64,'
+                              r'[A-Za-z0-9+/=]+">)?([^<]*)</div>', page)  # fmt: skip
+        assert len(examples) == len(dom.having("example")) == {"train": 3, "validation": 1}[split]
+        assert {source.rsplit("/", 1)[1] for thumb, source in examples if thumb} == drawn, examples
