@@ -1,4 +1,4 @@
-"""`python -m shards.bench pack`: the pack benchmark against tar, kept under this name. A thin entry: the benchmark lives in a checkout's
+"""`python -m shards.bench pack|view`: the pack benchmark against tar and the `shards view` page benchmark, kept under this name. A thin entry: the benchmark lives in a checkout's
 `infra/bench/pack.py` (benchmarks are not library code; nothing here imports them)."""
 
 __all__: list[str] = []

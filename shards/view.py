@@ -20,8 +20,9 @@ from shards.errors import ShardError
 from shards.idx import parse_index
 from shards.keys import split_member_name
 from shards.manifest import read_manifest, split_url_of
+from shards.table import ShardTable
 
-__all__ = ["ANNOTATIONS", "Sample", "View", "field_value", "gather"]
+__all__ = ["ANNOTATIONS", "Sample", "View", "counts", "field_value", "gather"]
 
 # the little-endian annotation fields of the tar datasets: ext -> (dtype, row width; 0: a vector)
 ANNOTATIONS = {
@@ -56,6 +57,13 @@ class View:
     verified: list[str] | None = None  # with --verify: every problem `shards verify` finds ([]: all checked, OK)
 
 
+def counts(shards: Any, name: str) -> np.ndarray:
+    """A count of every shard entry (`num_samples`, `num_bytes`), from a shard table's column where it has one."""
+    if isinstance(shards, ShardTable):
+        return shards.column(name)
+    return np.array([int(e[name]) for e in shards], np.int64)
+
+
 def _choose(sizes: list[int], n: int, seed: int) -> list[tuple[int, int]]:
     """n (shard, index) pairs drawn without replacement across the split, sorted by shard then index."""
     total = int(sum(sizes))
@@ -82,10 +90,10 @@ def _tar_samples(split: str, entry: dict[str, Any], wanted: set[int] | None, key
 
 
 def _samples(split: str, manifest: dict[str, Any], n: int, seed: int, keys: list[str] | None) -> list[Sample]:
-    shards = list(manifest["shards"])
+    shards = manifest["shards"]  # a list, or a ShardTable (many shards): only the sampled entries are made
     by_shard: dict[int, set[int] | None] = {}
     if keys is None:
-        for s, i in _choose([e["num_samples"] for e in shards], n, seed):
+        for s, i in _choose(list(counts(shards, "num_samples")), n, seed):
             by_shard.setdefault(s, set()).add(i)  # type: ignore[union-attr]
     else:
         by_shard = dict.fromkeys(range(len(shards)))

@@ -12,7 +12,7 @@ import json
 import time
 
 from shards.units import format_size
-from shards.view import View
+from shards.view import View, counts
 from shards.viewcard import card
 from shards.viewdraw import thumbnail
 
@@ -23,7 +23,7 @@ body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}h
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 .gallery{display:flex;flex-wrap:wrap;gap:12px}.sample{width:272px;border:1px solid #ddd;padding:6px}
 .pic{position:relative;display:inline-block;line-height:0}.pic img{max-width:256px;max-height:256px}
-.pic svg{position:absolute;left:0;top:0;width:100%;height:100%}audio{width:256px}.spectrogram{width:256px}
+.pic svg{position:absolute;left:0;top:0;width:100%;height:100%}audio{width:256px}.spectrogram{width:256px;height:128px}
 .pixelated{image-rendering:pixelated;width:128px}.heat{display:inline-block;margin-right:4px}.heat img{width:124px;display:block}.key{font-family:monospace;font-size:12px;color:#555}
 .label{font-weight:600}.error{color:#b00020;white-space:pre-wrap}.caption{font-style:italic}.note{font-size:12px;color:#555}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:3px}pre{white-space:pre-wrap;word-break:break-all}
@@ -35,7 +35,7 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-
 def _summary(view: View) -> str:
     m = view.manifest
     shards = m["shards"]
-    nbytes = sum(int(e["num_bytes"]) for e in shards)
+    nbytes = int(counts(shards, "num_bytes").sum())
     rows = [
         ("dataset / split", f"{m['dataset']} / {m['split']}"),
         ("samples", f"{m['num_samples']:,}"),

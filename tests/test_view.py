@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from shards.manifest import read_manifest
 from shards.quarantine import quarantine_entry
@@ -151,3 +152,22 @@ def test_quarantined_inputs_that_are_images_get_their_thumbnail(conversions, tmp
                               r'[A-Za-z0-9+/=]+">)?([^<]*)</div>', page)  # fmt: skip
         assert len(examples) == len(dom.having("example")) == {"train": 3, "validation": 1}[split]
         assert {source.rsplit("/", 1)[1] for thumb, source in examples if thumb} == drawn, examples
+
+
+def test_a_split_of_many_shards_is_viewed_from_its_shard_table_without_listing_every_entry(tmp_path, monkeypatch):
+    """A shard table's split gets the page its list split gets, reading the table's count columns and only the
+    sampled entries (never every entry as a dict: at 200,000 shards that costs a second)."""
+    from shards.table import ShardTable
+    from shards.viewpage import render
+
+    shards = photo_shards("t", [5, 4, 6, 3])
+    make_split(str(tmp_path / "listed"), shards)
+    monkeypatch.setattr("shards.manifest.TABLE_MIN_SHARDS", 3)
+    make_split(str(tmp_path / "tabled"), shards)
+    assert isinstance(read_manifest(str(tmp_path / "tabled"))["shards"], ShardTable)
+    monkeypatch.setattr(ShardTable, "__iter__", lambda self: pytest.fail("every entry of the table was listed"))
+    listed, tabled = (gather(str(tmp_path / name), n=9, seed=5) for name in ("listed", "tabled"))
+    assert [(s.key, s.fields) for s in tabled.samples] == [(s.key, s.fields) for s in listed.samples]
+    assert len(tabled.samples) == 9 and not [s for s in tabled.samples if s.error]
+    page = Dom(render(tabled))
+    assert [c["data-key"] for c in page.having("sample")] == [s.key for s in listed.samples]
