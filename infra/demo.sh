@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default (a local folder): set up, build a small ImageNet in its folder layout from
 # photos that packages ship, convert it with the Beam job, verify the shards, and stream them through
-# imagenet_dali on the CPU.
+# imagenet_dali on the CPU. The split's page (`shards view`) is written to demo-view.html, its path printed.
 #   bash infra/demo.sh [OUT]     OUT defaults to ./demo-out; an s3:// URL works when AWS_ENDPOINT_URL is set
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,4 +26,6 @@ PY
 python -m pipelines imagenet --input "$WORK/imagenet" --output "$OUT" --splits train --min-shards 8
 python -m shards verify "$OUT/train"
 python -m shards preview "$OUT/train" --out demo-preview.png -n 16
+python -m shards view "$OUT/train" --out demo-view.html -n 48
+echo "the split's page (open it in a browser): $(pwd)/demo-view.html"
 python -m loaders.stream imagenet "$OUT/train" --device cpu --batch-size 64 --epochs 3

@@ -61,6 +61,9 @@ def _summary(view: View) -> str:
         f'<tr><th>{html.escape(k)}</th><td id="{k.replace(" / ", "-").replace(" ", "-")}">{html.escape(v)}</td></tr>'
         for k, v in rows
     )
+    ids = m.get("category_ids")  # COCO: the category id of each contiguous label
+    if isinstance(ids, list) and len(ids) == len(classes):
+        classes = [f"{c} ({i})" for c, i in zip(classes, ids, strict=True)]
     names = ", ".join(classes[:60]) + (f", ... ({len(classes)} in all)" if len(classes) > 60 else "")
     return f'<table id="summary">{head}</table><h2>Fields</h2><table id="fields">{fields}</table>' + (
         f'<h2>Classes</h2><p id="classes">{html.escape(names)}</p>' if classes else ""

@@ -171,3 +171,24 @@ def test_a_split_of_many_shards_is_viewed_from_its_shard_table_without_listing_e
     assert len(tabled.samples) == 9 and not [s for s in tabled.samples if s.error]
     page = Dom(render(tabled))
     assert [c["data-key"] for c in page.having("sample")] == [s.key for s in listed.samples]
+
+
+def test_audio_and_features_are_drawn_with_their_label_names(conversions, tmp_path):
+    """FMA: a spectrogram and a WAV excerpt per clip with its genre; YouTube-8M: a heat map per feature with the
+    video's label names, as the stored labels and the manifest's classes say."""
+    _, fma = conversions.get("fma", "folders")
+    r, dom = _view(str(fma / "train"), tmp_path / "fma.html", "-n", "4")
+    assert r.returncode == 0, r.stderr
+    classes = read_manifest(str(fma / "train"))["classes"]
+    audio = [a["src"] for t, a in dom.tags if t == "audio"]
+    assert len(audio) == len(dom.having("spectrogram")) == 4 and all(
+        s.startswith("data:audio/wav;base64,") for s in audio
+    )
+    assert dom.text["label"] == [classes[int(a["data-label"])] for a in dom.having("label")]
+    _, y8m = conversions.get("youtube8m", "video")
+    r, dom = _view(str(y8m / "train"), tmp_path / "y8m.html", "-n", "5")
+    assert r.returncode == 0, r.stderr
+    view = gather(str(y8m / "train"), n=5)
+    classes = read_manifest(str(y8m / "train"))["classes"]
+    assert [a["data-field"] for a in dom.having("heatmap")] == ["mean_audio", "mean_rgb"] * 5  # in column order
+    assert dom.text["label"] == [", ".join(classes[v] for v in s.fields["labels"]) for s in view.samples]

@@ -120,6 +120,11 @@ def bench_pack(folder: str, out: str, *, repeat: int, shard_size: str, workers: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "view":  # the page of `shards view` on a loopback S3 endpoint (infra/bench/view.py)
+        from infra.bench.view import main as view_main
+
+        return view_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m shards.bench", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="which", required=True)
     s = sub.add_parser("pack", help="shards pack vs tar cf on ~110 KB photo-like JPEGs")
