@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,15 @@ import numpy as np
 from shards import storage
 from shards.browse import _checked_fields
 from shards.errors import ShardError
-from shards.idx import parse_index
+from shards.idx import parse_index, sample_members
 from shards.keys import split_member_name
 from shards.manifest import read_manifest, split_url_of
 from shards.table import ShardTable
+from shards.tario import BLOCK, check_indexed_member
 
 __all__ = ["ANNOTATIONS", "Sample", "View", "counts", "field_value", "gather"]
+
+READERS = 8  # shards (and quarantined inputs) read at once
 
 # the little-endian annotation fields of the tar datasets: ext -> (dtype, row width; 0: a vector)
 ANNOTATIONS = {
@@ -73,6 +77,26 @@ def _choose(sizes: list[int], n: int, seed: int) -> list[tuple[int, int]]:
     return sorted((s, int(p - bounds[s])) for (s, _), p in zip(out, picks, strict=True))
 
 
+def _sample_fields(shard_url: str, entry: dict[str, Any], members: list) -> dict[str, bytes]:
+    """A sample's fields through its index line, checked as `browse._checked_fields` checks them, in one ranged read
+    of the span from its first member's header to its last member's end (a sample's members are adjacent in a
+    shard; where an index says otherwise, a read per member)."""
+    _, checked = sample_members(members, entry["num_bytes"], url=shard_url)
+    if not checked:
+        return {}
+    start = min(m.offset for m in checked.values()) - BLOCK
+    end = max(m.offset + m.size for m in checked.values())
+    if end - start > sum(2 * BLOCK + m.size for m in checked.values()):  # not adjacent: read only the members
+        return _checked_fields(shard_url, entry, members)
+    data = storage.read_range(shard_url, start, end - start)
+    fields: dict[str, bytes] = {}
+    for ext, m in checked.items():
+        at = m.offset - start
+        check_indexed_member(data[at - BLOCK : at], m, url=shard_url)
+        fields[ext] = data[at : at + m.size]
+    return fields
+
+
 def _tar_samples(split: str, entry: dict[str, Any], wanted: set[int] | None, keys: set[str] | None) -> list[Sample]:
     shard_url = storage.join(split, entry["path"])
     idx_url = storage.join(split, entry["idx"])
@@ -83,7 +107,7 @@ def _tar_samples(split: str, entry: dict[str, Any], wanted: set[int] | None, key
         if (wanted is not None and i not in wanted) or (keys is not None and key not in keys):
             continue
         try:
-            out.append(Sample(key, entry["path"], _checked_fields(shard_url, entry, members)))
+            out.append(Sample(key, entry["path"], _sample_fields(shard_url, entry, members)))
         except (ShardError, OSError) as e:
             out.append(Sample(key, entry["path"], {}, str(e)))
     return out
@@ -97,15 +121,19 @@ def _samples(split: str, manifest: dict[str, Any], n: int, seed: int, keys: list
             by_shard.setdefault(s, set()).add(i)  # type: ignore[union-attr]
     else:
         by_shard = dict.fromkeys(range(len(shards)))
-    out: list[Sample] = []
-    for s, wanted in by_shard.items():
+
+    def read(item: tuple[int, set[int] | None]) -> list[Sample]:
+        s, wanted = item
         entry = shards[s]
         try:
-            read = _arrow_samples if entry["path"].endswith(".arrow") else _tar_samples
-            out += read(split, entry, wanted, set(keys) if keys else None)
+            reader = _arrow_samples if entry["path"].endswith(".arrow") else _tar_samples
+            return reader(split, entry, wanted, set(keys) if keys else None)
         except (ShardError, OSError, ValueError) as e:  # the shard or its index: each sample drawn from it says so
             where = [f"{entry['path']} #{i}" for i in sorted(wanted)] if wanted is not None else [entry["path"]]
-            out += [Sample(name, entry["path"], {}, str(e)) for name in where]
+            return [Sample(name, entry["path"], {}, str(e)) for name in where]
+
+    with ThreadPoolExecutor(READERS) as pool:  # shards read side by side: on an object store, latency adds up
+        out = [sample for part in pool.map(read, by_shard.items()) for sample in part]
     if keys is not None:  # in the order given; a shard that could not be read keeps its error
         found = {s.key: s for s in out}
         missing = Sample("", "", {}, "no sample with this key in the split")
@@ -175,9 +203,13 @@ def _quarantine(split: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         if len(examples[k]) < 3:
             examples[k].append({"source": str(q.get("source") or q.get("key") or ""), "data": q.get("data")})
     out = [{"stage": s, "reason": r, "count": c, "examples": examples[(s, r)]} for (s, r), c in groups.most_common()]
-    for group in out[:30]:  # the bytes of the most frequent groups' examples: at most 90 ranged reads
+    shown = [example for group in out[:30] for example in group["examples"]]  # at most 90 ranged reads
+    with ThreadPoolExecutor(READERS) as pool:
+        for example, data in zip(shown, pool.map(_input_bytes, [e["data"] for e in shown]), strict=True):
+            example["bytes"] = data
+    for group in out:
         for example in group["examples"]:
-            example["bytes"] = _input_bytes(example.pop("data"))
+            example.pop("data", None)
     return out
 
 
