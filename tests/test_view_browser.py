@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from shards.manifest import read_manifest
+from shards.view import gather
 from tests.browser import CHROMIUM, chromium
 from tests.splits import make_split, photo_shards
 
@@ -160,8 +161,16 @@ def test_an_audio_clip_decodes_in_the_page(conversions, browser, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(PAGES))
 def test_every_datasets_page_opens_without_a_console_error_and_fetches_nothing(name, conversions, browser, tmp_path):
-    visit = browser(_page(_split(conversions, name), tmp_path / "page.html", "-n", "8"))
-    assert visit.evaluate("document.querySelectorAll('.sample').length") == 8
+    split = _split(conversions, name)
+    visit = browser(_page(split, tmp_path / "page.html", "-n", "8"))
+    cards = visit.evaluate("[...document.querySelectorAll('.sample')].map(s => [s.dataset.key, "
+                           "s.querySelector('.label') ? s.querySelector('.label').textContent : null])")  # fmt: skip
+    assert [key for key, _ in cards] == [s.key for s in gather(str(split), n=8).samples]  # one per sampled key
+    classes = read_manifest(str(split)).get("classes") or []
+    for (key, label), sample in zip(cards, gather(str(split), n=8).samples, strict=True):
+        if "cls" in sample.fields:  # the stored label's name
+            stored = int(bytes(sample.fields["cls"]))
+            assert label == (classes[stored] if 0 <= stored < len(classes) else str(stored)), (key, label, stored)
     assert not [c for c in visit.console if c[0] in ("error", "exception", "assert")], visit.console
     assert not [u for u in visit.requests if not u.startswith(("file://", "data:"))], visit.requests
 
