@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
-from shards.procs import die_with_parent
+from shards.procs import die_with_parent, stop
 
 __all__ = ["local_s3", "create_bucket", "free_port"]
 
@@ -80,12 +80,7 @@ def local_s3(
             "AWS_REGION": "us-east-1",
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _bucket(name: str) -> str:

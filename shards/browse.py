@@ -42,13 +42,23 @@ def find_sample(url: str, key: str | None = None) -> tuple[str, dict[str, bytes]
 
 def _checked_fields(shard_url: str, entry: dict[str, Any], members: list) -> dict[str, bytes]:
     """A sample's fields read through the index, each entry checked first as the reference reader would
-    (`idx.sample_members`, then the member's own header: `tario.check_indexed_member`)."""
+    (`idx.sample_members`, then the member's own header: `tario.check_indexed_member`). A sample's members are
+    adjacent in a shard, so they come in one ranged read from the first header to the last member's end; where an
+    index says they are not, one read per member."""
     _, checked = sample_members(members, entry["num_bytes"], url=shard_url)
+    if not checked:
+        return {}
+    start = min(m.offset for m in checked.values()) - BLOCK
+    end = max(m.offset + m.size for m in checked.values())
+    if end - start <= sum(2 * BLOCK + m.size for m in checked.values()):
+        span = storage.read_range(shard_url, start, end - start)
+        pieces = {ext: span[m.offset - BLOCK - start : m.offset + m.size - start] for ext, m in checked.items()}
+    else:
+        pieces = {ext: storage.read_range(shard_url, m.offset - BLOCK, BLOCK + m.size) for ext, m in checked.items()}
     fields: dict[str, bytes] = {}
     for ext, m in checked.items():
-        data = storage.read_range(shard_url, m.offset - BLOCK, BLOCK + m.size)
-        check_indexed_member(data[:BLOCK], m, url=shard_url)
-        fields[ext] = data[BLOCK:]
+        check_indexed_member(pieces[ext][:BLOCK], m, url=shard_url)
+        fields[ext] = pieces[ext][BLOCK:]
     return fields
 
 

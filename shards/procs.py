@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["alive", "descendants", "die_with_parent", "tree_usage"]
+__all__ = ["alive", "descendants", "die_with_parent", "stop", "tree_usage"]
 
 
 def tree_usage(root: int) -> tuple[int, float]:
@@ -86,3 +86,16 @@ def die_with_parent():
         prctl(pr_set_pdeathsig, int(signal.SIGTERM))
 
     return preexec
+
+
+def stop(proc, timeout: float = 10.0) -> None:
+    """End a child process (a `subprocess.Popen`): SIGTERM, then SIGKILL if it has not exited within `timeout`
+    seconds; reaped either way."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -18,11 +18,10 @@ import numpy as np
 from shards import storage
 from shards.browse import _checked_fields
 from shards.errors import ShardError
-from shards.idx import parse_index, sample_members
+from shards.idx import parse_index
 from shards.keys import split_member_name
 from shards.manifest import read_manifest, split_url_of
 from shards.table import ShardTable
-from shards.tario import BLOCK, check_indexed_member
 
 __all__ = ["ANNOTATIONS", "Sample", "View", "counts", "field_value", "gather"]
 
@@ -68,33 +67,12 @@ def counts(shards: Any, name: str) -> np.ndarray:
     return np.array([int(e[name]) for e in shards], np.int64)
 
 
-def _choose(sizes: list[int], n: int, seed: int) -> list[tuple[int, int]]:
+def _choose(sizes: np.ndarray, n: int, seed: int) -> list[tuple[int, int]]:
     """n (shard, index) pairs drawn without replacement across the split, sorted by shard then index."""
-    total = int(sum(sizes))
-    picks = np.random.default_rng(seed).choice(total, min(n, total), replace=False) if total else []
-    bounds = np.cumsum([0, *sizes])
-    out = [(int(np.searchsorted(bounds, p, side="right") - 1), 0) for p in picks]
-    return sorted((s, int(p - bounds[s])) for (s, _), p in zip(out, picks, strict=True))
-
-
-def _sample_fields(shard_url: str, entry: dict[str, Any], members: list) -> dict[str, bytes]:
-    """A sample's fields through its index line, checked as `browse._checked_fields` checks them, in one ranged read
-    of the span from its first member's header to its last member's end (a sample's members are adjacent in a
-    shard; where an index says otherwise, a read per member)."""
-    _, checked = sample_members(members, entry["num_bytes"], url=shard_url)
-    if not checked:
-        return {}
-    start = min(m.offset for m in checked.values()) - BLOCK
-    end = max(m.offset + m.size for m in checked.values())
-    if end - start > sum(2 * BLOCK + m.size for m in checked.values()):  # not adjacent: read only the members
-        return _checked_fields(shard_url, entry, members)
-    data = storage.read_range(shard_url, start, end - start)
-    fields: dict[str, bytes] = {}
-    for ext, m in checked.items():
-        at = m.offset - start
-        check_indexed_member(data[at - BLOCK : at], m, url=shard_url)
-        fields[ext] = data[at : at + m.size]
-    return fields
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    picks = np.random.default_rng(seed).choice(bounds[-1], min(n, bounds[-1]), replace=False)
+    shard = np.searchsorted(bounds, picks, side="right") - 1
+    return sorted((int(s), int(p - bounds[s])) for s, p in zip(shard, picks, strict=True))
 
 
 def _tar_samples(split: str, entry: dict[str, Any], wanted: set[int] | None, keys: set[str] | None) -> list[Sample]:
@@ -107,7 +85,7 @@ def _tar_samples(split: str, entry: dict[str, Any], wanted: set[int] | None, key
         if (wanted is not None and i not in wanted) or (keys is not None and key not in keys):
             continue
         try:
-            out.append(Sample(key, entry["path"], _sample_fields(shard_url, entry, members)))
+            out.append(Sample(key, entry["path"], _checked_fields(shard_url, entry, members)))
         except (ShardError, OSError) as e:
             out.append(Sample(key, entry["path"], {}, str(e)))
     return out
@@ -117,7 +95,7 @@ def _samples(split: str, manifest: dict[str, Any], n: int, seed: int, keys: list
     shards = manifest["shards"]  # a list, or a ShardTable (many shards): only the sampled entries are made
     by_shard: dict[int, set[int] | None] = {}
     if keys is None:
-        for s, i in _choose(list(counts(shards, "num_samples")), n, seed):
+        for s, i in _choose(counts(shards, "num_samples"), n, seed):
             by_shard.setdefault(s, set()).add(i)  # type: ignore[union-attr]
     else:
         by_shard = dict.fromkeys(range(len(shards)))

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from infra.local_s3 import HOST, free_port
-from shards.procs import die_with_parent
+from shards.procs import die_with_parent, stop
 
 __all__ = ["CHROMIUM", "Visit", "chromium"]
 
@@ -142,12 +142,7 @@ def chromium() -> Iterator[Any]:
         if session is not None:
             loop.run_until_complete(session.close())
         loop.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         shutil.rmtree(profile, ignore_errors=True)
 
 

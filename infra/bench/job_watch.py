@@ -30,6 +30,7 @@ import threading
 import time
 
 from infra.bench.pack import make_photo_folder, warm_page_cache
+from shards.procs import stop
 from shards.units import format_size, parse_size
 
 __all__ = ["main"]
@@ -206,12 +207,7 @@ def bench_soak(work: str, seconds: float, beam_seconds: float = 0.0) -> dict:
         time.sleep(10)
     result = {}
     for name, (proc, _) in procs.items():
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 60)
         rss = [b for _, b in samples[name]]
         result[name] = {
             "seconds": runs[name][0],
